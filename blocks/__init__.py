@@ -1,0 +1,1 @@
+"""Where JobCloud's files live and which container engine runs the jobs."""

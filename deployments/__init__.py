@@ -1,0 +1,1 @@
+"""Everything that talks to a Prefect server: local server, job submission, the CLI."""

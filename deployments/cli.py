@@ -1,0 +1,133 @@
+"""The `jobcloud` command line. Exit codes: 0 success (a job Completed), 1 a job ended in any
+other state or the platform failed, 2 bad usage or bad input (nothing was started)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from deployments.cli_files import files_app
+from deployments.cli_output import err, out, print_json
+from deployments.cli_run import run_command
+from flows.errors import JobCloudError, UserError
+
+app = typer.Typer(
+    name="jobcloud",
+    help="Run containerized scientific applications as Prefect jobs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(files_app, name="files")
+app.command("run")(run_command)
+server_app = typer.Typer(help="JobCloud's local Prefect server (used by `run --local`).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@app.command("apps")
+def apps_command(
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    config: Optional[Path] = typer.Option(None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
+) -> None:
+    """List application/version/entrypoint, image, pool and timeout."""
+    from flows.catalog import load_catalog
+
+    catalog = load_catalog(config)
+    rows = [
+        {
+            "application": ref.application,
+            "version": ref.version,
+            "entrypoint": ref.entrypoint,
+            "image": entry.handler.image_url,
+            "pool": entry.pool,
+            "timeout": entry.aws_resources.timeout,
+            "env": list(entry.app.env),
+            "description": entry.description,
+        }
+        for ref, entry in catalog.entries()
+    ]
+    if json_:
+        print_json({"catalog": catalog.source, "entrypoints": rows})
+        return
+    from rich.table import Table
+
+    table = Table("application/version/entrypoint", "image", "pool", "timeout", title=catalog.source)
+    for r in rows:
+        table.add_row(f"{r['application']}/{r['version']}/{r['entrypoint']}", r["image"], r["pool"], str(r["timeout"] or "-"))
+    out.print(table)
+
+
+@app.command("check")
+def check_command(
+    file: Optional[Path] = typer.Argument(None, help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
+) -> None:
+    """Validate a catalog; exit 2 with every problem named if it is invalid."""
+    from flows.catalog import load_catalog
+
+    catalog = load_catalog(file)
+    entries = list(catalog.entries())
+    out.print(f"{catalog.source}: ok ({len(catalog.applications)} applications, {len(entries)} entrypoints)")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server (UI and API) unless it runs."""
+    from deployments.local_server import start
+
+    url = start()
+    out.print(f"Prefect API {url}  UI {url.removesuffix('/api')}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server."""
+    from deployments.local_server import stop
+
+    out.print("stopped" if stop() else "not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the local Prefect server runs, and where."""
+    from deployments.local_server import running_url
+
+    url = running_url()
+    out.print(f"running at {url}" if url else "not running")
+    raise typer.Exit(0 if url else 1)
+
+
+def _say(prefix: str, exc: BaseException) -> None:
+    err.print(f"[bold red]{prefix}:[/] ", end="")
+    err.print(str(exc), markup=False, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `jobcloud` command; returns the exit code."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.UsageError as exc:
+        exc.show(file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except UserError as exc:
+        _say("error", exc)
+        return 2
+    except JobCloudError as exc:
+        _say("failed", exc)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

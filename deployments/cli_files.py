@@ -1,0 +1,109 @@
+"""`jobcloud files`: put, ls, get and rm keys in the job store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from deployments.cli_output import byte_progress, human_size, out, print_json
+from flows.errors import UserError
+
+files_app = typer.Typer(help="Upload, list, download and remove files in the job store.", no_args_is_help=True)
+
+
+def _store():
+    from blocks.job_store import JobStore
+
+    return JobStore.from_settings()
+
+
+@files_app.command("put")
+def put_command(
+    paths: List[str] = typer.Argument(..., help="Local files or folders, then the key prefix to put them under."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Upload LOCAL... under PREFIX: a file lands at PREFIX/<name>, a folder at PREFIX/<name>/..."""
+    from blocks.job_store import local_files
+    from flows.keys import check_key
+
+    if len(paths) < 2:
+        raise UserError("give at least one local path and then the prefix: jobcloud files put LOCAL... PREFIX")
+    *raw_locals, raw_prefix = paths
+    prefix = check_key(raw_prefix)
+    locals_ = [Path(p) for p in raw_locals]
+    for p in locals_:
+        if not p.exists():
+            raise UserError(f"local path {str(p)!r} does not exist")
+        if p.is_symlink():
+            raise UserError(f"local path {str(p)!r} is a link; give the file or folder it points to")
+        check_key(p.resolve().name)
+    store = _store()
+    skipped: list[str] = []
+    total = sum(f.size for p in locals_ for f in local_files(p))
+    records = []
+    with byte_progress("uploading", total, enabled=not json_) as advance:
+        for p in locals_:
+            records += store.upload_tree(p.resolve(), prefix, advance, skipped, keep_name=True)
+    if json_:
+        print_json({"uploaded": [r.model_dump() for r in records], "skipped": skipped})
+        return
+    for r in records:
+        out.print(f"{r.key}  {human_size(r.size)}", highlight=False)
+    for s in skipped:
+        out.print(f"skipped (link or special file): {s}", style="yellow")
+    out.print(f"{len(records)} files, {human_size(sum(r.size for r in records))} under {prefix}/", highlight=False)
+
+
+@files_app.command("ls")
+def ls_command(
+    prefix: str = typer.Argument("", help="Key prefix to list (default: the whole store)."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="List every file below."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List keys under PREFIX."""
+    store = _store()
+    entries = store.list(prefix, recursive=recursive)
+    if json_:
+        print_json({"store": store.url, "prefix": prefix, "entries": [e.__dict__ for e in entries]})
+        return
+    for e in entries:
+        if e.type == "directory":
+            out.print(f"{'-':>10}  {e.key}/", highlight=False)
+        else:
+            out.print(f"{human_size(e.size):>10}  {e.key}", highlight=False)
+
+
+@files_app.command("get")
+def get_command(
+    key: str = typer.Argument(..., help="Key of a file or folder."),
+    dest: Path = typer.Argument(..., help="Local folder; the key lands at DIR/<last name of key>."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Download KEY (a file or a folder) into DIR."""
+    from flows.keys import check_key
+
+    key = check_key(key)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{str(dest)!r} exists and is not a folder")
+    store = _store()
+    store.require(key)
+    total = sum(size for _, size in store.files(key))
+    dest.mkdir(parents=True, exist_ok=True)
+    with byte_progress("downloading", total, enabled=not json_) as advance:
+        records = store.download(key, dest, advance)
+    if json_:
+        print_json({"downloaded": [r.model_dump() for r in records], "to": str(dest / key.rsplit("/", 1)[-1])})
+        return
+    out.print(f"{len(records)} files, {human_size(sum(r.size for r in records))} -> {dest / key.rsplit('/', 1)[-1]}", highlight=False)
+
+
+@files_app.command("rm")
+def rm_command(
+    key: str = typer.Argument(..., help="Key of a file or folder."),
+    recursive: bool = typer.Option(False, "-r", "--recursive", help="Remove a folder and everything in it."),
+) -> None:
+    """Remove KEY from the job store (a folder needs -r)."""
+    n = _store().remove(key, recursive=recursive)
+    out.print(f"removed {key} ({n} files)", highlight=False)

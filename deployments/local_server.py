@@ -1,0 +1,138 @@
+"""A long-lived local Prefect server for `jobcloud run --local`.
+
+Prefect's ephemeral mode starts a server in every new process (9-15 s here). JobCloud instead
+starts one `prefect server start` (SQLite, under ~/.jobcloud/prefect) the first time it is
+needed and reuses it, so later jobs pay about a second; the server also serves the Prefect UI.
+An explicit `PREFECT_API_URL` always wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from blocks.settings import get_settings
+from flows.errors import JobCloudError
+
+START_TIMEOUT_S = 90
+
+
+def _state_file() -> Path:
+    return get_settings().home / "server.json"
+
+
+def _healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def running_url() -> str | None:
+    """The API URL of JobCloud's local server if it is up."""
+    try:
+        info = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    url = info.get("url")
+    return url if url and _healthy(url) else None
+
+
+def start(quiet: bool = False) -> str:
+    """Start the local server unless it runs; return its API URL."""
+    url = running_url()
+    if url:
+        return url
+    home = get_settings().home
+    prefect_home = home / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_API_URL=url,
+    )
+    log = open(home / "server.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # outlives this command: later jobs reuse it
+    )
+    _state_file().write_text(json.dumps({"pid": proc.pid, "url": url, "port": port}))
+    if not quiet:
+        print(f"starting a local Prefect server at {url[:-4]} (first run only)...", file=sys.stderr)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise JobCloudError(f"the local Prefect server exited early; see {home / 'server.log'}")
+        if _healthy(url):
+            return url
+        time.sleep(0.3)
+    proc.terminate()
+    raise JobCloudError(f"the local Prefect server did not start in {START_TIMEOUT_S} s; see {home / 'server.log'}")
+
+
+def stop() -> bool:
+    """Stop JobCloud's local server; True if one was running."""
+    try:
+        info = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return False
+    pid = info.get("pid")
+    stopped = False
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    _state_file().unlink(missing_ok=True)
+    return stopped
+
+
+def _profile_api_url() -> str | None:
+    """PREFECT_API_URL of the active Prefect profile, read without importing Prefect."""
+    import tomllib
+
+    prefect_home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    try:
+        profiles = tomllib.loads((prefect_home / "profiles.toml").read_text())
+    except (OSError, ValueError):
+        return None
+    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
+    return profiles.get("profiles", {}).get(name, {}).get("PREFECT_API_URL")
+
+
+def ensure_api() -> str:
+    """Point this process at a Prefect API: PREFECT_API_URL (environment or profile) if set,
+    else JobCloud's local server.
+
+    Must run before Prefect is imported: Prefect's background workers (logs, events) read
+    their settings once, from the environment.
+    """
+    configured = os.environ.get("PREFECT_API_URL") or _profile_api_url()
+    if configured:
+        os.environ["PREFECT_API_URL"] = configured
+        return configured
+    url = start()
+    os.environ["PREFECT_API_URL"] = url
+    return url

@@ -1,0 +1,1 @@
+"""The JobCloud job flow and its parts: catalog model, key safety, staging, container run."""

@@ -1,0 +1,284 @@
+"""The application catalog (`application_config.yaml`), in DECODE OpenCloud's format.
+
+application -> version -> entrypoint -> {app, handler, aws_resources}, read unchanged, with a
+few optional extensions (description, cache, network, default_version).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
+
+from flows.errors import CatalogError, UnknownEntrypointError, UnsafeKeyError
+from flows.keys import check_key
+
+MAX_CATALOG_BYTES = 4 * 1024 * 1024
+MAX_YAML_NODES = 200_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def _folder(value: str) -> str:
+    try:
+        return check_key(value)
+    except UnsafeKeyError as exc:
+        raise ValueError(f"folder {value!r} must be a relative path under /files ({exc.reason})")
+
+
+Folder = Annotated[str, AfterValidator(_folder)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppSpec(_Strict):
+    """What runs inside the container."""
+
+    cmd: list[str] = Field(
+        min_length=1,
+        description="Joined with spaces and run by /bin/sh -c inside the container.",
+    )
+    env: list[Annotated[str, Field(pattern=ENV_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        description="Environment variables a job may set; no other name reaches the container.",
+    )
+
+
+class FilesDown(_Strict):
+    """Where each kind of input is staged, relative to /files."""
+
+    config_id: Folder | None = None
+    data_ids: Folder | None = None
+    artifact_ids: Folder | None = None
+
+
+class FilesUp(_Strict):
+    """Which folders under /files are uploaded after the container ends."""
+
+    output: Folder | None = None
+    log: Folder | None = None
+    artifact: Folder | None = None
+
+
+class HandlerSpec(_Strict):
+    """The container image and its file layout."""
+
+    image_url: str = Field(min_length=1)
+    files_down: FilesDown = Field(default_factory=FilesDown)
+    files_up: FilesUp = Field(default_factory=FilesUp)
+
+
+class Hardware(_Strict):
+    """Default resources of a job; a job may override them."""
+
+    MEMORY: PositiveInt | None = Field(None, description="Memory limit in MB.")
+    VCPU: PositiveFloat | None = Field(None, description="CPU limit in cores.")
+    GPU: NonNegativeInt = Field(0, description="GPUs requested; > 0 runs on the gpu pool.")
+
+
+class Resources(_Strict):
+    """DECODE's `aws_resources`: hardware and timeout, whatever the backend."""
+
+    hardware: Hardware = Field(default_factory=Hardware)
+    timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
+
+
+class Entrypoint(_Strict):
+    """One runnable entrypoint of one application version."""
+
+    app: AppSpec
+    handler: HandlerSpec
+    aws_resources: Resources = Field(default_factory=Resources)
+    # Extensions (optional, not in DECODE's format).
+    description: str | None = None
+    cache: bool = Field(False, description="Reuse an earlier job's outputs for identical inputs.")
+    network: Literal["bridge", "none"] = Field(
+        "bridge", description="'none' cuts the container off the network."
+    )
+
+    @property
+    def pool(self) -> str:
+        """The work pool this entrypoint runs on."""
+        return "gpu" if self.aws_resources.hardware.GPU > 0 else "cpu"
+
+
+class EntrypointRef(BaseModel):
+    """application/version/entrypoint, the address of one entrypoint."""
+
+    model_config = ConfigDict(frozen=True)
+    application: str
+    version: str
+    entrypoint: str
+
+    def __str__(self) -> str:
+        return f"{self.application}/{self.version}/{self.entrypoint}"
+
+    @property
+    def flow_name(self) -> str:
+        return f"{self.application}-{self.entrypoint}"
+
+    @property
+    def tags(self) -> list[str]:
+        return [
+            f"app:{self.application}",
+            f"version:{self.version}",
+            f"entrypoint:{self.entrypoint}",
+        ]
+
+    @classmethod
+    def parse(cls, text: str) -> "EntrypointRef":
+        parts = text.strip("/").split("/")
+        if len(parts) != 3 or not all(parts):
+            raise UnknownEntrypointError(
+                f"{text!r} is not APP/VERSION/ENTRYPOINT; list them with `jobcloud apps`"
+            )
+        return cls(application=parts[0], version=parts[1], entrypoint=parts[2])
+
+
+class Catalog(BaseModel):
+    """The whole catalog: application -> version -> entrypoint -> `Entrypoint`."""
+
+    model_config = ConfigDict(frozen=True)
+    applications: dict[Name, dict[Name, dict[Name, Entrypoint]]]
+    source: str | None = None
+
+    def entries(self) -> Iterator[tuple[EntrypointRef, Entrypoint]]:
+        """Every entrypoint, in file order."""
+        for app, versions in self.applications.items():
+            for version, entrypoints in versions.items():
+                for name, entry in entrypoints.items():
+                    yield EntrypointRef(application=app, version=version, entrypoint=name), entry
+
+    def get(self, ref: EntrypointRef) -> Entrypoint:
+        """The entrypoint at ``ref``, or an error that lists what exists."""
+        versions = self.applications.get(ref.application)
+        if versions is None:
+            raise UnknownEntrypointError(
+                f"no application {ref.application!r} in the catalog; "
+                f"known: {', '.join(self.applications) or 'none'}"
+            )
+        entrypoints = versions.get(ref.version)
+        if entrypoints is None:
+            raise UnknownEntrypointError(
+                f"no version {ref.version!r} of {ref.application!r}; known: {', '.join(versions)}"
+            )
+        entry = entrypoints.get(ref.entrypoint)
+        if entry is None:
+            raise UnknownEntrypointError(
+                f"no entrypoint {ref.entrypoint!r} in {ref.application}/{ref.version}; "
+                f"known: {', '.join(entrypoints)}"
+            )
+        return entry
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    if loc and loc[0] == "applications":
+        loc = loc[1:]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        where = ".".join(loc[:-1]) or "(top level)"
+        return f"{where}: unknown key {loc[-1]!r}"
+    if kind == "missing":
+        where = ".".join(loc[:-1]) or "(top level)"
+        return f"{where}: missing required key {loc[-1]!r}"
+    where = ".".join(loc) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and loc:
+        msg = f"{err['input']!r} is not a valid name (letters, digits, '_', '.', '-')"
+    return f"{where}: {msg}"
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """SafeLoader (no python tags) that refuses alias bombs: counts nodes with aliases expanded."""
+
+
+def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CatalogError([f"the YAML expands to more than {MAX_YAML_NODES} nodes"])
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _count_nodes(child, budget)
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _count_nodes(k, budget)
+            _count_nodes(v, budget)
+
+
+def parse_catalog(text: str, source: str | None = None) -> Catalog:
+    """Parse catalog YAML text into a `Catalog`, or raise `CatalogError` naming every problem."""
+    if len(text.encode()) > MAX_CATALOG_BYTES:
+        raise CatalogError([f"the file is larger than {MAX_CATALOG_BYTES} bytes"], source)
+    try:
+        loader = _CountingLoader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+        if node is None:
+            raise CatalogError(["the file is empty; describe at least one application"], source)
+        _count_nodes(node, [MAX_YAML_NODES])
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CatalogError([f"{where}not valid YAML ({problem})"], source) from None
+    except CatalogError as exc:
+        raise CatalogError(exc.problems, source) from None
+    if not isinstance(data, dict):
+        raise CatalogError(
+            ["the top level must be a mapping: application -> version -> entrypoint"], source
+        )
+    try:
+        return Catalog(applications=data, source=source)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()]
+        raise CatalogError(problems, source) from None
+
+
+def default_catalog_path() -> Path:
+    """`JOBCLOUD_CONFIG`, else ./application_config.yaml."""
+    return Path(os.environ.get("JOBCLOUD_CONFIG") or "application_config.yaml")
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read and validate the catalog file (default: `default_catalog_path()`)."""
+    p = Path(path) if path is not None else default_catalog_path()
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise CatalogError(
+            ["the catalog file does not exist; pass a path or set JOBCLOUD_CONFIG"], str(p)
+        ) from None
+    except OSError as exc:
+        raise CatalogError([f"cannot read the catalog file: {exc.strerror}"], str(p)) from None
+    if p.is_dir():
+        raise CatalogError(["this is a folder, not a catalog file"], str(p))
+    if size > MAX_CATALOG_BYTES:
+        raise CatalogError([f"the file is larger than {MAX_CATALOG_BYTES} bytes"], str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CatalogError(["the file is not UTF-8 text"], str(p)) from None
+    except OSError as exc:
+        raise CatalogError([f"cannot read the catalog file: {exc.strerror}"], str(p)) from None
+    return parse_catalog(text, source=str(p))

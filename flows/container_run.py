@@ -1,0 +1,142 @@
+"""Run one container to its end: create, start, stream its output line by line, wait, and
+always stop and remove it (also on timeout, cancellation or a crash of the caller)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from flows.container_spec import ContainerSpec
+from flows.errors import ContainerEngineError, ImageNotFoundError
+
+TAIL_LINES = 20
+STOP_GRACE_S = 10
+
+
+@dataclass
+class ContainerOutcome:
+    """How the container ended."""
+
+    exit_code: int | None
+    timed_out: bool
+    tail: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    container_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def ensure_image(client: docker.DockerClient, image: str) -> None:
+    """Make sure ``image`` is present, pulling it if the engine can."""
+    try:
+        client.images.get(image)
+        return
+    except ImageNotFound:
+        pass
+    except APIError as exc:
+        raise ContainerEngineError(f"cannot inspect image {image!r}: {exc}") from None
+    try:
+        client.images.pull(image)
+    except (ImageNotFound, NotFound) as exc:
+        raise ImageNotFoundError(image, "not found locally and the registry has no such image") from exc
+    except APIError as exc:
+        raise ImageNotFoundError(image, f"not found locally and pulling failed: {exc.explanation}") from None
+
+
+class _LineSplitter:
+    """Turns the engine's byte chunks into whole text lines."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.buf = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        for line in lines:
+            self.emit(line.rstrip(b"\r").decode("utf-8", errors="replace"))
+
+    def close(self) -> None:
+        if self.buf:
+            self.emit(self.buf.decode("utf-8", errors="replace"))
+            self.buf = b""
+
+
+def run_container(
+    client: docker.DockerClient,
+    spec: ContainerSpec,
+    on_line: Callable[[str], None],
+    on_start: Callable[[str], None] | None = None,
+) -> ContainerOutcome:
+    """Run ``spec`` to its end, calling ``on_line`` for each line of stdout/stderr.
+
+    Stops the container after ``spec.timeout`` seconds. The container is removed in every
+    case, including when this thread is interrupted (Prefect cancellation, Ctrl-C).
+    """
+    ensure_image(client, spec.image)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def emit(line: str) -> None:
+        tail.append(line)
+        on_line(line)
+
+    splitter = _LineSplitter(emit)
+    try:
+        container = client.containers.create(**spec.create_kwargs())
+    except ImageNotFound as exc:
+        raise ImageNotFoundError(spec.image, str(exc)) from None
+    except APIError as exc:
+        raise ContainerEngineError(f"the engine refused to create the container: {exc.explanation or exc}") from None
+    outcome = ContainerOutcome(exit_code=None, timed_out=False, container_id=container.id)
+    try:
+        try:
+            container.start()
+        except APIError as exc:
+            raise ContainerEngineError(
+                f"the engine could not start the container: {exc.explanation or exc}"
+            ) from None
+        outcome.started_at = time.time()
+        if on_start:
+            on_start(container.id)
+
+        def pump() -> None:
+            try:
+                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    splitter.feed(chunk)
+            except (APIError, RequestsConnectionError):
+                pass
+            splitter.close()
+
+        reader = threading.Thread(target=pump, name="container-logs", daemon=True)
+        reader.start()
+        try:
+            result = container.wait(timeout=spec.timeout) if spec.timeout else container.wait()
+            outcome.exit_code = int(result.get("StatusCode", -1))
+        except (ReadTimeout, RequestsConnectionError):
+            outcome.timed_out = True
+            container.stop(timeout=STOP_GRACE_S)
+            on_line(f"[jobcloud] timeout after {spec.timeout} s: container stopped")
+            try:
+                outcome.exit_code = int(container.wait(timeout=STOP_GRACE_S + 5).get("StatusCode", -1))
+            except (ReadTimeout, RequestsConnectionError):
+                outcome.exit_code = None
+        reader.join(timeout=10)
+        outcome.ended_at = time.time()
+        outcome.tail = list(tail)
+        return outcome
+    finally:
+        try:
+            container.remove(force=True)
+        except (APIError, NotFound, RequestsConnectionError):
+            pass

@@ -1,0 +1,267 @@
+"""The job flow: stage-inputs -> run-container -> upload-outputs, then the manifest.
+
+`make_flow` builds one Prefect flow per catalog entrypoint, named `<application>-<entrypoint>`,
+whose parameters are the six job parameters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import Flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run as runtime_flow_run
+from prefect.states import Completed, Failed, State
+
+from blocks.engine import docker_client
+from blocks.job_store import JobStore
+from blocks.settings import get_settings
+from flows.catalog import Entrypoint, EntrypointRef
+from flows.container_run import run_container
+from flows.container_spec import build_spec
+from flows.errors import ContainerFailed, JobCloudError
+from flows.keys import join_key, last_name
+from flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
+from flows.progress import TransferProgress
+from flows.request import HardwareOverride, JobRequest, validate_request
+
+StoreFactory = Callable[[], JobStore]
+
+
+@task(name="stage-inputs", cache_policy=NONE)
+def stage_inputs(
+    store: JobStore, entry: Entrypoint, request: JobRequest, files_dir: Path
+) -> list[InputRecord]:
+    """Copy every input key under its files_down folder, keeping its last name."""
+    logger = get_run_logger()
+    down = entry.handler.files_down
+    for folder in (down.config_id, down.data_ids, down.artifact_ids):
+        if folder:
+            (files_dir / folder).mkdir(parents=True, exist_ok=True)
+    inputs = request.inputs()
+    for _, key in inputs:
+        store.require(key)
+    total = sum(size for _, key in inputs for _, size in store.files(key))
+    progress = TransferProgress("Staging inputs", total)
+    records: list[InputRecord] = []
+    for kind, key in inputs:
+        folder = getattr(down, kind)
+        files = store.download(key, files_dir / folder, progress.advance)
+        staged_at = f"/files/{folder}/{last_name(key)}"
+        logger.info("staged %s (%d files, %d bytes) at %s", key, len(files), sum(f.size for f in files), staged_at)
+        records.append(InputRecord(kind=kind, key=key, staged_at=staged_at, files=files))
+    progress.done()
+    return records
+
+
+@task(name="run-container", cache_policy=NONE)
+def run_container_step(spec_kwargs: dict[str, Any], container_log: Path) -> dict[str, Any]:
+    """Run the app's container; its output goes to the flow run's logs and container.log.
+
+    Raises `ContainerFailed` (the task fails) on a non-zero exit or a timeout.
+    """
+    from flows.container_spec import ContainerSpec
+
+    logger = get_run_logger()
+    spec = ContainerSpec(**spec_kwargs)
+    client = docker_client()
+    container_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(container_log, "w", encoding="utf-8") as log_file:
+
+        def on_line(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+            logger.info(line)
+
+        outcome = run_container(
+            client, spec, on_line, on_start=lambda cid: logger.info("container %s started", cid[:12])
+        )
+    result = {
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "seconds": round(outcome.ended_at - outcome.started_at, 3),
+    }
+    if not outcome.ok:
+        raise ContainerFailed(outcome.exit_code, outcome.tail, outcome.timed_out)
+    return result
+
+
+@task(name="upload-outputs", cache_policy=NONE)
+def upload_outputs(
+    store: JobStore, entry: Entrypoint, job_id: str, files_dir: Path, container_log: Path
+) -> tuple[list[OutputRecord], list[str]]:
+    """Upload each files_up folder to jobs/<id>/<kind>/, never following links."""
+    logger = get_run_logger()
+    prefix = job_prefix(job_id)
+    up = entry.handler.files_up
+    folders = {kind: getattr(up, kind) for kind in ("output", "log", "artifact")}
+    present = {k: files_dir / f for k, f in folders.items() if f and (files_dir / f).exists()}
+    total = sum(f.stat().st_size for d in present.values() for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+    progress = TransferProgress("Uploading outputs", total)
+    records: list[OutputRecord] = []
+    skipped: list[str] = []
+    for kind, local in present.items():
+        kind_skipped: list[str] = []
+        for rec in store.upload_tree(local, join_key(prefix, kind), progress.advance, kind_skipped):
+            records.append(OutputRecord(kind=kind, **rec.model_dump()))
+        skipped += [f"{folders[kind]}/{s}" for s in kind_skipped]
+    if container_log.exists():
+        rec = store.upload_tree(container_log, join_key(prefix, "log"))[0]
+        records = [r for r in records if r.key != rec.key]
+        records.append(OutputRecord(kind="log", **rec.model_dump()))
+    for s in skipped:
+        logger.warning("not uploaded (a link or special file): /files/%s", s)
+    progress.done()
+    return records, skipped
+
+
+def run_job(
+    ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore
+) -> JobManifest | State:
+    """The body of every job flow. Returns the manifest, or a Failed state carrying it."""
+    logger = get_run_logger()
+    started = datetime.now(timezone.utc)
+    job_id = str(runtime_flow_run.id)
+    settings = get_settings()
+    work = settings.work_root / job_id
+    files_dir = work / "files"
+    container_log = work / "container.log"
+    timings = Timings()
+    inputs: list[InputRecord] = []
+    outputs: list[OutputRecord] = []
+    skipped: list[str] = []
+    exit_code: int | None = None
+    timed_out = False
+    failure: str | None = None
+    request = validate_request(entry, request)
+    spec = build_spec(ref, entry, request, files_dir, job_id)
+    try:
+        files_dir.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        try:
+            inputs = stage_inputs(store, entry, request, files_dir)
+        finally:
+            timings.staging_s = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        state = run_container_step(spec.model_dump(), container_log, return_state=True)
+        timings.container_s = round(time.perf_counter() - t, 3)
+        if state.is_completed():
+            exit_code = state.result()["exit_code"]
+        else:
+            exc = _exception_of(state)
+            if isinstance(exc, ContainerFailed):
+                exit_code, timed_out = exc.exit_code, exc.timed_out
+            failure = str(exc) if exc else (state.message or "the container step failed")
+        # Upload also after a failure: the log matters most then.
+        t = time.perf_counter()
+        try:
+            outputs, skipped = upload_outputs(store, entry, job_id, files_dir, container_log)
+        except JobCloudError as exc:
+            failure = (failure + "\n" if failure else "") + f"uploading outputs failed: {exc}"
+        timings.upload_s = round(time.perf_counter() - t, 3)
+    except JobCloudError as exc:
+        failure = str(exc)
+    finally:
+        if not settings.keep_workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    finished = datetime.now(timezone.utc)
+    timings.total_s = round((finished - started).total_seconds(), 3)
+    manifest = JobManifest(
+        job_id=job_id,
+        application=ref.application,
+        version=ref.version,
+        entrypoint=ref.entrypoint,
+        image=spec.image,
+        command=spec.command,
+        env_names=sorted(request.env),
+        hardware={
+            "cpu": spec.nano_cpus / 1e9 if spec.nano_cpus else None,
+            "memory_mb": spec.mem_limit_bytes // (1024 * 1024) if spec.mem_limit_bytes else None,
+            "gpu": spec.gpus,
+            "timeout_s": spec.timeout,
+        },
+        state="Failed" if failure else "Completed",
+        message=failure,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        inputs=inputs,
+        outputs=outputs,
+        skipped=skipped,
+        timings=timings,
+        started_at=started,
+        finished_at=finished,
+    )
+    # Written last: a job's outputs never look complete before they are.
+    store.write_bytes(join_key(job_prefix(job_id), "manifest.json"), manifest.model_dump_json(indent=2).encode())
+    _outputs_artifact(manifest)
+    if failure:
+        logger.error(failure)
+        return Failed(message=failure.splitlines()[0] if timed_out else failure, data=manifest.model_dump(mode="json"))
+    return manifest
+
+
+def _exception_of(state: State) -> BaseException | None:
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - we want whatever the task raised
+        return exc
+    return None
+
+
+def _outputs_artifact(manifest: JobManifest) -> None:
+    rows = [{"kind": o.kind, "key": o.key, "size": o.size, "sha256": o.sha256[:12]} for o in manifest.outputs]
+    create_table_artifact(
+        table=rows or [{"kind": "-", "key": "(no outputs)", "size": 0, "sha256": ""}],
+        description=f"Outputs of job {manifest.job_id} ({manifest.state}) under {manifest.prefix}/",
+    )
+
+
+def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = JobStore.from_settings) -> Flow:
+    """The Prefect flow of one catalog entrypoint."""
+
+    def job(
+        config_id: str | None = None,
+        data_ids: list[str] | None = None,
+        artifact_ids: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        hardware: HardwareOverride | None = None,
+        timeout: int | None = None,
+    ) -> Any:
+        request = JobRequest(
+            config_id=config_id,
+            data_ids=data_ids or [],
+            artifact_ids=artifact_ids or [],
+            env=env or {},
+            hardware=hardware,
+            timeout=timeout,
+        )
+        result = run_job(ref, entry, request, store_factory())
+        return result.model_dump(mode="json") if isinstance(result, JobManifest) else result
+
+    job.__doc__ = _flow_doc(ref, entry)
+    return Flow(
+        fn=job,
+        name=ref.flow_name,
+        description=entry.description or f"{ref} in {entry.handler.image_url}",
+        version=ref.version,
+        validate_parameters=True,
+        persist_result=False,
+    )
+
+
+def _flow_doc(ref: EntrypointRef, entry: Entrypoint) -> str:
+    return f"""Run {ref} ({entry.handler.image_url}).
+
+    Args:
+        config_id: Key of the configuration file or folder, staged under /files/{entry.handler.files_down.config_id}.
+        data_ids: Keys of data inputs, staged under /files/{entry.handler.files_down.data_ids}.
+        artifact_ids: Keys of artifacts (e.g. jobs/<id>/artifact), staged under /files/{entry.handler.files_down.artifact_ids}.
+        env: Environment variables for the container; allowed: {', '.join(entry.app.env) or 'none'}.
+        hardware: Overrides of cpu (cores), memory (MB) and gpu (count).
+        timeout: Seconds before the job is stopped.
+    """

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs: the Python environment, a container engine, the images.
+# Idempotent: a second run only checks. Source-able output: prints `export DOCKER_HOST=...`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat .venv/.jobcloud-stamp 2>/dev/null)" != "$stamp" ]; then
+  echo "installing JobCloud and its pins into .venv ..." >&2
+  .venv/bin/pip install -q -e ".[test,s3]" >&2
+  echo "$stamp" > .venv/.jobcloud-stamp
+fi
+DOCKER_HOST=$(scripts/engine.sh)
+export DOCKER_HOST
+.venv/bin/python -m deployments.images_build >&2
+echo "export DOCKER_HOST=$DOCKER_HOST"
