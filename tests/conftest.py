@@ -1,0 +1,87 @@
+"""Shared fixtures: a real container engine, the example images, a real local Prefect server,
+and a fresh job store per test. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBCLOUD = [sys.executable, "-m", "deployments.cli"]
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    """DOCKER_HOST of a real engine (Docker, or Podman started by scripts/engine.sh)."""
+    proc = subprocess.run([str(ROOT / "scripts/engine.sh")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"no container engine: {proc.stderr}")
+    host = proc.stdout.strip().splitlines()[-1]
+    os.environ["DOCKER_HOST"] = host
+    return host
+
+
+@pytest.fixture(scope="session")
+def images(engine: str) -> None:
+    """The example images of images/images.yaml (busybox base, linefit)."""
+    from deployments.images_build import build
+
+    build(["linefit"], log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real local Prefect server (SQLite) for the whole session."""
+    home = tmp_path_factory.mktemp("jobcloud-server-home")
+    old = os.environ.get("JOBCLOUD_HOME")
+    os.environ["JOBCLOUD_HOME"] = str(home)
+    from deployments import local_server
+
+    url = local_server.start(quiet=True)
+    os.environ["PREFECT_API_URL"] = url
+    if old is None:
+        del os.environ["JOBCLOUD_HOME"]
+    else:
+        os.environ["JOBCLOUD_HOME"] = old
+    yield url
+    os.environ["JOBCLOUD_HOME"] = str(home)
+    local_server.stop()
+
+
+@dataclass
+class Cli:
+    """Runs `jobcloud` as a user would, in a separate process, with a given environment."""
+
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*JOBCLOUD, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+
+@pytest.fixture
+def jc_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A fresh JobCloud home and job store for one test, set in this process too."""
+    home = tmp_path / "jc-home"
+    env = {
+        "JOBCLOUD_HOME": str(home),
+        "JOBCLOUD_STORAGE": str(tmp_path / "store"),
+        "JOBCLOUD_CONFIG": str(ROOT / "application_config.yaml"),
+        "PYTHONPATH": str(ROOT),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return {**os.environ, **env}
+
+
+@pytest.fixture
+def cli(jc_env: dict[str, str], tmp_path: Path) -> Cli:
+    """`jobcloud` against this test's store (and the session's server, if one was asked for)."""
+    return Cli(env=jc_env, cwd=tmp_path)
