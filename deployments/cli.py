@@ -13,6 +13,8 @@ import typer
 from deployments.cli_files import files_app
 from deployments.cli_output import err, out, print_json
 from deployments.cli_run import run_command
+from deployments.cli_deploy import deploy_command
+from deployments.cli_jobs import jobs_app
 from flows.errors import JobCloudError, UserError
 
 app = typer.Typer(
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 app.add_typer(files_app, name="files")
 app.command("run")(run_command)
+app.command("deploy")(deploy_command)
+app.add_typer(jobs_app, name="jobs")
 server_app = typer.Typer(help="JobCloud's local Prefect server (used by `run --local`).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 

@@ -34,6 +34,7 @@ def run_command(
     local: bool = typer.Option(False, "--local", help="Run in this process against a local Prefect."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id and return at once (server mode)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object (id, state, outputs, manifest)."),
+    priority: int = typer.Option(0, "--priority", min=0, max=5, help="0 (default) to 5 (most urgent): the pool's queue priority-N (server mode)."),
 ) -> int:
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
     from blocks.job_store import JobStore
@@ -62,7 +63,7 @@ def run_command(
     if not local:
         from deployments.submit import submit_and_report
 
-        return submit_and_report(ref, entry, request, wait=not no_wait, as_json=json_)
+        return submit_and_report(ref, entry, request, wait=not no_wait, as_json=json_, priority=priority)
     if no_wait:
         raise ParameterError("--no-wait needs a server: drop --local, or drop --no-wait")
 

@@ -1,12 +1,134 @@
-"""Submitting jobs to deployments on a Prefect server."""
+"""Submitting jobs to deployments on a Prefect server (`jobcloud run` without `--local`).
+
+A job is a flow run of deployment `<application>-<entrypoint>/<version>`, created with the
+six job parameters on the pool's queue `priority-<n>`; the flow run inherits the deployment's
+tags (`app:`, `version:`, `entrypoint:`). The same run can be made with
+`prefect deployment run '<application>-<entrypoint>/<version>' --param ...`.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Any, Callable
+
+from deployments.pools import DEFAULT_PRIORITY, queue_name
+from deployments.run_local import JobResult, read_manifest
 from flows.catalog import Entrypoint, EntrypointRef
-from flows.errors import ParameterError
+from flows.errors import JobCloudError, UserError
+from flows.manifest import job_prefix
 from flows.request import JobRequest
 
+POLL_S = 0.5
 
-def submit_and_report(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, wait: bool, as_json: bool) -> int:
-    """Submit to the deployment `<application>-<entrypoint>/<version>`."""
-    raise ParameterError("submitting to a Prefect server is not available in this version; add --local")
+
+class DeploymentMissingError(UserError):
+    """The entrypoint has no deployment on the server yet."""
+
+
+def deployment_name(ref: EntrypointRef) -> str:
+    """`<application>-<entrypoint>/<version>`, as `prefect deployment run` takes it."""
+    return f"{ref.flow_name}/{ref.version}"
+
+
+def parameters_of(request: JobRequest) -> dict[str, Any]:
+    """The flow-run parameters of a request (unset ones left out: the flow's defaults apply)."""
+    return request.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+def submit(client: Any, ref: EntrypointRef, request: JobRequest, priority: int = DEFAULT_PRIORITY) -> Any:
+    """Create the flow run; returns Prefect's `FlowRun`."""
+    from prefect.exceptions import ObjectNotFound
+
+    queue = queue_name(priority)
+    try:
+        deployment = client.read_deployment_by_name(deployment_name(ref))
+    except ObjectNotFound:
+        raise DeploymentMissingError(
+            f"no deployment {deployment_name(ref)!r} on the Prefect server; run `jobcloud deploy` "
+            "(or add --local to run here)"
+        ) from None
+    return client.create_flow_run_from_deployment(
+        deployment.id, parameters=parameters_of(request), tags=ref.tags, work_queue_name=queue
+    )
+
+
+def state_label(state: Any) -> str:
+    """A final state's name as JobCloud reports it (Completed, Failed, Crashed, TimedOut...)."""
+    if state is None:
+        return "Unknown"
+    return state.name if state.name == "TimedOut" else state.type.value.title()
+
+
+def wait_for(
+    client: Any, run_id: Any, timeout: float | None = None, on_state: Callable[[Any], None] | None = None
+) -> Any:
+    """Poll the flow run until it is in a final state; returns the final `FlowRun`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        run = client.read_flow_run(run_id)
+        if run.state and run.state.name != last:
+            last = run.state.name
+            if on_state:
+                on_state(run.state)
+        if run.state and run.state.is_final():
+            return run
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobCloudError(f"job {run_id} is still {last} after {timeout} s")
+        time.sleep(POLL_S)
+
+
+def result_of(run: Any, store: Any) -> JobResult:
+    """A finished flow run as a `JobResult` (the shape `jobcloud run --json` prints)."""
+    job_id = str(run.id)
+    return JobResult(
+        id=job_id,
+        state=state_label(run.state),
+        message=run.state.message if run.state else None,
+        outputs=job_prefix(job_id),
+        manifest=read_manifest(store, job_id),
+    )
+
+
+def submit_and_report(
+    ref: EntrypointRef,
+    entry: Entrypoint,
+    request: JobRequest,
+    wait: bool,
+    as_json: bool,
+    priority: int = DEFAULT_PRIORITY,
+) -> int:
+    """Submit to the deployment `<application>-<entrypoint>/<version>`; wait unless told not to.
+
+    Exit code: 0 Completed (or submitted with --no-wait), 1 any other final state.
+    """
+    from deployments.local_server import ensure_api
+
+    api = ensure_api()
+    from prefect.client.orchestration import get_client
+
+    from blocks.job_store import JobStore
+    from deployments.cli_output import err, print_json
+    from deployments.cli_run import report
+
+    queue_name(priority)  # a bad priority fails before anything is created
+    with get_client(sync_client=True) as client:
+        run = submit(client, ref, request, priority)
+        if not wait:
+            if as_json:
+                print_json({"id": str(run.id), "state": state_label(run.state), "outputs": job_prefix(str(run.id)), "manifest": None})
+            else:
+                print(run.id)
+            return 0
+        if not as_json:
+            err.print(f"submitted job {run.id} to {deployment_name(ref)} ({queue_name(priority)}) at {api}", highlight=False)
+        try:
+            final = wait_for(
+                client, run.id, on_state=None if as_json else lambda s: err.print(f"  {s.name}", highlight=False)
+            )
+        except KeyboardInterrupt:
+            err.print(f"stopped waiting; the job goes on. Cancel it with: jobcloud jobs cancel {run.id}")
+            raise
+    result = result_of(final, JobStore.from_settings())
+    report(result, as_json=as_json)
+    return 0 if result.ok else 1

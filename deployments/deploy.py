@@ -1,0 +1,293 @@
+"""`jobcloud deploy`: make the Prefect server match the catalog.
+
+One deployment per (application, version, entrypoint): flow `<application>-<entrypoint>`,
+deployment `<version>`, entrypoint `flows.catalog_flows.<app>/<version>/<entrypoint>`, on pool
+`gpu` if the entrypoint asks for a GPU, else `cpu`, default queue `priority-0`. Each has the
+catalog's description, tags `jobcloud app:… version:… entrypoint:…` (flow runs inherit them),
+and the flow's typed parameter schema (every field described), enforced by the server.
+
+Scheduled jobs are declared in `prefect.yaml` (a deployment with `schedules:`); `deploy` applies
+those too, so a schedule exists after `jobcloud deploy` as after `prefect deploy --all`.
+
+Idempotent: a deployment whose managed fields already match is not written. `prune` deletes
+deployments tagged `jobcloud` that are no longer wanted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from deployments.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
+from flows.catalog import Catalog, EntrypointRef
+from flows.catalog_flows import entrypoint_of, ref_of_attribute
+from flows.errors import UserError
+
+MANAGED_TAG = "jobcloud"
+SCHEDULE_TAG = "schedule"
+ENTRYPOINT_PREFIX = "flows.catalog_flows."
+
+
+class CronSchedule(BaseModel):
+    """A cron schedule of a deployment, as `prefect.yaml` writes it."""
+
+    cron: str
+    timezone: str = "UTC"
+    active: bool = True
+
+
+class DeploymentSpec(BaseModel):
+    """The managed fields of one deployment, from the catalog or prefect.yaml."""
+
+    flow_name: str
+    name: str
+    ref: EntrypointRef
+    entrypoint: str
+    work_pool_name: str
+    work_queue_name: str
+    description: str
+    tags: list[str]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_openapi_schema: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[CronSchedule] = Field(default_factory=list)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow_name}/{self.name}"
+
+
+class DeployChange(BaseModel):
+    """What `sync` did to one deployment (or pool/queue)."""
+
+    name: str
+    action: str  # created | updated | unchanged | deleted | warning
+    detail: str = ""
+
+
+def _schema(ref: EntrypointRef, catalog: Catalog) -> dict[str, Any]:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.catalog_flows import flow_for
+
+    # The same function `prefect deploy` uses, so both paths give the same form.
+    return parameter_schema(flow_for(ref, catalog)).model_dump(mode="json")
+
+
+def catalog_deployments(catalog: Catalog) -> list[DeploymentSpec]:
+    """The deployment of every catalog entrypoint."""
+    specs = []
+    for ref, entry in catalog.entries():
+        gpus = entry.aws_resources.hardware.GPU
+        specs.append(
+            DeploymentSpec(
+                flow_name=ref.flow_name,
+                name=ref.version,
+                ref=ref,
+                entrypoint=entrypoint_of(ref),
+                work_pool_name=entry.pool,
+                work_queue_name=queue_name(DEFAULT_PRIORITY),
+                description=entry.description or f"{ref} in {entry.handler.image_url}",
+                tags=[MANAGED_TAG, *ref.tags],
+                # GPU deployments show (and pass) their GPU request in the form; a run may override it.
+                parameters={"hardware": {"gpu": gpus}} if gpus else {},
+                parameter_openapi_schema=_schema(ref, catalog),
+            )
+        )
+    return specs
+
+
+def scheduled_deployments(prefect_yaml: Path | None, catalog: Catalog) -> list[DeploymentSpec]:
+    """Deployments with `schedules:` in prefect.yaml (recurring jobs with fixed parameters)."""
+    if prefect_yaml is None or not prefect_yaml.exists():
+        return []
+    doc = yaml.safe_load(prefect_yaml.read_text()) or {}
+    specs = []
+    for i, d in enumerate(doc.get("deployments") or []):
+        if not d.get("schedules"):
+            continue
+        where = f"{prefect_yaml}: deployments[{i}] ({d.get('name')})"
+        entrypoint = d.get("entrypoint", "")
+        if not entrypoint.startswith(ENTRYPOINT_PREFIX):
+            raise UserError(f"{where}: entrypoint must start with {ENTRYPOINT_PREFIX!r}")
+        ref = ref_of_attribute(entrypoint[len(ENTRYPOINT_PREFIX):])
+        entry = catalog.get(ref)
+        pool = d.get("work_pool") or {}
+        specs.append(
+            DeploymentSpec(
+                flow_name=ref.flow_name,
+                name=d["name"],
+                ref=ref,
+                entrypoint=entrypoint,
+                work_pool_name=pool.get("name") or entry.pool,
+                work_queue_name=pool.get("work_queue_name") or queue_name(DEFAULT_PRIORITY),
+                description=d.get("description") or entry.description or str(ref),
+                tags=list(d.get("tags") or [MANAGED_TAG, SCHEDULE_TAG, *ref.tags]),
+                parameters=d.get("parameters") or {},
+                parameter_openapi_schema=_schema(ref, catalog),
+                job_variables=pool.get("job_variables") or {},
+                schedules=[CronSchedule(**s) for s in d["schedules"]],
+            )
+        )
+    return specs
+
+
+def desired_deployments(catalog: Catalog, prefect_yaml: Path | None = None) -> list[DeploymentSpec]:
+    """Everything `deploy` makes: the catalog's deployments, then prefect.yaml's schedules."""
+    return catalog_deployments(catalog) + scheduled_deployments(prefect_yaml, catalog)
+
+
+def _current(dep: Any) -> dict[str, Any]:
+    return {
+        "entrypoint": dep.entrypoint,
+        "work_pool_name": dep.work_pool_name,
+        "work_queue_name": dep.work_queue_name,
+        "description": dep.description,
+        "tags": sorted(dep.tags),
+        "parameters": dep.parameters,
+        "parameter_openapi_schema": dep.parameter_openapi_schema,
+        "job_variables": dep.job_variables or {},
+        "enforce_parameter_schema": dep.enforce_parameter_schema,
+    }
+
+
+def _wanted(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "entrypoint": spec.entrypoint,
+        "work_pool_name": spec.work_pool_name,
+        "work_queue_name": spec.work_queue_name,
+        "description": spec.description,
+        "tags": sorted(spec.tags),
+        "parameters": spec.parameters,
+        "parameter_openapi_schema": spec.parameter_openapi_schema,
+        "job_variables": spec.job_variables,
+        "enforce_parameter_schema": True,
+    }
+
+
+def _schedules_of(client: Any, deployment_id: Any) -> list[CronSchedule]:
+    out = []
+    for s in client.read_deployment_schedules(deployment_id):
+        cron = getattr(s.schedule, "cron", None)
+        if cron:
+            out.append(CronSchedule(cron=cron, timezone=s.schedule.timezone or "UTC", active=s.active))
+    return out
+
+
+def _apply(client: Any, spec: DeploymentSpec) -> DeployChange:
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule as PrefectCron
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        existing = client.read_deployment_by_name(spec.full_name)
+    except ObjectNotFound:
+        existing = None
+    if existing is not None:
+        same = _current(existing) == _wanted(spec)
+        same_schedules = _schedules_of(client, existing.id) == spec.schedules
+        if same and same_schedules:
+            return DeployChange(name=spec.full_name, action="unchanged")
+    flow_id = client.create_flow_from_name(spec.flow_name)
+    dep_id = client.create_deployment(
+        flow_id=flow_id,
+        name=spec.name,
+        version=spec.ref.version,
+        description=spec.description,
+        tags=spec.tags,
+        parameters=spec.parameters,
+        parameter_openapi_schema=spec.parameter_openapi_schema,
+        entrypoint=spec.entrypoint,
+        work_pool_name=spec.work_pool_name,
+        work_queue_name=spec.work_queue_name,
+        job_variables=spec.job_variables,
+        enforce_parameter_schema=True,
+    )
+    if existing is None or _schedules_of(client, dep_id) != spec.schedules:
+        for s in client.read_deployment_schedules(dep_id):
+            client.delete_deployment_schedule(dep_id, s.id)
+        if spec.schedules:
+            client.create_deployment_schedules(
+                dep_id,
+                [
+                    DeploymentScheduleCreate(schedule=PrefectCron(cron=s.cron, timezone=s.timezone), active=s.active)
+                    for s in spec.schedules
+                ],
+            )
+    return DeployChange(name=spec.full_name, action="created" if existing is None else "updated", detail=spec.work_pool_name)
+
+
+def _prune(client: Any, wanted: set[str]) -> list[DeployChange]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    changes = []
+    deps = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[MANAGED_TAG])))
+    flows = {}
+    for dep in deps:
+        if dep.flow_id not in flows:
+            flows[dep.flow_id] = client.read_flow(dep.flow_id).name
+        full = f"{flows[dep.flow_id]}/{dep.name}"
+        if full not in wanted:
+            client.delete_deployment(dep.id)
+            changes.append(DeployChange(name=full, action="deleted"))
+    return changes
+
+
+def sync(
+    catalog: Catalog,
+    prune: bool = False,
+    limits: dict[str, int | None] | None = None,
+    prefect_yaml: Path | None = None,
+) -> list[DeployChange]:
+    """Make pools and deployments on the configured Prefect server match ``catalog``."""
+    from prefect.client.orchestration import get_client
+
+    specs = desired_deployments(catalog, prefect_yaml)
+    with get_client(sync_client=True) as client:
+        pool_changes: list[PoolChange] = ensure_pools(client, limits)
+        changes = [DeployChange(name=f"pool {c.name}", action=c.action, detail=c.detail) for c in pool_changes]
+        changes += [_apply(client, spec) for spec in specs]
+        if prune:
+            changes += _prune(client, {s.full_name for s in specs})
+    return changes
+
+
+def render_prefect_yaml(catalog: Catalog, schedules_from: Path | None = None) -> str:
+    """prefect.yaml for `prefect deploy --all`: the catalog's deployments plus the scheduled
+    ones kept from ``schedules_from`` (an existing prefect.yaml)."""
+    deployments = []
+    for spec in catalog_deployments(catalog):
+        deployments.append(
+            {
+                "name": spec.name,
+                "entrypoint": spec.entrypoint,
+                "version": spec.ref.version,
+                "description": spec.description,
+                "tags": spec.tags,
+                "parameters": spec.parameters,
+                "enforce_parameter_schema": True,
+                "work_pool": {"name": spec.work_pool_name, "work_queue_name": spec.work_queue_name, "job_variables": {}},
+            }
+        )
+    if schedules_from is not None and schedules_from.exists():
+        old = yaml.safe_load(schedules_from.read_text()) or {}
+        deployments += [d for d in old.get("deployments") or [] if d.get("schedules")]
+    doc = {
+        "name": "jobcloud",
+        "prefect-version": "3.8.8",
+        "build": None,
+        "push": None,
+        # Entrypoints are module paths of the installed package: nothing to pull.
+        "pull": [],
+        "deployments": deployments,
+    }
+    header = (
+        "# Prefect's own deployment file for JobCloud: `prefect deploy --all` makes the same\n"
+        "# deployments as `jobcloud deploy`. The catalog part is generated from\n"
+        "# application_config.yaml: regenerate it with `jobcloud deploy --write-prefect-yaml`\n"
+        "# (deployments with `schedules:` are kept). A test checks that both agree.\n"
+    )
+    return header + yaml.safe_dump(doc, sort_keys=False, width=100)

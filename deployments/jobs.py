@@ -1,0 +1,215 @@
+"""Jobs on the Prefect server: list, show, logs, cancel, outputs.
+
+A job is a flow run tagged `app:<application>`. Its status is the flow run's state; inside
+Running, the phase is the task that runs: stage-inputs (preprocessing), run-container
+(running), upload-outputs (postprocessing).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from flows.errors import JobCloudError, UserError
+from flows.manifest import job_prefix
+
+PHASES = {"stage-inputs": "preprocessing", "run-container": "running", "upload-outputs": "postprocessing"}
+# DECODE's status words and Prefect's state names, both accepted by --state.
+STATE_WORDS: dict[str, list[str]] = {
+    "queued": ["SCHEDULED", "PENDING"],
+    "scheduled": ["SCHEDULED"],
+    "pending": ["PENDING"],
+    "running": ["RUNNING"],
+    "finished": ["COMPLETED"],
+    "completed": ["COMPLETED"],
+    "error": ["FAILED", "CRASHED"],
+    "failed": ["FAILED"],
+    "crashed": ["CRASHED"],
+    "cancelled": ["CANCELLED", "CANCELLING"],
+    "cancelling": ["CANCELLING"],
+    "paused": ["PAUSED"],
+}
+LIST_LIMIT = 200
+
+
+class UnknownJobError(UserError):
+    """No flow run with that id."""
+
+
+class JobInfo(BaseModel):
+    """One job as `jobs ls` / `jobs show` report it."""
+
+    id: str
+    name: str
+    application: str | None = None
+    version: str | None = None
+    entrypoint: str | None = None
+    state: str
+    phase: str | None = None
+    message: str | None = None
+    created: datetime | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+    run_seconds: float | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    outputs: str
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.application}/{self.version}/{self.entrypoint}"
+
+
+def _tag(run: Any, prefix: str) -> str | None:
+    return next((t[len(prefix):] for t in run.tags if t.startswith(prefix)), None)
+
+
+def info_of(run: Any) -> JobInfo:
+    """A flow run as a `JobInfo` (without phase or manifest)."""
+    from deployments.submit import state_label
+
+    return JobInfo(
+        id=str(run.id),
+        name=run.name,
+        application=_tag(run, "app:"),
+        version=_tag(run, "version:"),
+        entrypoint=_tag(run, "entrypoint:"),
+        state=state_label(run.state) if run.state and run.state.is_final() else (run.state.name if run.state else "Unknown"),
+        message=run.state.message if run.state else None,
+        created=run.created,
+        started=run.start_time,
+        ended=run.end_time,
+        run_seconds=run.total_run_time.total_seconds() if run.total_run_time else None,
+        parameters=run.parameters,
+        outputs=job_prefix(str(run.id)),
+    )
+
+
+def state_types(word: str) -> list[str]:
+    """Prefect state types for a --state word (DECODE's or Prefect's, any case)."""
+    types = STATE_WORDS.get(word.lower())
+    if types is None:
+        raise UserError(f"unknown state {word!r}; use one of {', '.join(STATE_WORDS)}")
+    return types
+
+
+def list_jobs(client: Any, app: str | None = None, state: str | None = None, limit: int = LIST_LIMIT) -> list[JobInfo]:
+    """Jobs, newest first, optionally of one application and in one state."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"app:{app}"])) if app else FlowRunFilter()
+    if state:
+        flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in state_types(state)]))
+    runs = client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+    return [info_of(r) for r in runs if _tag(r, "app:") is not None]
+
+
+def _run(client: Any, job_id: str) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        uid = UUID(job_id)
+    except ValueError:
+        raise UnknownJobError(f"{job_id!r} is not a job id (list them with `jobcloud jobs ls`)") from None
+    try:
+        return client.read_flow_run(uid)
+    except ObjectNotFound:
+        raise UnknownJobError(f"no job {job_id} on the Prefect server (list them with `jobcloud jobs ls`)") from None
+
+
+def phase_of(client: Any, run: Any) -> str | None:
+    """preprocessing / running / postprocessing while the flow runs; None otherwise."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    if not run.state or not run.state.is_running():
+        return None
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    running = [t for t in tasks if t.state and t.state.is_running()]
+    if not running:
+        return None
+    name = running[-1].name.rsplit("-", 1)[0]
+    return PHASES.get(name, name)
+
+
+def show_job(client: Any, job_id: str, store: Any) -> JobInfo:
+    """Everything about one job: state, phase, timings, parameters, manifest."""
+    from deployments.run_local import read_manifest
+
+    run = _run(client, job_id)
+    info = info_of(run)
+    info.phase = phase_of(client, run)
+    info.manifest = read_manifest(store, info.id)
+    return info
+
+
+def job_logs(client: Any, job_id: str) -> list[tuple[datetime, str, str]]:
+    """(timestamp, level name, message) of every log line of the job, oldest first."""
+    import logging
+
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    run = _run(client, job_id)
+    lines: list[tuple[datetime, str, str]] = []
+    page = 200
+    while True:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+            limit=page,
+            offset=len(lines),
+            sort=LogSort.TIMESTAMP_ASC,
+        )
+        lines += [(log.timestamp, logging.getLevelName(log.level), log.message) for log in logs]
+        if len(logs) < page:
+            return lines
+
+
+def cancel_job(client: Any, job_id: str) -> str:
+    """Cancel a job: a queued one at once, a running one through its worker (Cancelling)."""
+    from prefect.states import Cancelled, Cancelling
+
+    run = _run(client, job_id)
+    if run.state and run.state.is_final():
+        raise UserError(f"job {job_id} already ended ({run.state.name}); nothing to cancel")
+    queued = run.state is not None and (run.state.is_scheduled() or run.state.is_pending())
+    state = Cancelled(message="cancelled by jobcloud jobs cancel") if queued else Cancelling(message="cancelled by jobcloud jobs cancel")
+    result = client.set_flow_run_state(run.id, state, force=True)
+    if result.status.value != "ACCEPT":
+        raise JobCloudError(f"the server did not accept cancelling job {job_id}: {result.details}")
+    return state.name
+
+
+def download_outputs(store: Any, job_id: str, dest: Path) -> list[Any]:
+    """Copy everything under jobs/<id>/ into ``dest``: output/, log/, artifact/, manifest.json."""
+    from flows.errors import MissingKeyError
+
+    if not _is_uuid(job_id):
+        raise UnknownJobError(f"{job_id!r} is not a job id (list them with `jobcloud jobs ls`)")
+    try:
+        entries = store.list(job_prefix(job_id))
+    except MissingKeyError:
+        raise UnknownJobError(f"job {job_id} has no files in the job store (yet?)") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    records: list[Any] = []
+    for entry in entries:
+        records += store.download(entry.key, dest)
+    return records
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
