@@ -17,6 +17,10 @@ PODMAN_SOCKETS = (
 )
 
 
+# Docker 20.10+ and Podman 4+ both serve this version of the Engine API.
+API_VERSION = "1.41"
+
+
 def engine_url() -> str | None:
     """`DOCKER_HOST` if set; else Docker's socket if present; else a Podman socket."""
     if os.environ.get("DOCKER_HOST"):
@@ -38,7 +42,9 @@ def docker_client(timeout: int = 120) -> docker.DockerClient:
             "service (scripts/engine.sh does that)"
         )
     try:
-        client = docker.DockerClient(base_url=url, timeout=timeout)
+        # A fixed API version skips the engine's /version round trip (0.4 s on Podman).
+        version = os.environ.get("DOCKER_API_VERSION", API_VERSION)
+        client = docker.DockerClient(base_url=url, timeout=timeout, version=version)
         client.ping()
     except DockerException as exc:
         raise ContainerEngineError(f"the container engine at {url} does not answer: {exc}") from None

@@ -53,12 +53,15 @@ def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store:
 
     ensure_api()
     from prefect import tags
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.job import make_flow
 
     flow = make_flow(ref, entry, lambda: store)
     params = request.model_dump(exclude_none=True)
-    with tags(*ref.tags):
+    # Heartbeats only help a server notice a lost worker; here the run lives and dies with this
+    # command, and stopping the heartbeat thread costs up to a second at exit.
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), tags(*ref.tags):
         state = flow(**params, return_state=True)
     job_id = str(state.state_details.flow_run_id)
     return JobResult(

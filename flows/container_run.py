@@ -12,7 +12,6 @@ from typing import Callable
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import ReadTimeout
 
 from flows.container_spec import ContainerSpec
 from flows.errors import ContainerEngineError, ImageNotFoundError
@@ -73,6 +72,34 @@ class _LineSplitter:
             self.buf = b""
 
 
+def _exit_code(container) -> int | None:
+    """The exit code if the container has ended, else None."""
+    container.reload()
+    state = container.attrs.get("State", {})
+    if state.get("Status") in ("exited", "dead", "stopped"):
+        return int(state.get("ExitCode", -1))
+    return None
+
+
+def _wait_for_exit(container, reader: threading.Thread, deadline: float | None) -> int | None:
+    """Wait until the container ends (its exit code) or ``deadline`` passes (None).
+
+    The log stream closes when the container ends; the engine's own `wait` can lag by most of
+    a second (Podman), so once the stream is closed we poll the container's state instead.
+    """
+    while True:
+        now = time.time()
+        if deadline is not None and now >= deadline:
+            return None
+        if reader.is_alive():
+            reader.join(timeout=1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
+        code = _exit_code(container)
+        if code is not None:
+            return code
+        if not reader.is_alive():
+            time.sleep(0.05)
+
+
 def run_container(
     client: docker.DockerClient,
     spec: ContainerSpec,
@@ -120,17 +147,13 @@ def run_container(
 
         reader = threading.Thread(target=pump, name="container-logs", daemon=True)
         reader.start()
-        try:
-            result = container.wait(timeout=spec.timeout) if spec.timeout else container.wait()
-            outcome.exit_code = int(result.get("StatusCode", -1))
-        except (ReadTimeout, RequestsConnectionError):
+        deadline = outcome.started_at + spec.timeout if spec.timeout else None
+        outcome.exit_code = _wait_for_exit(container, reader, deadline)
+        if outcome.exit_code is None:
             outcome.timed_out = True
+            on_line(f"[jobcloud] timeout after {spec.timeout} s: stopping the container")
             container.stop(timeout=STOP_GRACE_S)
-            on_line(f"[jobcloud] timeout after {spec.timeout} s: container stopped")
-            try:
-                outcome.exit_code = int(container.wait(timeout=STOP_GRACE_S + 5).get("StatusCode", -1))
-            except (ReadTimeout, RequestsConnectionError):
-                outcome.exit_code = None
+            outcome.exit_code = _wait_for_exit(container, reader, time.time() + STOP_GRACE_S + 5)
         reader.join(timeout=10)
         outcome.ended_at = time.time()
         outcome.tail = list(tail)

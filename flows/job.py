@@ -39,8 +39,9 @@ def stage_inputs(
 ) -> list[InputRecord]:
     """Copy every input key under its files_down folder, keeping its last name."""
     logger = get_run_logger()
-    down = entry.handler.files_down
-    for folder in (down.config_id, down.data_ids, down.artifact_ids):
+    down, up = entry.handler.files_down, entry.handler.files_up
+    # Output folders exist from the start, so an app can write into them directly.
+    for folder in (down.config_id, down.data_ids, down.artifact_ids, up.output, up.log, up.artifact):
         if folder:
             (files_dir / folder).mkdir(parents=True, exist_ok=True)
     inputs = request.inputs()
@@ -87,7 +88,9 @@ def run_container_step(spec_kwargs: dict[str, Any], container_log: Path) -> dict
         "seconds": round(outcome.ended_at - outcome.started_at, 3),
     }
     if not outcome.ok:
-        raise ContainerFailed(outcome.exit_code, outcome.tail, outcome.timed_out)
+        # A Failed state, not an exception: the app's failure is no JobCloud traceback.
+        failure = ContainerFailed(outcome.exit_code, outcome.tail, outcome.timed_out)
+        return Failed(message=str(failure), data={**result, "tail": outcome.tail})
     return result
 
 
@@ -150,13 +153,11 @@ def run_job(
         t = time.perf_counter()
         state = run_container_step(spec.model_dump(), container_log, return_state=True)
         timings.container_s = round(time.perf_counter() - t, 3)
-        if state.is_completed():
-            exit_code = state.result()["exit_code"]
-        else:
-            exc = _exception_of(state)
-            if isinstance(exc, ContainerFailed):
-                exit_code, timed_out = exc.exit_code, exc.timed_out
-            failure = str(exc) if exc else (state.message or "the container step failed")
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, dict):
+            exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
+        if not state.is_completed():
+            failure = state.message or str(outcome)
         # Upload also after a failure: the log matters most then.
         t = time.perf_counter()
         try:
@@ -203,14 +204,6 @@ def run_job(
         logger.error(failure)
         return Failed(message=failure.splitlines()[0] if timed_out else failure, data=manifest.model_dump(mode="json"))
     return manifest
-
-
-def _exception_of(state: State) -> BaseException | None:
-    try:
-        state.result(raise_on_failure=True)
-    except BaseException as exc:  # noqa: BLE001 - we want whatever the task raised
-        return exc
-    return None
 
 
 def _outputs_artifact(manifest: JobManifest) -> None:

@@ -1,0 +1,115 @@
+"""The catalog model: DECODE's format read unchanged, and precise errors for bad catalogs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.catalog import EntrypointRef, load_catalog, parse_catalog
+from flows.errors import CatalogError, UnknownEntrypointError
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_decode_example_passes_unchanged() -> None:
+    catalog = load_catalog(DATA / "decode_catalog.yaml")
+    ref = EntrypointRef.parse("decode/v0_10_1/train")
+    entry = catalog.get(ref)
+    assert "--calib_path=$(find /files/data -name '*.mat' | head -n 1)" in entry.app.cmd
+    assert entry.handler.files_down.data_ids == "data"
+    assert entry.handler.files_up.artifact == "model"
+    assert entry.aws_resources.hardware.GPU == 1
+    assert entry.pool == "gpu"
+    assert entry.aws_resources.timeout == 18000
+
+
+def test_repo_catalog_is_valid() -> None:
+    catalog = load_catalog(ROOT / "application_config.yaml")
+    assert any(ref.application == "linefit" for ref, _ in catalog.entries())
+
+
+def _broken(old: str, new: str) -> str:
+    return (DATA / "decode_catalog.yaml").read_text().replace(old, new)
+
+
+def test_unknown_key_is_named_with_its_exact_place() -> None:
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog(_broken("artifact_ids: artifact", "bogus_ids: artifact"))
+    assert "decode.v0_10_1.train.handler.files_down: unknown key 'bogus_ids'" in exc.value.problems
+
+
+def test_missing_required_key() -> None:
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog(_broken('image_url: "public.ecr.aws/g0e9g3b1/decode:v0_10_1"', ""))
+    assert "decode.v0_10_1.train.handler: missing required key 'image_url'" in exc.value.problems
+
+
+def test_wrong_type_names_the_field() -> None:
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog(_broken("MEMORY: 8000", "MEMORY: lots"))
+    assert any(p.startswith("decode.v0_10_1.train.aws_resources.hardware.MEMORY:") for p in exc.value.problems)
+
+
+def test_folder_outside_files_is_refused() -> None:
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog(_broken("data_ids: data", "data_ids: ../etc"))
+    assert any("files_down.data_ids" in p and ".." in p for p in exc.value.problems)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = _broken("artifact_ids: artifact", "bogus_ids: artifact").replace("GPU: 1", "GPU: -1")
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog(text)
+    assert len(exc.value.problems) == 2
+
+
+def test_python_tags_are_refused() -> None:
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog("a: !!python/object/apply:os.system ['echo pwned']")
+    assert "not valid YAML" in str(exc.value)
+
+
+def test_alias_bomb_is_refused() -> None:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdef", "bcdefg"):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 10)}]")
+    with pytest.raises(CatalogError) as exc:
+        parse_catalog("\n".join(lines))
+    assert "more than" in str(exc.value)
+
+
+def test_huge_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (5 * 1024 * 1024))
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(big)
+    assert "larger than" in str(exc.value)
+
+
+def test_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(tmp_path / "nope.yaml")
+    assert "does not exist" in str(exc.value)
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just text"])
+def test_wrong_top_level(text: str) -> None:
+    with pytest.raises(CatalogError):
+        parse_catalog(text)
+
+
+def test_unknown_entrypoint_lists_what_exists() -> None:
+    catalog = load_catalog(DATA / "decode_catalog.yaml")
+    with pytest.raises(UnknownEntrypointError) as exc:
+        catalog.get(EntrypointRef.parse("decode/v0_10_1/predict"))
+    assert "known: train" in str(exc.value)
+    with pytest.raises(UnknownEntrypointError):
+        EntrypointRef.parse("decode/train")
+
+
+def test_extensions_are_optional_keys() -> None:
+    text = _broken("    train:\n", "    train:\n      description: trains\n      cache: true\n      network: none\n")
+    entry = parse_catalog(text).get(EntrypointRef.parse("decode/v0_10_1/train"))
+    assert entry.description == "trains" and entry.cache and entry.network == "none"
