@@ -27,6 +27,7 @@ from flows.container_spec import build_spec
 from flows.errors import ContainerFailed, JobCloudError
 from flows.keys import join_key, last_name
 from flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
+from flows.output_images import publish_images
 from flows.progress import TransferProgress
 from flows.request import HardwareOverride, JobRequest, validate_request
 
@@ -200,6 +201,7 @@ def run_job(
     # Written last: a job's outputs never look complete before they are.
     store.write_bytes(join_key(job_prefix(job_id), "manifest.json"), manifest.model_dump_json(indent=2).encode())
     _outputs_artifact(manifest)
+    publish_images(store, manifest)  # pictures among the outputs (a loss curve) in the UI
     if failure:
         logger.error(failure)
         return Failed(message=failure.splitlines()[0] if timed_out else failure, data=manifest.model_dump(mode="json"))

@@ -1,0 +1,128 @@
+"""`python -m torchfit.train`: fit the model to the .csv data with the YAML config.
+
+Writes the model (model.pt, model.json) to --model, metrics.json, losses.csv and
+loss_curve.png to --output, and train.log to --log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from torchfit.data import load_config, read_table
+from torchfit.model import Regressor, pick_device
+from torchfit.png import loss_curve_png
+
+log = logging.getLogger("torchfit.train")
+
+
+def _setup_logging(log_dir: Path) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_dir / "train.log")):
+        handler.setFormatter(fmt)
+        logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train, write every output, return the metrics."""
+    config = load_config(args.config)
+    torch.manual_seed(int(config["seed"]))
+    header, rows = read_table(args.data)
+    target = config["target"]
+    if target not in header:
+        raise SystemExit(f"torchfit: target column {target!r} not in {header}")
+    features = [h for h in header if h != target]
+    t = header.index(target)
+    data = torch.tensor(rows, dtype=torch.float32)
+    x, y = data[:, [header.index(f) for f in features]], data[:, t]
+    perm = torch.randperm(len(rows))
+    n_val = int(len(rows) * float(config["validation_fraction"]))
+    if len(rows) - n_val < 2:
+        raise SystemExit(f"torchfit: {len(rows)} rows are too few to train on")
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    device = pick_device()
+    log.info("device %s, torch %s, %d rows (%d validation), features %s, target %s, config %s",
+             device, torch.__version__, len(rows), n_val, features, target, config)
+
+    model = Regressor(len(features), list(config["hidden"]))
+    model.x_mean.copy_(x[train_idx].mean(0))
+    model.x_std.copy_(x[train_idx].std(0).clamp_min(1e-8))
+    model.y_mean.fill_(float(y[train_idx].mean()))
+    model.y_std.fill_(float(y[train_idx].std().clamp_min(1e-8)))
+    model.to(device)
+    xt, yt = x[train_idx].to(device), y[train_idx].to(device)
+    xv, yv = x[val_idx].to(device), y[val_idx].to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(config["learning_rate"]))
+    batch = int(config["batch_size"])
+    history: dict[str, list[float]] = {"train": [], "validation": []}
+    started = time.perf_counter()
+    epochs = int(config["epochs"])
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), device=device)
+        total = 0.0
+        for i in range(0, len(xt), batch):
+            idx = order[i : i + batch]
+            loss = torch.nn.functional.mse_loss(model.scaled(xt[idx]), (yt[idx] - model.y_mean) / model.y_std)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        history["train"].append(total / len(xt))
+        model.eval()
+        with torch.no_grad():
+            vloss = torch.nn.functional.mse_loss(model.scaled(xv), (yv - model.y_mean) / model.y_std) if n_val else torch.tensor(float("nan"))
+        history["validation"].append(float(vloss))
+        if epoch == 0 or (epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs:
+            log.info("epoch %d/%d train loss %.5f validation loss %.5f", epoch + 1, epochs, history["train"][-1], history["validation"][-1])
+    seconds = time.perf_counter() - started
+
+    model_dir, out_dir = Path(args.model), Path(args.output)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.cpu()
+    torch.save(model.state_dict(), model_dir / "model.pt")
+    meta = {"features": features, "target": target, "hidden": list(config["hidden"]), "torch": torch.__version__, "trained_on": str(device)}
+    (model_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with open(out_dir / "losses.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "train_loss", "validation_loss"])
+        for e, (a, b) in enumerate(zip(history["train"], history["validation"]), start=1):
+            w.writerow([e, f"{a:.6g}", f"{b:.6g}"])
+    (out_dir / "loss_curve.png").write_bytes(loss_curve_png(history))
+    metrics = {
+        "epochs": epochs,
+        "rows": len(rows),
+        "train_loss": history["train"][-1],
+        "validation_loss": history["validation"][-1],
+        "training_seconds": round(seconds, 3),
+        "device": str(device),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("done in %.1f s: %s", seconds, metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="torchfit.train", description=__doc__)
+    p.add_argument("--data", required=True, help=".csv file or folder of them")
+    p.add_argument("--config", default=None, help="YAML config (see sample/config.yaml)")
+    p.add_argument("--model", required=True, help="folder for the trained model (the job's artifact)")
+    p.add_argument("--output", required=True, help="folder for metrics and the loss curve")
+    p.add_argument("--log", required=True, help="folder for train.log")
+    args = p.parse_args(argv)
+    _setup_logging(Path(args.log))
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
