@@ -11,6 +11,7 @@ import click
 import typer
 
 from deployments.cli_files import files_app
+from deployments.cli_images import images_app
 from deployments.cli_output import err, out, print_json
 from deployments.cli_run import run_command
 from deployments.cli_deploy import deploy_command
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(files_app, name="files")
+app.add_typer(images_app, name="images")
 app.command("run")(run_command)
 app.command("deploy")(deploy_command)
 app.add_typer(jobs_app, name="jobs")
