@@ -74,7 +74,7 @@ def _schema(ref: EntrypointRef, catalog: Catalog) -> dict[str, Any]:
     from flows.catalog_flows import flow_for
 
     # The same function `prefect deploy` uses, so both paths give the same form.
-    return parameter_schema(flow_for(ref, catalog)).model_dump(mode="json")
+    return parameter_schema(flow_for(ref, catalog)).model_dump(mode="json", exclude_unset=True)
 
 
 def catalog_deployments(catalog: Catalog) -> list[DeploymentSpec]:

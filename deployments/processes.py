@@ -1,0 +1,158 @@
+"""Start a real `prefect server start` and real `prefect worker start` processes, and stop them.
+
+Used by the end-to-end tests and `bench/dispatch.py`; also a recipe for scripts. Every process
+runs in its own session so that stopping it stops its children (the worker's flow runs) too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.errors import JobCloudError
+
+# Fast pickup: the stock process worker asks for new runs every 10 s; these poll every second.
+FAST_WORKER_ENV = {
+    "PREFECT_WORKER_QUERY_SECONDS": "1",
+    "PREFECT_WORKER_PREFETCH_SECONDS": "10",
+}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(api_url: str) -> bool:
+    """True if the Prefect API answers /health."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    """A started process, its log file and how to stop it."""
+
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout`` s."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(5)
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Proc:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        popen = subprocess.Popen(
+            args, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=cwd, start_new_session=True,
+        )
+    return Proc(popen, log)
+
+
+@dataclass
+class PrefectServer:
+    """`prefect server start` on SQLite in its own PREFECT_HOME, on a free port."""
+
+    home: Path
+    port: int = field(default_factory=free_port)
+    proc: Proc | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """An environment whose Prefect commands talk to this server."""
+        env = {k: v for k, v in (base if base is not None else os.environ).items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_HOME=str(self.home),
+            PREFECT_API_URL=self.api_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_UI_API_URL=self.api_url,
+        )
+        return env
+
+    def start(self, timeout: float = 120) -> "PrefectServer":
+        self.home.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = _spawn(args, self.env(), self.home / "server.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                raise JobCloudError(f"prefect server exited early:\n{self.proc.tail()}")
+            if healthy(self.api_url):
+                return self
+            time.sleep(0.3)
+        self.stop()
+        raise JobCloudError(f"prefect server did not answer in {timeout} s:\n{self.proc.tail()}")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+    def __enter__(self) -> "PrefectServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_worker(
+    server: PrefectServer,
+    pool: str,
+    env: dict[str, str],
+    log: Path,
+    fast: bool = True,
+    name: str | None = None,
+    extra_args: list[str] | None = None,
+) -> Proc:
+    """`prefect worker start --pool POOL` against ``server``.
+
+    ``env`` must carry what the flow runs need (JOBCLOUD_STORAGE, JOBCLOUD_CONFIG, DOCKER_HOST);
+    ``fast`` adds `FAST_WORKER_ENV` (poll every second), else the stock settings apply.
+    """
+    wenv = server.env(env)
+    if fast:
+        wenv.update(FAST_WORKER_ENV)
+    args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool]
+    if name:
+        args += ["--name", name]
+    args += extra_args or []
+    proc = _spawn(args, wenv, log)
+    return proc
