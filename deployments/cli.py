@@ -3,6 +3,7 @@ other state or the platform failed, 2 bad usage or bad input (nothing was starte
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -113,6 +114,9 @@ def _say(prefix: str, exc: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jobcloud` command; returns the exit code."""
+    # Prefect's client telemetry would try to reach the internet at exit; JobCloud runs on
+    # closed networks. An explicit DO_NOT_TRACK=0 from the user still wins.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     try:
         rv = app(args=argv, standalone_mode=False)
         return rv if isinstance(rv, int) else 0

@@ -130,8 +130,13 @@ def run_container(
         try:
             container.start()
         except APIError as exc:
+            hint = (
+                f" (the job asks for {spec.gpus} GPU(s): run it on a GPU host, or pass --gpu 0)"
+                if spec.gpus
+                else ""
+            )
             raise ContainerEngineError(
-                f"the engine could not start the container: {exc.explanation or exc}"
+                f"the engine could not start the container: {exc.explanation or exc}{hint}"
             ) from None
         outcome.started_at = time.time()
         if on_start:
