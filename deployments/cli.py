@@ -120,14 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)
         return rv if isinstance(rv, int) else 0
-    except click.exceptions.UsageError as exc:
-        exc.show(file=sys.stderr)
-        return 2
-    except click.exceptions.Exit as exc:
+    except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, click.exceptions.Abort):
         err.print("aborted")
         return 130
+    except (typer.TyperException, click.exceptions.ClickException) as exc:
+        # Usage errors (missing argument, unknown option, no sub-command): exit 2.
+        exc.show(file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
     except UserError as exc:
         _say("error", exc)
         return 2
