@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from deployments.cli_output import err, out, print_json
+from deployments.pools import POOLS
 from flows.errors import ParameterError
 
 DEFAULT_PREFECT_YAML = Path("prefect.yaml")
@@ -20,6 +21,8 @@ def parse_limits(pairs: list[str]) -> dict[str, int | None]:
         pool, sep, value = pair.partition("=")
         if not sep or not value.isdigit():
             raise ParameterError(f"--limit {pair!r} is not POOL=N (e.g. cpu=4; 0 removes the limit)")
+        if pool not in POOLS:
+            raise ParameterError(f"--limit {pair!r}: unknown pool {pool!r}; pools are {', '.join(POOLS)}")
         limits[pool] = int(value)
     return limits
 

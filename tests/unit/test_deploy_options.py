@@ -1,0 +1,55 @@
+"""Priorities, limits, parameters and state words: the small pieces of deploy/submit/jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.cli_deploy import parse_limits
+from deployments.jobs import state_types
+from deployments.pools import prefect_priority, queue_name
+from deployments.submit import deployment_name, parameters_of
+from flows.catalog import EntrypointRef
+from flows.errors import ParameterError, UserError
+from flows.request import HardwareOverride, JobRequest
+
+
+def test_priorities_map_to_queues_most_urgent_first() -> None:
+    assert [queue_name(p) for p in range(6)] == [f"priority-{p}" for p in range(6)]
+    assert prefect_priority(5) == 1 and prefect_priority(0) == 6
+    with pytest.raises(ParameterError):
+        queue_name(6)
+
+
+def test_limits() -> None:
+    assert parse_limits(["cpu=4", "gpu=0"]) == {"cpu": 4, "gpu": 0}
+    for bad in ("cpu", "cpu=x", "=3", "cpu=-1"):
+        with pytest.raises(ParameterError):
+            parse_limits([bad])
+
+
+def test_parameters_leave_unset_out() -> None:
+    req = JobRequest(config_id="c/a.yaml", data_ids=["d"], hardware=HardwareOverride(gpu=1))
+    assert parameters_of(req) == {"config_id": "c/a.yaml", "data_ids": ["d"], "hardware": {"gpu": 1}}
+    assert parameters_of(JobRequest()) == {}
+
+
+def test_deployment_name() -> None:
+    ref = EntrypointRef(application="linefit", version="v1", entrypoint="train")
+    assert deployment_name(ref) == "linefit-train/v1"
+
+
+def test_state_words() -> None:
+    assert state_types("queued") == ["SCHEDULED", "PENDING"]
+    assert state_types("Error") == ["FAILED", "CRASHED"]
+    assert state_types("completed") == ["COMPLETED"]
+    with pytest.raises(UserError):
+        state_types("done-ish")
+
+
+def test_cli_rejects_bad_priority_and_state(cli) -> None:
+    proc = cli("run", "linefit/v1/train", "--priority", "9")
+    assert proc.returncode == 2, proc.stderr
+    proc = cli("jobs", "ls", "--state", "bogus")
+    assert proc.returncode == 2 and "unknown state" in proc.stderr
+    proc = cli("deploy", "--limit", "tpu=3")
+    assert proc.returncode == 2 and "unknown pool" in proc.stderr
