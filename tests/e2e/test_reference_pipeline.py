@@ -1,0 +1,70 @@
+"""Pipelines for real: train -> predict as one Prefect flow whose steps are their own jobs
+(child flow runs with their own ids, manifests and outputs), against a real Prefect server
+and real containers. Uses linefit (busybox, seconds) so the chaining is what is tested."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EXAMPLE = ROOT / "examples" / "linefit"
+
+
+def _pipeline(cli, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=ROOT, env=cli.env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _children(parent_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+        return sorted(runs, key=lambda r: r.start_time or r.created)
+
+
+def test_train_predict_pipeline_runs_each_step_as_its_own_job(images, prefect_api, cli) -> None:
+    from blocks.job_store import JobStore
+
+    assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
+    proc = _pipeline(cli, "run", "linefit-train-predict", "--config", "ex/config.yaml", "--data", "ex/points.csv")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["state"] == "Completed"
+    jobs = out["result"]["jobs"]
+    assert set(jobs) == {"train", "predict"} and jobs["train"] != jobs["predict"]
+
+    children = _children(out["id"])
+    assert [str(r.id) for r in children] == [jobs["train"], jobs["predict"]]
+    assert all(r.state.is_completed() for r in children)
+    assert "entrypoint:train" in children[0].tags and "entrypoint:predict" in children[1].tags
+
+    store = JobStore.from_settings()
+    predict = json.loads(store.read_bytes(f"jobs/{jobs['predict']}/manifest.json"))
+    assert [i["key"] for i in predict["inputs"] if i["kind"] == "artifact_ids"] == [f"jobs/{jobs['train']}/artifact"]
+    assert store.read_bytes(f"jobs/{jobs['predict']}/output/predictions.csv").strip()
+
+
+def test_a_failed_step_stops_the_pipeline_and_names_the_job(images, prefect_api, cli) -> None:
+    assert cli("files", "put", str(EXAMPLE / "points.csv"), "ex").returncode == 0
+    # No config: linefit's train exits 4, so predict must not start.
+    proc = _pipeline(cli, "run", "linefit-train-predict", "--data", "ex/points.csv")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["state"] == "Failed"
+    assert "step 'train' (linefit/v1/train) ended Failed" in out["message"]
+    children = _children(out["id"])
+    assert len(children) == 1 and str(children[0].id) in out["message"]
+
+
+def test_unknown_pipeline_is_a_usage_error(cli) -> None:
+    proc = _pipeline(cli, "run", "nope")
+    assert proc.returncode == 2 and "no pipeline 'nope'" in proc.stderr
