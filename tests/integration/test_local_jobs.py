@@ -115,12 +115,13 @@ def test_decode_style_train_end_to_end(job_cli, tmp_path: Path) -> None:
     assert stored["job_id"] == job and stored["state"] == "Completed"
 
 
-def test_flow_run_is_tagged_and_logs_the_container_output(job_cli) -> None:
+def test_flow_run_is_tagged_and_logs_the_container_output(job_cli, prefect_api) -> None:
     proc, result = run_json(job_cli, "decodelike/v1/train", "--config", "config/param.yaml", "--data", "data/exp1")
     assert proc.returncode == 0, proc.stderr
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
         run = client.read_flow_run(result["id"])
         assert {"app:decodelike", "version:v1", "entrypoint:train"} <= set(run.tags)
         assert run.state.is_completed()
