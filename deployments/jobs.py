@@ -7,6 +7,7 @@ Running, the phase is the task that runs: stage-inputs (preprocessing), run-cont
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -153,26 +154,41 @@ def show_job(client: Any, job_id: str, store: Any) -> JobInfo:
     return info
 
 
-def job_logs(client: Any, job_id: str) -> list[tuple[datetime, str, str]]:
-    """(timestamp, level name, message) of every log line of the job, oldest first."""
-    import logging
+def job_logs(client: Any, job_id: str, settle_s: float = 5.0) -> list[tuple[datetime, str, str]]:
+    """(timestamp, level name, message) of every log line of the job, oldest first.
 
+    A flow run's last log lines reach the server a moment after its final state does; for an
+    ended job this waits up to ``settle_s`` seconds for the flow's "Finished in state" line.
+    """
+    import time
+
+    run = _run(client, job_id)
+    ended = run.state is not None and run.state.is_final()
+    deadline = time.monotonic() + settle_s
+    while True:
+        logs = _all_logs(client, run.id)
+        done = any(log.task_run_id is None and log.message.startswith("Finished in state") for log in logs)
+        if not ended or done or time.monotonic() > deadline:
+            return [(log.timestamp, logging.getLevelName(log.level), log.message) for log in logs]
+        time.sleep(0.3)
+
+
+def _all_logs(client: Any, run_id: UUID) -> list[Any]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
-    run = _run(client, job_id)
-    lines: list[tuple[datetime, str, str]] = []
+    logs: list[Any] = []
     page = 200
     while True:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+        batch = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
             limit=page,
-            offset=len(lines),
+            offset=len(logs),
             sort=LogSort.TIMESTAMP_ASC,
         )
-        lines += [(log.timestamp, logging.getLevelName(log.level), log.message) for log in logs]
-        if len(logs) < page:
-            return lines
+        logs += batch
+        if len(batch) < page:
+            return logs
 
 
 def cancel_job(client: Any, job_id: str) -> str:
