@@ -85,8 +85,9 @@ _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTime
                    "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests"}  # fmt: skip
 
 
-def retrying(what: str, fn: Callable[[], T], attempts: int = ATTEMPTS, base: float = 0.5) -> T:
+def retrying(what: str, fn: Callable[[], T], attempts: int | None = None, base: float = 0.5) -> T:
     """Call ``fn``; on a transient error wait (exponential backoff, jitter) and call again."""
+    attempts = attempts or ATTEMPTS
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -327,6 +328,9 @@ def s3_client_args(fs: Any) -> dict[str, Any]:
 class S3Transfer:
     """Transfers to and from one S3 (or S3-compatible) endpoint with boto3."""
 
+    request_attempts = 6
+    """Attempts of each request (botocore's standard retry mode: 5xx, throttling, resets)."""
+
     def __init__(self, fs: Any, concurrency: int = 8) -> None:
         import boto3
         from botocore.config import Config
@@ -336,7 +340,7 @@ class S3Transfer:
         # Botocore retries each request (5xx, throttling, resets) with backoff; `retrying`
         # above retries whole files when a request runs out of attempts.
         config = Config(
-            retries={"max_attempts": 6, "mode": "standard"},
+            retries={"max_attempts": self.request_attempts, "mode": "standard"},
             max_pool_connections=max(10, concurrency * 2),
             connect_timeout=5,
             read_timeout=60,

@@ -127,11 +127,13 @@ class Seaweed:
     def _ready(self) -> bool:
         # S3 answers before the filer and a volume are there: wait for a real bucket listing.
         try:
-            import boto3
-
             c = self.client()
             name = "ready-probe"
-            c.create_bucket(Bucket=name)
+            try:
+                c.create_bucket(Bucket=name)
+            except c.exceptions.ClientError as exc:
+                if "Already" not in exc.response.get("Error", {}).get("Code", ""):
+                    raise  # after a restart the bucket is there already
             c.put_object(Bucket=name, Key="probe", Body=b"ok")
             return c.get_object(Bucket=name, Key="probe")["Body"].read() == b"ok"
         except Exception:  # noqa: BLE001 - anything means "not yet"
