@@ -46,6 +46,8 @@ def check_key(key: str, *, allow_root: bool = False) -> str:
             raise UnsafeKeyError(key, "it contains a percent-encoded separator")
         if any(seg in ("..", ".") for seg in decoded.split("/")):
             raise UnsafeKeyError(key, "it contains a percent-encoded '..'")
+    if ":" in key.split("/")[0] and "://" in key:
+        raise UnsafeKeyError(key, "it looks like a URL; give a key inside the store")
     for seg in key.split("/"):
         if seg == "":
             raise UnsafeKeyError(key, "it has an empty segment ('//')")
@@ -53,8 +55,6 @@ def check_key(key: str, *, allow_root: bool = False) -> str:
             raise UnsafeKeyError(key, f"it contains a '{seg}' segment")
         if len(seg.encode()) > MAX_SEGMENT_BYTES:
             raise UnsafeKeyError(key, f"a name is longer than {MAX_SEGMENT_BYTES} bytes")
-    if ":" in key.split("/")[0] and "://" in key:
-        raise UnsafeKeyError(key, "it looks like a URL; give a key inside the store")
     return key
 
 
