@@ -299,6 +299,27 @@ class JobStore:
         except FileNotFoundError:
             raise MissingKeyError(key, self.url) from None
 
+    def copy(self, src: str, dest: str, size: int | None = None, sha256: str | None = None) -> FileRecord:
+        """Copy one file inside the store (server-side on object stores); the size is
+        checked against ``size`` and the record keeps the known ``sha256``."""
+        src, dest = check_key(src), check_key(dest)
+        if self.is_local:
+            os.makedirs(os.path.dirname(self.path(dest)), exist_ok=True)
+        copy = getattr(self.transfer, "copy_within", None)
+        try:
+            if copy is not None:
+                got, digest = self._call(copy, self.path(src), self.path(dest), sha256)
+            else:
+                self._call(self.fs.copy, self.path(src), self.path(dest))
+                got, digest = int(self._call(self.fs.size, self.path(dest))), sha256
+        except FileNotFoundError:
+            raise MissingKeyError(src, self.url) from None
+        if size is not None and got != size:
+            raise StorageError(f"copy of {src!r} to {dest!r}: {got} bytes, expected {size}")
+        if digest is None:
+            digest = hashlib.sha256(self.read_bytes(dest)).hexdigest()
+        return FileRecord(key=dest, size=got, sha256=digest)
+
     def remove(self, key: str, recursive: bool = False) -> int:
         """Delete ``key``; a folder needs ``recursive``. Returns the number of files removed."""
         key = check_key(key)

@@ -103,6 +103,10 @@ def retrying(what: str, fn: Callable[[], T], attempts: int | None = None, base: 
 # -- helpers ----------------------------------------------------------------------------
 
 
+def _noop(_: int) -> None:
+    return None
+
+
 def _tmp_beside(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
 
@@ -233,6 +237,13 @@ class LocalTransfer:
     def upload(self, local: Path, store_path: str, progress: Progress) -> tuple[int, str]:
         dest = Path(store_path)
         size, digest = self.copy(local, dest, progress)
+        write_hash_xattr(dest, digest)
+        return size, digest
+
+    def copy_within(self, src: str, dest: str, sha256: str | None) -> tuple[int, str]:
+        """Copy a store file to another store path; (size, sha256)."""
+        known = sha256 or read_hash_xattr(src)
+        size, digest = self.copy(Path(src), Path(dest), _noop, known_sha=known)
         write_hash_xattr(dest, digest)
         return size, digest
 
@@ -534,6 +545,31 @@ class S3Transfer:
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+
+    def copy_within(self, src: str, dest: str, sha256: str | None) -> tuple[int, str | None]:
+        """Server-side copy (multipart for large objects); (size, sha256) of the copy."""
+        sb, sk = self.split(src)
+        db, dk = self.split(dest)
+
+        def once() -> tuple[int, str | None]:
+            self.manager.copy({"Bucket": sb, "Key": sk}, db, dk).result()
+            head = self.client.head_object(Bucket=db, Key=dk)
+            digest = sha256 or (head.get("Metadata") or {}).get("sha256") or self._tagged_sha(db, dk)
+            if digest and not (head.get("Metadata") or {}).get("sha256"):
+                try:
+                    self.client.put_object_tagging(
+                        Bucket=db, Key=dk, Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]}
+                    )
+                except Exception:  # noqa: BLE001 - optional on S3-compatible servers
+                    pass
+            return int(head["ContentLength"]), digest
+
+        try:
+            return retrying(f"copy of {src}", once)
+        except (StorageError, UserError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self.explain(exc, src, key=src) from exc
 
     def put_bytes(self, path: str, data: bytes) -> str:
         """Write a small object in one PUT the server verifies; returns its sha256."""

@@ -21,6 +21,7 @@ from prefect.states import Completed, Failed, State
 from blocks.engine import docker_client
 from blocks.job_store import JobStore
 from blocks.settings import get_settings
+from flows.cache import CacheLookup, lookup, remember, reuse_outputs
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
 from flows.container_spec import build_spec
@@ -142,6 +143,7 @@ def run_job(
     exit_code: int | None = None
     timed_out = False
     failure: str | None = None
+    cached = CacheLookup()
     request = validate_request(entry, request)
     spec = build_spec(ref, entry, request, files_dir, job_id)
     try:
@@ -151,21 +153,27 @@ def run_job(
             inputs = stage_inputs(store, entry, request, files_dir)
         finally:
             timings.staging_s = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        state = run_container_step(spec.model_dump(), container_log, return_state=True)
-        timings.container_s = round(time.perf_counter() - t, 3)
-        outcome = state.result(raise_on_failure=False)
-        if isinstance(outcome, dict):
-            exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
-        if not state.is_completed():
-            failure = state.message or str(outcome)
-        # Upload also after a failure: the log matters most then.
-        t = time.perf_counter()
-        try:
-            outputs, skipped = upload_outputs(store, entry, job_id, files_dir, container_log)
-        except JobCloudError as exc:
-            failure = (failure + "\n" if failure else "") + f"uploading outputs failed: {exc}"
-        timings.upload_s = round(time.perf_counter() - t, 3)
+        cached = lookup(store, entry, spec, inputs)  # only with `cache: true` in the catalog
+        if cached.earlier is not None:
+            outputs, skipped = reuse_outputs(store, cached.earlier, job_id), list(cached.earlier.skipped)
+            exit_code = cached.earlier.exit_code
+            logger.info("reused the outputs of job %s (same image, command, env and inputs); the container did not run", cached.earlier.job_id)
+        else:
+            t = time.perf_counter()
+            state = run_container_step(spec.model_dump(), container_log, return_state=True)
+            timings.container_s = round(time.perf_counter() - t, 3)
+            outcome = state.result(raise_on_failure=False)
+            if isinstance(outcome, dict):
+                exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
+            if not state.is_completed():
+                failure = state.message or str(outcome)
+            # Upload also after a failure: the log matters most then.
+            t = time.perf_counter()
+            try:
+                outputs, skipped = upload_outputs(store, entry, job_id, files_dir, container_log)
+            except JobCloudError as exc:
+                failure = (failure + "\n" if failure else "") + f"uploading outputs failed: {exc}"
+            timings.upload_s = round(time.perf_counter() - t, 3)
     except JobCloudError as exc:
         failure = str(exc)
     finally:
@@ -191,6 +199,7 @@ def run_job(
         message=failure,
         exit_code=exit_code,
         timed_out=timed_out,
+        reused_from=cached.earlier.job_id if cached.earlier else None,
         inputs=inputs,
         outputs=outputs,
         skipped=skipped,
@@ -200,6 +209,7 @@ def run_job(
     )
     # Written last: a job's outputs never look complete before they are.
     store.write_bytes(join_key(job_prefix(job_id), "manifest.json"), manifest.model_dump_json(indent=2).encode())
+    remember(store, cached, manifest)
     _outputs_artifact(manifest)
     publish_images(store, manifest)  # pictures among the outputs (a loss curve) in the UI
     if failure:
