@@ -29,6 +29,10 @@ from flows.errors import UserError
 MANAGED_TAG = "jobcloud"
 SCHEDULE_TAG = "schedule"
 ENTRYPOINT_PREFIX = "flows.catalog_flows."
+# The code is the installed package, so there is nothing to pull. Without any pull step a
+# process worker copies its whole current folder into each run's temporary workspace (seconds
+# per run, and files that have nothing to do with the job); this step keeps that workspace empty.
+PULL_STEPS: list[dict[str, Any]] = [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
 
 
 class CronSchedule(BaseModel):
@@ -151,6 +155,7 @@ def _current(dep: Any) -> dict[str, Any]:
         "parameter_openapi_schema": dep.parameter_openapi_schema,
         "job_variables": dep.job_variables or {},
         "enforce_parameter_schema": dep.enforce_parameter_schema,
+        "pull_steps": dep.pull_steps or [],
     }
 
 
@@ -165,6 +170,7 @@ def _wanted(spec: DeploymentSpec) -> dict[str, Any]:
         "parameter_openapi_schema": spec.parameter_openapi_schema,
         "job_variables": spec.job_variables,
         "enforce_parameter_schema": True,
+        "pull_steps": PULL_STEPS,
     }
 
 
@@ -205,6 +211,7 @@ def _apply(client: Any, spec: DeploymentSpec) -> DeployChange:
         work_queue_name=spec.work_queue_name,
         job_variables=spec.job_variables,
         enforce_parameter_schema=True,
+        pull_steps=PULL_STEPS,
     )
     if existing is None or _schedules_of(client, dep_id) != spec.schedules:
         for s in client.read_deployment_schedules(dep_id):
@@ -280,8 +287,8 @@ def render_prefect_yaml(catalog: Catalog, schedules_from: Path | None = None) ->
         "prefect-version": "3.8.8",
         "build": None,
         "push": None,
-        # Entrypoints are module paths of the installed package: nothing to pull.
-        "pull": [],
+        # Entrypoints are module paths of the installed package: nothing to pull (see PULL_STEPS).
+        "pull": PULL_STEPS,
         "deployments": deployments,
     }
     header = (
