@@ -3,6 +3,7 @@ always stop and remove it (also on timeout, cancellation or a crash of the calle
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
@@ -150,7 +151,9 @@ def run_container(
                 pass
             splitter.close()
 
-        reader = threading.Thread(target=pump, name="container-logs", daemon=True)
+        # The reader logs through Prefect: it needs this context (API settings, the run), or
+        # Prefect's log worker falls back to starting a temporary server in the middle of the job.
+        reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), name="container-logs", daemon=True)
         reader.start()
         deadline = outcome.started_at + spec.timeout if spec.timeout else None
         outcome.exit_code = _wait_for_exit(container, reader, deadline)
