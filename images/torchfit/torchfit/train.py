@@ -76,7 +76,7 @@ def train(args: argparse.Namespace) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         history["train"].append(total / len(xt))
         model.eval()
         with torch.no_grad():
