@@ -41,7 +41,11 @@ T = TypeVar("T")
 CHUNK = 8 * 1024 * 1024
 """Multipart part size and streaming chunk size."""
 SMALL = 8 * 1024 * 1024
-"""Objects up to this size go in one request, read whole (bounded) into memory."""
+"""Local files up to this size are read whole (bounded) in one call."""
+SINGLE = 64 * 1024 * 1024
+"""S3 objects up to this size move in one streamed request (fewer round trips than parts);
+larger ones go multipart / as concurrent ranged GETs."""
+TINY = 1024 * 1024
 HASH_XATTR = "user.jobcloud.sha256"
 ATTEMPTS = 5
 
@@ -355,6 +359,9 @@ class S3Transfer:
             max_pool_connections=max(10, concurrency * 2),
             connect_timeout=5,
             read_timeout=60,
+            # Each PUT carries its SHA-256 (parts: botocore's CRC32) as a signed header that the
+            # server checks, so botocore need not hash every body once more to sign it.
+            s3={"payload_signing_enabled": False},
         )
         self.client = boto3.session.Session().client("s3", config=config, **s3_client_args(fs))
         self.config = TransferConfig(
@@ -441,20 +448,8 @@ class S3Transfer:
     def _upload_once(self, local: Path, path: str, progress: Progress) -> tuple[int, str]:
         bucket, key = self.split(path)
         size = os.stat(local).st_size
-        if size <= SMALL:
-            with open(local, "rb") as fh:
-                data = fh.read()
-            raw = hashlib.sha256(data).digest()
-            # The server recomputes the SHA-256 and refuses the PUT if it differs.
-            resp = self.client.put_object(
-                Bucket=bucket, Key=key, Body=data,
-                ChecksumSHA256=base64.b64encode(raw).decode(), Metadata={"sha256": raw.hex()},
-            )  # fmt: skip
-            progress(len(data))
-            echoed = resp.get("ChecksumSHA256")
-            if echoed and echoed != base64.b64encode(raw).decode():
-                raise TransferError(f"upload of {local.name}: the server stored a different SHA-256")
-            return len(data), raw.hex()
+        if size <= SINGLE:
+            return self._put_single(local, bucket, key, size, progress)
         sent = [0]
 
         def count(n: int) -> None:
@@ -482,6 +477,34 @@ class S3Transfer:
             log.debug("cannot tag %s with its sha256: %s", path, exc)
         return size, digest
 
+    def _put_single(self, local: Path, bucket: str, key: str, size: int, progress: Progress) -> tuple[int, str]:
+        """One PUT whose SHA-256 the server recomputes (it refuses the object if it differs).
+        Tiny files are read once; larger ones are hashed first, then streamed from the file."""
+        with open(local, "rb") as fh:
+            if size <= TINY:
+                body: Any = fh.read()
+                raw = hashlib.sha256(body).digest()
+                sent = len(body)
+            else:
+                h = hashlib.sha256()
+                sent = 0
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+                    sent += len(chunk)
+                raw = h.digest()
+                fh.seek(0)
+                body = fh
+            _check_size(f"upload of {local.name}", sent, size)
+            resp = self.client.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentLength=sent,
+                ChecksumSHA256=base64.b64encode(raw).decode(), Metadata={"sha256": raw.hex()},
+            )  # fmt: skip
+        progress(sent)
+        echoed = resp.get("ChecksumSHA256")
+        if echoed and echoed != base64.b64encode(raw).decode():
+            raise TransferError(f"upload of {local.name}: the server stored a different SHA-256")
+        return sent, raw.hex()
+
     def download(self, path: str, dest: Path, progress: Progress, size_hint: int | None = None) -> tuple[int, str]:
         """Download ``bucket/key`` to ``dest`` (atomically); (size, sha256), both verified."""
         try:
@@ -507,7 +530,7 @@ class S3Transfer:
         try:
             with open(tmp, "wb") as out:
                 writer = _HashingWriter(out)
-                if size_hint is not None and size_hint <= SMALL:
+                if size_hint is not None and size_hint <= SINGLE:
                     # One GET, streamed in 1 MiB reads (never whole in memory, even if the
                     # object grew since it was listed).
                     resp = self.client.get_object(Bucket=bucket, Key=key)

@@ -47,7 +47,7 @@ def _tree(root: Path) -> Path:
     (root / "sub" / "deeper").mkdir(parents=True)
     (root / "small.txt").write_text("hello\n")
     (root / "empty.bin").write_bytes(b"")
-    (root / "sub" / "big.bin").write_bytes(os.urandom(20 * MiB + 123))  # multipart
+    (root / "sub" / "big.bin").write_bytes(os.urandom(65 * MiB + 123))  # multipart (> 64 MiB)
     (root / "sub" / "deeper" / "x.csv").write_text("x,y\n1,2\n")
     (root / "sub" / "leak").symlink_to("/etc/passwd")
     return root
