@@ -41,12 +41,11 @@ def build_command(
 @images_app.command("ls")
 def ls_command(json_: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The images images/ can build: tag, whether the engine has it, whether the catalog uses it."""
-    from blocks.engine import docker_client
-    from deployments.images_build import catalog_images, has_image, load_recipes
+    from deployments.images_build import catalog_images, engine_client, has_image, load_recipes
 
     recipes = load_recipes()
     used, _ = catalog_images(recipes)
-    client = docker_client()
+    client = engine_client()
     rows = [
         {"name": n, "tag": r["tag"], "present": has_image(client, r["tag"]), "in_catalog": n in used, "needs": r.get("needs", [])}
         for n, r in recipes.items()

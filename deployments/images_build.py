@@ -293,14 +293,27 @@ def _build_dockerfile(client: Any, name: str, recipe: dict[str, Any], args: dict
             raise ContainerEngineError(f"building {tag} failed:\n" + "".join(tail[-30:]))
 
 
+def engine_client() -> Any:
+    """A client of the engine that answers, or an error that says what is missing."""
+    from blocks.engine import docker_client, engine_url
+
+    try:
+        return docker_client(timeout=3600)
+    except ContainerEngineError:
+        raise
+    except Exception as exc:  # requests' ConnectionError and the like: nothing listens there
+        raise ContainerEngineError(
+            f"no container engine answers at {engine_url()} ({exc.__class__.__name__}): start Docker, or Podman's "
+            "API service (scripts/engine.sh installs and starts it), or point DOCKER_HOST at a running engine"
+        ) from None
+
+
 def build(names: list[str] | None = None, force: bool = False, log: Log = print) -> list[str]:
     """Build the named images (default: those the catalog refers to) and what they need.
 
     An image that exists and whose recipe did not change is skipped; `force` rebuilds the
     named images (not their bases). Returns the tags built.
     """
-    from blocks.engine import docker_client
-
     recipes = load_recipes()
     unknown = [n for n in names or [] if n not in recipes]
     if unknown:
@@ -310,7 +323,7 @@ def build(names: list[str] | None = None, force: bool = False, log: Log = print)
         for image in foreign:
             log(f"{image}: not built from images/ (the engine pulls it when a job needs it)")
     public = os.environ.get("JOBCLOUD_IMAGES_PUBLIC") == "1"
-    client = docker_client(timeout=3600)
+    client = engine_client()
     order: list[str] = []
 
     def visit(n: str) -> None:

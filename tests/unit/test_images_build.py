@@ -84,3 +84,11 @@ def test_a_missing_wheel_is_said_and_the_index_used(tmp_path: Path, monkeypatch:
 
 def test_debian_mirror_is_an_http_url() -> None:
     assert ib.debian_mirror().startswith(("http://", "https://"))
+
+
+def test_no_engine_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.errors import ContainerEngineError
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    with pytest.raises(ContainerEngineError, match="no container engine answers at .*scripts/engine.sh"):
+        ib.build(["linefit"])
