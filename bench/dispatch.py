@@ -3,8 +3,11 @@
     DOCKER_HOST=unix:///run/podman/podman.sock .venv/bin/python bench/dispatch.py [--runs 10] [--jobs 100]
 
 1. Latency on an idle worker, median of --runs tiny jobs (linefit/v1/train), for
-   a) the stock process worker with default settings (polls every 10 s) — the baseline, and
-   b) the worker as JobCloud documents it (`PREFECT_WORKER_QUERY_SECONDS=1`).
+   a) Prefect's stock process worker with default settings (`--type process`, polls every
+      10 s) — the baseline,
+   b) the same with `PREFECT_WORKER_QUERY_SECONDS=1`, and
+   c) the JobCloud worker as documented: polls every second and starts runs warm from its
+      fork server (`deployments.fast_worker`, `deployments.warm_start`).
    submit -> container start is from just before the flow run is created to the flow's
    "container … started" log line; submit -> Completed to the flow run's end time.
 2. Throughput: --jobs tiny jobs submitted at once to pool `cpu` with a concurrency limit of 4
@@ -67,12 +70,21 @@ def _wait_final(client: Any, run_id: Any, timeout: float = 300) -> Any:
     raise RuntimeError(f"flow run {run_id} did not end in {timeout} s")
 
 
-def latency(server: PrefectServer, env: dict[str, str], tmp: Path, fast: bool, runs: int) -> dict[str, Any]:
+WORKERS = {
+    "stock": "Prefect process worker, defaults (baseline)",
+    "poll1": "Prefect process worker, PREFECT_WORKER_QUERY_SECONDS=1",
+    "jobcloud": "JobCloud worker (poll 1 s + warm start)",
+}
+
+
+def latency(server: PrefectServer, env: dict[str, str], tmp: Path, name: str, runs: int) -> dict[str, Any]:
     """Median submit->container start and submit->Completed over ``runs`` sequential jobs."""
     from prefect.client.orchestration import get_client
 
-    name = "fast" if fast else "stock"
-    worker = start_worker(server, "cpu", env, tmp / f"worker-{name}.log", fast=fast, name=f"bench-{name}")
+    extra = [] if name == "jobcloud" else ["--type", "process"]
+    worker = start_worker(
+        server, "cpu", env, tmp / f"worker-{name}.log", fast=name != "stock", name=f"bench-{name}", extra_args=extra
+    )
     starts, dones, states = [], [], []
     try:
         with get_client(sync_client=True) as client:
@@ -130,7 +142,7 @@ def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int,
     from flows.catalog import load_catalog
 
     sync(load_catalog(env["JOBCLOUD_CONFIG"]), limits={"cpu": limit})
-    worker = start_worker(server, "cpu", env, tmp / "worker-throughput.log", fast=True, name="bench-throughput")
+    worker = start_worker(server, "cpu", env, tmp / "worker-throughput.log", fast=True, name="bench-throughput")  # JobCloud worker
     sampler = ContainerSampler()
     sampler.start()
     try:
@@ -195,9 +207,9 @@ def main() -> None:
         store.write_bytes("bench/points.csv", (ROOT / "examples/linefit/points.csv").read_bytes())
         sync(load_catalog(catalog))
         results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "latency": []}
-        for fast in (False, True):
-            print(f"latency, {'fast' if fast else 'stock'} worker ...", file=sys.stderr)
-            results["latency"].append(latency(server, env, tmp, fast, args.runs))
+        for name in WORKERS:
+            print(f"latency, {WORKERS[name]} ...", file=sys.stderr)
+            results["latency"].append(latency(server, env, tmp, name, args.runs))
         if args.jobs:
             print(f"throughput, {args.jobs} jobs, pool limit {args.limit} ...", file=sys.stderr)
             results["throughput"] = throughput(server, env, tmp, args.jobs, args.limit)
@@ -211,7 +223,7 @@ def _print(results: dict[str, Any]) -> None:
     print("\n| worker | runs | submit -> container start, median (min-max) | submit -> Completed, median | completed |")
     print("|---|---|---|---|---|")
     for r in results["latency"]:
-        label = "stock process worker (defaults, baseline)" if r["worker"] == "stock" else "JobCloud worker (PREFECT_WORKER_QUERY_SECONDS=1)"
+        label = WORKERS[r["worker"]]
         print(
             f"| {label} | {r['runs']} | {r['start_median_s']} s ({r['start_min_s']}-{r['start_max_s']}) "
             f"| {r['done_median_s']} s | {r['completed']}/{r['runs']} |"

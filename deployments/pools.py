@@ -1,9 +1,11 @@
 """Work pools `cpu` and `gpu`, and their priority work queues.
 
-Pools are Prefect *process* pools. A worker (`prefect worker start --pool cpu`) starts each
-flow run as a subprocess on its host; the flow itself runs the application's container through
-the Docker SDK (Docker, or Podman's Docker-compatible socket), staging inputs and uploading
-outputs around it. A process pool is used rather than a Docker pool because:
+Pools have the type `jobcloud`: Prefect's process worker with warm starts
+(`deployments.fast_worker`; `prefect worker start --pool cpu` picks it up through JobCloud's
+`prefect.collections` entry point). A worker starts each flow run as a subprocess on its host;
+the flow runs the application's container through the Docker SDK (Docker, or Podman's
+Docker-compatible socket), staging inputs and uploading outputs around it. A process-style
+worker rather than a Docker one, because:
 
 * the container is the application's, not the flow's: the flow must run beside the engine to
   stage files, stream logs and collect outputs even when the container fails;
@@ -11,6 +13,9 @@ outputs around it. A process pool is used rather than a Docker pool because:
   JobCloud inside for every application;
 * a GPU host only needs the worker plus the engine: the flow turns the entrypoint's
   `hardware.GPU` (or a job's `hardware.gpu` override) into a Docker `DeviceRequest`.
+
+A pool made earlier with type `process` keeps working with stock process workers (`deploy`
+warns and leaves it).
 
 Priorities: a job's priority 0-5 (DECODE's; 5 is the most urgent, 0 the default) picks queue
 `priority-<n>` of the pool. Prefect serves the queue with the lowest priority *number* first,
@@ -28,7 +33,7 @@ from flows.errors import ParameterError
 POOLS = ("cpu", "gpu")
 PRIORITIES = range(0, 6)
 DEFAULT_PRIORITY = 0
-POOL_TYPE = "process"
+POOL_TYPE = "jobcloud"
 POOL_DESCRIPTIONS = {
     "cpu": "JobCloud jobs whose entrypoint asks for no GPU. Start a worker: prefect worker start --pool cpu",
     "gpu": "JobCloud jobs whose entrypoint asks for GPUs (hardware.GPU > 0). Run its workers on GPU hosts.",
@@ -48,14 +53,14 @@ def prefect_priority(priority: int) -> int:
 
 
 def base_job_template(pool: str) -> dict[str, Any]:
-    """The pool's job template: Prefect's process template, with a JOBCLOUD_POOL variable.
+    """The pool's job template: the process worker's, with a JOBCLOUD_POOL variable.
 
     The flow run's environment is the worker's (JOBCLOUD_STORAGE, JOBCLOUD_CONFIG, DOCKER_HOST)
     plus `env` from this template and the deployment's job variables.
     """
-    from prefect.workers.process import ProcessWorker
+    from deployments.fast_worker import JobCloudWorker
 
-    template = ProcessWorker.get_default_base_job_template()
+    template = JobCloudWorker.get_default_base_job_template()
     env = template["variables"]["properties"]["env"]
     env["default"] = {"JOBCLOUD_POOL": pool}
     return template

@@ -114,7 +114,7 @@ def test_deploy_made_pools_queues_deployments_and_schedule(stack: Stack) -> None
     assert {c["action"] for c in changes} == {"unchanged"}, changes  # idempotent
     with stack.client() as client:
         for pool in ("cpu", "gpu"):
-            assert client.read_work_pool(pool).type == "process"
+            assert client.read_work_pool(pool).type == "jobcloud"
             queues = {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
             assert all(queues[f"priority-{p}"] == 6 - p for p in range(6)), queues
         dep = client.read_deployment_by_name("linefit-train/v1")

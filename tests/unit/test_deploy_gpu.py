@@ -34,10 +34,10 @@ class _NoClient:
 
 
 def _job_configuration(pool: str, job_variables: dict[str, Any]) -> Any:
-    from prefect.workers.process import ProcessJobConfiguration
+    from deployments.fast_worker import JobCloudJobConfiguration
 
     return asyncio.run(
-        ProcessJobConfiguration.from_template_and_values(base_job_template(pool), job_variables, client=_NoClient())
+        JobCloudJobConfiguration.from_template_and_values(base_job_template(pool), job_variables, client=_NoClient())
     )
 
 
@@ -78,9 +78,18 @@ def test_gpu_request_reaches_the_container(entrypoint: str, pool: str, run_param
         assert kwargs["mem_limit"] == 512 * 1024 * 1024
 
 
-def test_pools_are_process_pools_with_a_valid_template() -> None:
+def test_pools_use_the_process_template_with_jobcloud_worker() -> None:
+    from prefect.plugins import load_prefect_collections
+    from prefect.utilities.dispatch import lookup_type
+    from prefect.workers.base import BaseWorker
     from prefect.workers.process import ProcessWorker
 
+    from deployments.fast_worker import JobCloudWorker
+    from deployments.pools import POOL_TYPE
+
+    load_prefect_collections()  # the entry point `prefect worker start` uses
+    assert lookup_type(BaseWorker, POOL_TYPE) is JobCloudWorker
+    assert issubclass(JobCloudWorker, ProcessWorker)
     for pool in ("cpu", "gpu"):
         template = base_job_template(pool)
         stock = ProcessWorker.get_default_base_job_template()

@@ -1,0 +1,97 @@
+"""The JobCloud worker: Prefect's process worker with warm starts.
+
+Pools `cpu` and `gpu` have the type `jobcloud`; `prefect worker start --pool cpu` finds this
+class through the `prefect.collections` entry point that JobCloud installs. It *is* Prefect's
+`ProcessWorker` (same job template, same flow-run subprocess, cancellation and crash handling),
+with one change: it starts a fork server (`deployments.warm_start`) when it starts, and runs
+each flow run through it, so a run skips importing Prefect and JobCloud again (seconds per run).
+A job template that sets its own `command` is honoured as it is.
+
+Why a process-style worker and not Prefect's Docker worker: the container that matters is the
+application's, and the flow must run beside the engine to stage inputs, stream logs and upload
+outputs even when that container fails; Prefect's DockerWorker also refuses the ephemeral
+server, and would need JobCloud baked into every application image. The flow turns an
+entrypoint's `hardware.GPU` (or a job's `hardware.gpu`) into a Docker `DeviceRequest`, so a
+GPU host needs only this worker and a GPU-enabled engine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect.utilities.processutils import command_to_string, get_sys_executable
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+
+from deployments.warm_start import SOCKET_ENV
+
+WORKER_TYPE = "jobcloud"
+READY_TIMEOUT_S = 60
+
+
+class JobCloudJobConfiguration(ProcessJobConfiguration):
+    """Process job configuration whose default command goes through the fork server."""
+
+    def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None, **kwargs: Any) -> None:
+        super().prepare_for_flow_run(flow_run, deployment, flow, **kwargs)
+        if not self._command_configured and os.environ.get(SOCKET_ENV):
+            self.command = command_to_string([get_sys_executable(), "-m", "deployments.warm_start"])
+            self._command_configured = True
+
+
+class JobCloudWorker(ProcessWorker):
+    """Prefect's process worker plus a fork server for warm flow-run starts."""
+
+    type = WORKER_TYPE
+    job_configuration = JobCloudJobConfiguration
+    _description = "Runs JobCloud jobs as flow-run subprocesses, started warm from a fork server."
+    _display_name = "JobCloud (process)"
+
+    async def __aenter__(self) -> "JobCloudWorker":
+        await super().__aenter__()
+        self._warm: subprocess.Popen | None = None
+        if os.environ.get("JOBCLOUD_WARM_START", "1") != "0":
+            self._start_warm()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._stop_warm()
+        await super().__aexit__(*exc_info)
+
+    def _start_warm(self) -> None:
+        from prefect.settings import get_current_settings
+
+        folder = Path(tempfile.mkdtemp(prefix="jobcloud-warm-"))
+        path = str(folder / "fork.sock")
+        # The server's environment is what a flow run's would be (settings included).
+        env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
+        log = open(folder / "warm_start.log", "ab")
+        self._warm = subprocess.Popen(
+            [get_sys_executable(), "-m", "deployments.warm_start", "--serve", path],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and self._warm.poll() is None and not os.path.exists(path):
+            time.sleep(0.1)
+        if os.path.exists(path):
+            os.environ[SOCKET_ENV] = path
+            self._logger.info("warm starts on: fork server %s (pid %s)", path, self._warm.pid)
+        else:
+            self._logger.warning("fork server did not start (see %s); runs start cold", folder / "warm_start.log")
+            self._stop_warm()
+
+    def _stop_warm(self) -> None:
+        os.environ.pop(SOCKET_ENV, None)
+        proc = getattr(self, "_warm", None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._warm = None

@@ -1,0 +1,280 @@
+"""Warm starts of flow runs: a fork server with Prefect and JobCloud already imported.
+
+A process worker starts every flow run as `python -m prefect.engine`, a new interpreter that
+spends most of its first seconds importing Prefect, the Docker SDK and the job store (about
+2-3 s here, far more on a busy host). The JobCloud worker (`deployments.fast_worker`) starts
+one fork server beside itself instead: a process that imports all of that once and waits on a
+Unix socket. Each flow run's command is then `python -m deployments.warm_start`, a small
+client that hands its environment, working folder, stdin/stdout/stderr and arguments to the
+server; the server forks a child that runs `prefect.engine` exactly as the stock command would,
+and the client relays signals to it and exits with its exit code. So the worker sees an
+ordinary child process (cancellation, exit codes, logs all unchanged).
+
+If `JOBCLOUD_WARM_SOCKET` is unset or nobody answers there, the client simply becomes
+`python -m prefect.engine` (exec), so a run never depends on the fork server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+SOCKET_ENV = "JOBCLOUD_WARM_SOCKET"
+HEADER = struct.Struct("!I")
+MAX_REQUEST = 4 * 1024 * 1024
+# Imported once by the server; each forked run starts with them in memory.
+PRELOAD = (
+    "prefect",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.deployments.steps",
+    "prefect.artifacts",
+    "docker",
+    "flows.job",
+    "flows.catalog_flows",
+    "blocks.job_store",
+    "blocks.store_block",
+)
+
+
+# -- client (runs as the flow run's command; must stay light: no Prefect import) ----------
+def _exec_engine(argv: list[str]) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *argv])
+
+
+def _recv_line(conn: socket.socket, buf: bytearray) -> str | None:
+    while b"\n" not in buf:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line.decode()
+
+
+def client_main(argv: list[str]) -> int:
+    """Run the flow run through the fork server, or exec the stock engine if there is none."""
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        _exec_engine(argv)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        _exec_engine(argv)
+    payload = json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": argv}).encode()
+    socket.send_fds(conn, [HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    buf = bytearray()
+    first = _recv_line(conn, buf)
+    if not first or not first.startswith("pid "):
+        # The server could not fork: run the stock way rather than fail the run.
+        conn.close()
+        _exec_engine(argv)
+    pid = int(first[4:])
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            line = _recv_line(conn, buf)
+        except InterruptedError:
+            continue
+        if line is None:
+            return 1  # the server went away; its child was stopped with it
+        if line.startswith("exit "):
+            return int(line[5:])
+
+
+# -- server ---------------------------------------------------------------------------------
+def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+    buf = bytearray(data)
+    while len(buf) < HEADER.size:
+        more = conn.recv(65536)
+        if not more:
+            raise ConnectionError("short request")
+        buf += more
+    (size,) = HEADER.unpack_from(buf)
+    if size > MAX_REQUEST:
+        raise ConnectionError("request too large")
+    while len(buf) < HEADER.size + size:
+        more = conn.recv(65536)
+        if not more:
+            raise ConnectionError("short request")
+        buf += more
+    return json.loads(bytes(buf[HEADER.size : HEADER.size + size])), list(fds)
+
+
+def _child(request: dict, fds: list[int]) -> None:
+    """In the forked child: become the flow run's process and run prefect.engine."""
+    import runpy
+    import traceback
+
+    code = 1
+    try:
+        os.setsid()  # its own process group: stopping it stops what it starts
+        for target, fd in enumerate(fds[:3]):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        import prefect.context
+
+        # Settings as this run's environment gives them, not as the server's did.
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
+        sys.argv = ["prefect.engine", *request["argv"]]
+        try:
+            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report anything, then exit with 1
+        traceback.print_exc()
+    finally:
+        try:
+            # What a normal interpreter exit does: Prefect drains its log and event
+            # workers to the API in atexit handlers; os._exit alone would drop them.
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve(path: str) -> None:
+    """Preload, then fork one child per request on the Unix socket ``path``, until SIGTERM."""
+    import importlib
+    import selectors
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing extra only loses its head start
+            print(f"warm_start: not preloaded {name}: {exc}", file=sys.stderr)
+    if os.path.exists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # only this user may start runs through it
+    try:
+        srv.bind(path)
+    finally:
+        os.umask(old_umask)
+    srv.listen(64)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sel = selectors.DefaultSelector()
+    sel.register(srv, selectors.EVENT_READ, "accept")
+    sel.register(wake_r, selectors.EVENT_READ, "signal")
+    children: dict[int, socket.socket] = {}  # pid -> client connection
+    print(f"warm_start: ready on {path}", file=sys.stderr, flush=True)
+    try:
+        while not stopping:
+            for key, _ in sel.select(timeout=1.0):
+                if key.data == "accept":
+                    conn, _ = srv.accept()
+                    try:
+                        request, fds = _read_request(conn)
+                    except (OSError, ValueError, ConnectionError):
+                        conn.close()
+                        continue
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        signal.set_wakeup_fd(-1)
+                        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                            signal.signal(sig, signal.SIG_DFL)
+                        sel.close()
+                        srv.close()
+                        conn.close()
+                        for c in children.values():
+                            c.close()
+                        _child(request, fds)
+                    for fd in fds:
+                        os.close(fd)
+                    children[pid] = conn
+                    conn.sendall(f"pid {pid}\n".encode())
+                    sel.register(conn, selectors.EVENT_READ, pid)
+                elif key.data == "signal":
+                    os.read(wake_r, 512)
+                else:
+                    # The client closed its end: it was killed; stop its run too.
+                    pid = key.data
+                    try:
+                        if not key.fileobj.recv(1):
+                            sel.unregister(key.fileobj)
+                            _kill_group(pid, signal.SIGTERM)
+                    except OSError:
+                        pass
+            _reap(children, sel)
+    finally:
+        for pid in list(children):
+            _kill_group(pid, signal.SIGTERM)
+        srv.close()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap(children: dict[int, socket.socket], sel: object) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        code = code if code >= 0 else 128 - code  # killed by a signal: 128 + signal, like a shell
+        try:
+            sel.unregister(conn)  # type: ignore[attr-defined]
+        except (KeyError, ValueError):
+            pass
+        try:
+            conn.sendall(f"exit {code}\n".encode())
+        except OSError:
+            pass
+        conn.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+    else:
+        sys.exit(client_main(sys.argv[1:]))
