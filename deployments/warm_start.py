@@ -117,8 +117,8 @@ def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(bytes(buf[HEADER.size : HEADER.size + size])), list(fds)
 
 
-def _child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the flow run's process and run prefect.engine."""
+def _child(request: dict, fds: list[int], module: str) -> None:
+    """In the forked child: become the flow run's process and run ``module`` (prefect.engine)."""
     import runpy
     import traceback
 
@@ -137,9 +137,9 @@ def _child(request: dict, fds: list[int]) -> None:
 
         # Settings as this run's environment gives them, not as the server's did.
         prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
-        sys.argv = ["prefect.engine", *request["argv"]]
+        sys.argv = [module, *request["argv"]]
         try:
-            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -158,8 +158,10 @@ def _child(request: dict, fds: list[int]) -> None:
             os._exit(code)
 
 
-def serve(path: str) -> None:
-    """Preload, then fork one child per request on the Unix socket ``path``, until SIGTERM."""
+def serve(path: str, module: str = "prefect.engine") -> None:
+    """Preload, then fork one child per request on the Unix socket ``path``, until SIGTERM.
+
+    Each child runs ``module`` as `python -m` would (another module only in tests)."""
     import importlib
     import selectors
 
@@ -216,7 +218,7 @@ def serve(path: str) -> None:
                         conn.close()
                         for c in children.values():
                             c.close()
-                        _child(request, fds)
+                        _child(request, fds, module)
                     for fd in fds:
                         os.close(fd)
                     children[pid] = conn
@@ -275,6 +277,6 @@ def _reap(children: dict[int, socket.socket], sel: object) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
-        serve(sys.argv[2])
+        serve(sys.argv[2], *sys.argv[3:4])
     else:
         sys.exit(client_main(sys.argv[1:]))

@@ -168,6 +168,7 @@ def test_jobcloud_run_jobs_show_logs_outputs(stack: Stack, tmp_path: Path) -> No
     _ok(stack.cli("jobs", "outputs", job_id, str(tmp_path / "out")))
     assert "a=" in (tmp_path / "out/output/metrics.txt").read_text()
     assert (tmp_path / "out/manifest.json").exists()
+    assert "warm starts on" in stack.worker.tail(400)  # the JobCloud worker type was picked up
 
 
 def test_failing_job_is_failed_in_jobs_ls(stack: Stack) -> None:
