@@ -34,6 +34,21 @@ WORKER_TYPE = "jobcloud"
 READY_TIMEOUT_S = 60
 
 
+PATH_SETTINGS = ("JOBCLOUD_CONFIG", "JOBCLOUD_STORAGE", "JOBCLOUD_HOME", "JOBCLOUD_WORKDIR")
+
+
+def absolute_paths(env: Any) -> None:
+    """Make relative JOBCLOUD_* paths absolute, against the folder the worker starts in.
+
+    Flow runs start in a temporary folder, so `JOBCLOUD_CONFIG=application_config.yaml` would
+    name nothing there. URLs (s3://, gs://, file://) and `block:` names are left alone.
+    """
+    for name in PATH_SETTINGS:
+        value = env.get(name)
+        if value and "://" not in value and not value.startswith("block:") and not os.path.isabs(value):
+            env[name] = os.path.abspath(os.path.expanduser(value))
+
+
 class JobCloudJobConfiguration(ProcessJobConfiguration):
     """Process job configuration whose default command goes through the fork server."""
 
@@ -53,6 +68,7 @@ class JobCloudWorker(ProcessWorker):
     _display_name = "JobCloud (process)"
 
     async def __aenter__(self) -> "JobCloudWorker":
+        absolute_paths(os.environ)
         await super().__aenter__()
         self._warm: subprocess.Popen | None = None
         if os.environ.get("JOBCLOUD_WARM_START", "1") != "0":

@@ -87,3 +87,15 @@ def test_without_a_server_the_client_is_the_stock_engine(tmp_path: Path) -> None
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "Invalid flow run id" in out + err
+
+
+def test_worker_makes_relative_settings_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployments.fast_worker import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    env = {"JOBCLOUD_CONFIG": "cat.yaml", "JOBCLOUD_STORAGE": "s3://b/p", "JOBCLOUD_HOME": "~/jc", "JOBCLOUD_WORKDIR": "/abs"}
+    absolute_paths(env)
+    assert env["JOBCLOUD_CONFIG"] == str(tmp_path / "cat.yaml")
+    assert env["JOBCLOUD_STORAGE"] == "s3://b/p"
+    assert env["JOBCLOUD_HOME"] == os.path.expanduser("~/jc")
+    assert env["JOBCLOUD_WORKDIR"] == "/abs"
