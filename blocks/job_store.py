@@ -74,23 +74,26 @@ def local_files(root: Path, skipped: list[str] | None = None) -> list[LocalFile]
     if root.is_file():
         return [LocalFile(root, root.name, root.stat().st_size)]
     out: list[LocalFile] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        for d in list(dirnames):
-            if (here / d).is_symlink():
-                dirnames.remove(d)
-                if skipped is not None:
-                    skipped.append((here / d).relative_to(root).as_posix())
-        for name in filenames:
-            p = here / name
-            st = p.lstat()
-            rel = p.relative_to(root).as_posix()
-            if not _is_regular(st.st_mode):
-                if skipped is not None:
-                    skipped.append(rel)
-                continue
-            out.append(LocalFile(p, rel, st.st_size))
+    # scandir's d_type says link / file / folder without a stat per entry; strings, not
+    # Paths, until the end: this walk runs over ten thousand files.
+    stack = [(str(root), "")]
+    while stack:
+        folder, rel_folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+                if entry.is_symlink():
+                    if skipped is not None:
+                        skipped.append(rel)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel))
+                elif entry.is_file(follow_symlinks=False):
+                    out.append(LocalFile(Path(entry.path), rel, entry.stat(follow_symlinks=False).st_size))
+                elif skipped is not None:
+                    skipped.append(rel)  # fifos, sockets, devices
     out.sort(key=lambda f: f.relpath)
+    if skipped is not None:
+        skipped.sort()
     return out
 
 
@@ -344,7 +347,6 @@ class JobStore:
     def _download_file(
         self, key: str, dest: Path, progress: Progress, size_hint: int | None = None
     ) -> FileRecord:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             size, digest = self._call(self.transfer.download, self.path(key), dest, progress, size_hint)
         except FileNotFoundError:

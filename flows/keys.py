@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Iterable
 from urllib.parse import unquote
@@ -10,6 +11,8 @@ from flows.errors import UnsafeKeyError
 
 MAX_SEGMENT_BYTES = 255
 MAX_KEY_BYTES = 4096
+# Unicode category Cc is exactly these ranges; a regex scans a key far faster than a loop.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def check_key(key: str, *, allow_root: bool = False) -> str:
@@ -30,7 +33,7 @@ def check_key(key: str, *, allow_root: bool = False) -> str:
         raise UnsafeKeyError(key, "the key is empty")
     if "\x00" in key:
         raise UnsafeKeyError(key, "it contains a NUL character")
-    if any(unicodedata.category(ch) == "Cc" for ch in key):
+    if _CONTROL.search(key):
         raise UnsafeKeyError(key, "it contains a control character")
     if "\\" in key:
         raise UnsafeKeyError(key, "it contains a backslash")
@@ -40,7 +43,7 @@ def check_key(key: str, *, allow_root: bool = False) -> str:
         raise UnsafeKeyError(key[:40] + "...", f"it is longer than {MAX_KEY_BYTES} bytes")
     # Another layer (a URL, a proxy, a shell) may decode %2e%2e or %2f: refuse what would
     # decode into something we would refuse.
-    decoded = unquote(unquote(key))
+    decoded = unquote(unquote(key)) if "%" in key else key
     if decoded != key:
         if decoded.count("/") != key.count("/") or "\\" in decoded or "\x00" in decoded:
             raise UnsafeKeyError(key, "it contains a percent-encoded separator")
