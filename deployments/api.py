@@ -45,8 +45,6 @@ class Job:
     @property
     def state(self) -> str:
         """The job's state now: Scheduled, Pending, Running, Completed, Failed, ..."""
-        from deployments.jobs import show_job
-
         return self.info().state if self._result is None else self._result.state
 
     def info(self) -> Any:
