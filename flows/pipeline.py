@@ -254,6 +254,9 @@ def make_pipeline_flow(name: str, pipeline: Pipeline) -> Any:
         return run_pipeline(name, pipeline, config_id, data_ids, env, steps, use_deployments)
 
     chain = " -> ".join(f"{s.name} ({s.entrypoint})" for s in pipeline.steps)
+    # Named as this module's attribute: a deployment's module-path entrypoint is then
+    # `flows.pipeline.<name>`, which `__getattr__` below resolves in a worker or runner.
+    pipeline_flow.__name__ = pipeline_flow.__qualname__ = name
     pipeline_flow.__doc__ = f"""Pipeline {name}: {chain}.
 
     Args:
@@ -323,9 +326,21 @@ def _main(argv: list[str]) -> int:
                               "message": state.message, "result": state.result(raise_on_failure=False)}, default=str))
             return 0 if state.is_completed() else 1
         from prefect import serve
+        from prefect.deployments.runner import EntrypointType
+
+        # Through the imported module, not __main__: the entrypoint must be importable.
+        from flows.pipeline import make_pipeline_flow as make
 
         names = args.names or list(pipelines)
-        serve(*(make_pipeline_flow(n, pipelines[n]).to_deployment(name="pipeline", tags=[PIPELINE_TAG]) for n in names))
+        unknown = [n for n in names if n not in pipelines]
+        if unknown:
+            raise PipelineError(f"no pipeline {', '.join(unknown)}; known: {', '.join(pipelines)}")
+        serve(*(
+            make(n, pipelines[n]).to_deployment(
+                name="pipeline", tags=[PIPELINE_TAG], entrypoint_type=EntrypointType.MODULE_PATH
+            )
+            for n in names
+        ))
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
