@@ -68,3 +68,42 @@ def test_a_failed_step_stops_the_pipeline_and_names_the_job(images, prefect_api,
 def test_unknown_pipeline_is_a_usage_error(cli) -> None:
     proc = _pipeline(cli, "run", "nope")
     assert proc.returncode == 2 and "no pipeline 'nope'" in proc.stderr
+
+
+def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefect_api, cli) -> None:
+    """`python -m flows.pipeline serve` makes the deployment; a run of it (what the UI's Run
+    button does) executes train and predict as child jobs."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
+    server = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "serve", "linefit-train-predict"], cwd=ROOT,
+                              env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    deployment = client.read_deployment_by_name("pipeline-linefit-train-predict/pipeline")
+                    break
+                except ObjectNotFound:
+                    assert server.poll() is None, server.stderr.read()
+                    assert time.monotonic() < deadline, "the pipeline deployment did not appear"
+                    time.sleep(1)
+            assert deployment.entrypoint == "flows.pipeline.linefit-train-predict"
+            run = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"config_id": "ex/config.yaml", "data_ids": ["ex/points.csv"]}
+            )
+            deadline = time.monotonic() + 180
+            while not (run := client.read_flow_run(run.id)).state.is_final():
+                assert time.monotonic() < deadline, f"pipeline run still {run.state.name}"
+                time.sleep(1)
+        assert run.state.is_completed(), run.state.message
+        children = _children(str(run.id))
+        assert [r.name for r in children] == ["train", "predict"]
+        assert all(r.state.is_completed() for r in children)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
