@@ -261,6 +261,7 @@ def _stage_context(recipe: dict[str, Any], dest: Path, log: Log) -> None:
 
 def _build_dockerfile(client: Any, name: str, recipe: dict[str, Any], args: dict[str, str], digest: str, log: Log) -> None:
     tag = recipe["tag"]
+    old_id = _image_id(client, tag)
     log(f"{name}: building {tag} from images/{recipe['context']}")
     with tempfile.TemporaryDirectory(prefix=f"jobcloud-build-{name}-", dir="/var/tmp") as tmp:
         ctx = Path(tmp) / "ctx"
@@ -291,6 +292,12 @@ def _build_dockerfile(client: Any, name: str, recipe: dict[str, Any], args: dict
             raise ContainerEngineError(f"building {tag} failed: {exc}\n" + "".join(tail[-30:])) from None
         if not has_image(client, tag):
             raise ContainerEngineError(f"building {tag} failed:\n" + "".join(tail[-30:]))
+    if old_id and old_id != _image_id(client, tag):
+        # The image this one replaces: a GB for the runtimes. Kept when something still uses it.
+        try:
+            client.images.remove(old_id)
+        except Exception:  # noqa: BLE001 - in use by a container or a child image
+            pass
 
 
 def engine_client() -> Any:
