@@ -99,3 +99,24 @@ def test_worker_makes_relative_settings_absolute(tmp_path: Path, monkeypatch: py
     assert env["JOBCLOUD_STORAGE"] == "s3://b/p"
     assert env["JOBCLOUD_HOME"] == os.path.expanduser("~/jc")
     assert env["JOBCLOUD_WORKDIR"] == "/abs"
+
+
+def test_a_failed_label_write_does_not_crash_the_run() -> None:
+    import asyncio
+    import uuid
+
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from deployments.fast_worker import JobCloudWorker
+
+    class Client:
+        async def update_flow_run_labels(self, *args: object) -> None:
+            import httpx
+
+            request = httpx.Request("PATCH", "http://x/api/flow_runs/1/labels")
+            response = httpx.Response(503, request=request)
+            raise PrefectHTTPStatusError.from_httpx_error(httpx.HTTPStatusError("503", request=request, response=response))
+
+    worker = JobCloudWorker(work_pool_name="cpu")
+    worker._client = Client()  # type: ignore[assignment]
+    asyncio.run(worker._give_worker_labels_to_flow_run(uuid.uuid4()))  # logs, does not raise
