@@ -60,13 +60,25 @@ def state_label(state: Any) -> str:
 
 
 def wait_for(
-    client: Any, run_id: Any, timeout: float | None = None, on_state: Callable[[Any], None] | None = None
+    client: Any,
+    run_id: Any,
+    timeout: float | None = None,
+    on_state: Callable[[Any], None] | None = None,
+    on_still_queued: Callable[[], None] | None = None,
+    queued_hint_s: float = 30.0,
 ) -> Any:
-    """Poll the flow run until it is in a final state; returns the final `FlowRun`."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """Poll the flow run until it is in a final state; returns the final `FlowRun`.
+
+    ``on_still_queued`` is called once if the run is still Scheduled after ``queued_hint_s``.
+    """
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
     last = None
     while True:
         run = client.read_flow_run(run_id)
+        if on_still_queued and run.state and run.state.is_scheduled() and time.monotonic() - started > queued_hint_s:
+            on_still_queued()
+            on_still_queued = None
         if run.state and run.state.name != last:
             last = run.state.name
             if on_state:
@@ -124,7 +136,14 @@ def submit_and_report(
             err.print(f"submitted job {run.id} to {deployment_name(ref)} ({queue_name(priority)}) at {api}", highlight=False)
         try:
             final = wait_for(
-                client, run.id, on_state=None if as_json else lambda s: err.print(f"  {s.name}", highlight=False)
+                client,
+                run.id,
+                on_state=None if as_json else lambda s: err.print(f"  {s.name}", highlight=False),
+                on_still_queued=lambda: err.print(
+                    f"  still waiting for a worker on pool {entry.pool!r}: start one with "
+                    f"`prefect worker start --pool {entry.pool}` (Ctrl-C stops waiting, the job stays queued)",
+                    highlight=False,
+                ),
             )
         except KeyboardInterrupt:
             err.print(f"stopped waiting; the job goes on. Cancel it with: jobcloud jobs cancel {run.id}")

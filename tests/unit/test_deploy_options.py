@@ -53,3 +53,29 @@ def test_cli_rejects_bad_priority_and_state(cli) -> None:
     assert proc.returncode == 2 and "unknown state" in proc.stderr
     proc = cli("deploy", "--limit", "tpu=3")
     assert proc.returncode == 2 and "unknown pool" in proc.stderr
+
+
+def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
+    from prefect.states import Completed, Scheduled
+
+    from deployments import submit
+
+    states = [Scheduled(), Scheduled(), Scheduled(), Completed()]
+
+    class Run:
+        def __init__(self, state) -> None:
+            self.state = state
+
+    class Client:
+        def read_flow_run(self, _id):
+            return Run(states.pop(0) if len(states) > 1 else states[0])
+
+    hints, seen = [], []
+    old = submit.POLL_S
+    submit.POLL_S = 0.0
+    try:
+        final = submit.wait_for(Client(), "id", on_state=lambda s: seen.append(s.name), on_still_queued=lambda: hints.append(1), queued_hint_s=0)
+    finally:
+        submit.POLL_S = old
+    assert final.state.is_completed()
+    assert hints == [1] and seen == ["Scheduled", "Completed"]
