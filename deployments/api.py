@@ -23,9 +23,9 @@ from flows.request import HardwareOverride, JobRequest
 
 
 def _client() -> Any:
-    from deployments.local_server import ensure_api
+    from deployments.submit import connect_api
 
-    ensure_api()
+    connect_api()
     from prefect.client.orchestration import get_client
 
     return get_client(sync_client=True)

@@ -38,7 +38,7 @@ def deploy_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Make work pools and deployments match the catalog (idempotent)."""
-    from deployments.local_server import ensure_api
+    from deployments.submit import connect_api
     from flows.catalog import default_catalog_path, load_catalog
 
     path = catalog_path or default_catalog_path()
@@ -49,7 +49,7 @@ def deploy_command(
         prefect_yaml.write_text(render_prefect_yaml(load_catalog(path), prefect_yaml))
         out.print(f"wrote {prefect_yaml}")
         return
-    api = ensure_api()
+    api = connect_api()
     from deployments.deploy import sync
 
     def once(catalog) -> None:

@@ -17,9 +17,9 @@ STATE_COLOURS = {"Completed": "green", "Failed": "red", "Crashed": "red", "Timed
 
 @contextmanager
 def _client() -> Iterator[Any]:
-    from deployments.local_server import ensure_api
+    from deployments.submit import connect_api
 
-    ensure_api()
+    connect_api()
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

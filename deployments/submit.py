@@ -25,6 +25,20 @@ class DeploymentMissingError(UserError):
     """The entrypoint has no deployment on the server yet."""
 
 
+def connect_api() -> str:
+    """The Prefect API to use (see `local_server.ensure_api`), checked to answer."""
+    from deployments.local_server import ensure_api
+    from deployments.processes import healthy
+
+    api = ensure_api()
+    if not healthy(api):
+        raise JobCloudError(
+            f"the Prefect server at {api} does not answer; start it (`prefect server start`) "
+            "or point PREFECT_API_URL at a running one"
+        )
+    return api
+
+
 def deployment_name(ref: EntrypointRef) -> str:
     """`<application>-<entrypoint>/<version>`, as `prefect deployment run` takes it."""
     return f"{ref.flow_name}/{ref.version}"
@@ -114,9 +128,7 @@ def submit_and_report(
 
     Exit code: 0 Completed (or submitted with --no-wait), 1 any other final state.
     """
-    from deployments.local_server import ensure_api
-
-    api = ensure_api()
+    api = connect_api()
     from prefect.client.orchestration import get_client
 
     from blocks.job_store import JobStore

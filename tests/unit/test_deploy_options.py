@@ -79,3 +79,12 @@ def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
         submit.POLL_S = old
     assert final.state.is_completed()
     assert hints == [1] and seen == ["Scheduled", "Completed"]
+
+
+def test_cli_says_when_the_server_does_not_answer(cli) -> None:
+    from deployments.processes import free_port
+
+    cli.env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
+    proc = cli("jobs", "ls")
+    assert proc.returncode == 1
+    assert "does not answer" in proc.stderr and "Traceback" not in proc.stderr
