@@ -146,7 +146,7 @@ class ContainerSampler(threading.Thread):
                 time.sleep(0.1)
 
 
-def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int, limit: int) -> dict[str, Any]:
+def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int, limit: int, name: str = "jobcloud") -> dict[str, Any]:
     """``jobs`` jobs submitted at once to pool cpu limited to ``limit`` concurrent runs."""
     from prefect.client.orchestration import get_client
 
@@ -154,7 +154,10 @@ def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int,
     from flows.catalog import load_catalog
 
     sync(load_catalog(env["JOBCLOUD_CONFIG"]), limits={"cpu": limit})
-    worker = start_worker(server, "cpu", env, tmp / "worker-throughput.log", fast=True, name="bench-throughput")  # JobCloud worker
+    extra = [] if name == "jobcloud" else ["--type", "process"]
+    worker = start_worker(
+        server, "cpu", env, tmp / f"worker-throughput-{name}.log", fast=name != "stock", name=f"bench-tp-{name}", extra_args=extra
+    )
     sampler = ContainerSampler()
     sampler.start()
     try:
@@ -172,6 +175,7 @@ def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int,
         sync(load_catalog(env["JOBCLOUD_CONFIG"]), limits={"cpu": 0})
     manifests = sum((Path(env["JOBCLOUD_STORAGE"]) / "jobs" / str(i) / "manifest.json").exists() for i in ids)
     return {
+        "worker": name,
         "jobs": jobs,
         "pool_limit": limit,
         "completed": sum(f.state.is_completed() for f in finals),
@@ -189,6 +193,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="jobs per latency measurement (median; 0 skips it)")
     parser.add_argument("--jobs", type=int, default=100, help="jobs in the throughput run (0 skips it)")
     parser.add_argument("--limit", type=int, default=4, help="pool concurrency limit in the throughput run")
+    parser.add_argument("--throughput-baseline", action="store_true", help="also run the throughput part with the stock worker")
     args = parser.parse_args()
 
     from blocks.engine import engine_url
@@ -223,9 +228,10 @@ def main() -> None:
         for name in WORKERS if args.runs else ():
             print(f"latency, {WORKERS[name]} ...", file=sys.stderr)
             results["latency"].append(latency(server, env, tmp, name, args.runs))
-        if args.jobs:
-            print(f"throughput, {args.jobs} jobs, pool limit {args.limit} ...", file=sys.stderr)
-            results["throughput"] = throughput(server, env, tmp, args.jobs, args.limit)
+        results["throughput"] = []
+        for name in (["stock"] if args.throughput_baseline else []) + ["jobcloud"] if args.jobs else []:
+            print(f"throughput, {args.jobs} jobs, pool limit {args.limit}, {WORKERS[name]} ...", file=sys.stderr)
+            results["throughput"].append(throughput(server, env, tmp, args.jobs, args.limit, name))
     _print(results)
     out = ROOT / "bench/results"
     out.mkdir(parents=True, exist_ok=True)
@@ -243,12 +249,12 @@ def _print(results: dict[str, Any]) -> None:
             f"| {label} | {r['runs']} | {r['start_median_s']} s ({r['start_min_s']}-{r['start_max_s']}) "
             f"| {r['done_median_s']} s | {r['completed']}/{r['runs']} |"
         )
-    t = results.get("throughput")
-    if t:
-        print("\n| jobs | pool limit | elapsed | jobs/min | Completed | manifests | max containers at once | max Pending+Running runs |")
-        print("|---|---|---|---|---|---|---|---|")
+    if results.get("throughput"):
+        print("\n| worker | jobs | pool limit | elapsed | jobs/min | Completed | manifests | max containers at once | max Pending+Running runs |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for t in results.get("throughput", []):
         print(
-            f"| {t['jobs']} | {t['pool_limit']} | {t['elapsed_s']} s | {t['jobs_per_min']} | {t['completed']} "
+            f"| {WORKERS[t['worker']]} | {t['jobs']} | {t['pool_limit']} | {t['elapsed_s']} s | {t['jobs_per_min']} | {t['completed']} "
             f"| {t['manifests']} | {t['max_containers_at_once']} | {t['max_active_flow_runs']} |"
         )
 
