@@ -139,6 +139,7 @@ class JobStoreBlock(Block):
             if self.gcs_endpoint_url:
                 opts["endpoint_url"] = self.gcs_endpoint_url
                 opts.setdefault("token", "anon")
+                gcs_emulator_mode()
             return opts
         return {}
 
@@ -189,6 +190,21 @@ def s3_options(
     return opts
 
 
+def gcs_emulator_mode() -> None:
+    """gcsfs asks Google's gRPC control plane for each bucket's layout (60 s timeouts against
+    an emulator, which has none); its plain JSON-API client is what an emulator speaks.
+    Must run before gcsfs is first imported."""
+    import os
+    import sys
+
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    if "gcsfs" in sys.modules:  # imported already, maybe as the extended class: pin the plain one
+        import fsspec
+
+        for proto in ("gs", "gcs"):
+            fsspec.register_implementation(proto, "gcsfs.core.GCSFileSystem", clobber=True)
+
+
 def store_from_setting(value: str) -> JobStore:
     """The store a `JOBCLOUD_STORAGE` value names: `block:<name>` or a URL/folder."""
     if value.startswith(BLOCK_PREFIX):
@@ -211,5 +227,6 @@ def store_from_setting(value: str) -> JobStore:
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:
             opts = {"endpoint_url": emulator, "token": "anon"}
+            gcs_emulator_mode()
         return JobStore(value, opts)
     return JobStore(value)

@@ -659,6 +659,18 @@ class FsspecTransfer:
     def __init__(self, fs: Any) -> None:
         self.fs = fs
 
+    def check(self, path: str) -> None:
+        """Raise a clear `StoreAccessError` if the bucket is missing or access is refused."""
+        bucket = path.split("/", 1)[0]
+        try:
+            ok = self.fs.exists(bucket)
+        except PermissionError as exc:
+            raise StoreAccessError(f"the store refused the credentials for bucket {bucket!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise TransferError(f"the store cannot be reached to check bucket {bucket!r}: {exc}") from None
+        if not ok:
+            raise StoreAccessError(f"the bucket {bucket!r} does not exist")
+
     def upload(self, local: Path, path: str, progress: Progress) -> tuple[int, str]:
         return retrying(f"upload of {local.name}", lambda: self._upload_once(local, path, progress))
 
