@@ -137,12 +137,19 @@ class ContainerSampler(threading.Thread):
         last_api = 0.0
         with get_client(sync_client=True) as api:
             while not self.stop_event.is_set():
-                running = self.client.containers.list(filters={"label": "io.jobcloud.job-id", "status": "running"})
+                # The low-level list: no per-container inspect that races with removal.
+                try:
+                    running = self.client.api.containers(filters={"label": "io.jobcloud.job-id", "status": "running"})
+                except Exception:  # noqa: BLE001 - a busy engine; sample again
+                    running = []
                 self.max_running = max(self.max_running, len(running))
-                self.seen.update(c.labels.get("io.jobcloud.job-id", "") for c in running)
+                self.seen.update((c.get("Labels") or {}).get("io.jobcloud.job-id", "") for c in running)
                 if time.monotonic() - last_api > 0.5:
                     last_api = time.monotonic()
-                    self.max_flow_runs = max(self.max_flow_runs, api.count_flow_runs(flow_run_filter=active))
+                    try:
+                        self.max_flow_runs = max(self.max_flow_runs, api.count_flow_runs(flow_run_filter=active))
+                    except Exception:  # noqa: BLE001 - a busy server; sample again
+                        pass
                 time.sleep(0.1)
 
 
