@@ -146,8 +146,12 @@ def main() -> None:
     for path in runs:
         print(f"{path} walls: " + ", ".join(f"{r['wall']:.1f}" for r in runs[path]) + " s; training: "
               + ", ".join(f"{r['training']:.1f}" for r in runs[path]) + " s")
-    print(f"goal: JobCloud adds < 5 % to a job of about a minute -> {100 * rest_over / base:+.1f} % of the baseline's "
-          f"{base:.1f} s (wall difference {100 * wall_over / base:+.1f} %) -> {'met' if rest_over / base < 0.05 else 'NOT met'}")
+    # The overhead is a fixed cost (it does not grow with the training), so it is also given
+    # against a job of one minute, whatever the training length this run used.
+    minute = max(base, 60.0)
+    print(f"JobCloud adds {rest_over:+.2f} s (median, wall minus training): {100 * rest_over / base:+.1f} % of this "
+          f"run's {base:.1f} s baseline, {100 * rest_over / minute:+.1f} % of a {minute:.0f} s job "
+          f"(goal < 5 %: {'met' if rest_over / minute < 0.05 else 'NOT met'}); wall difference {wall_over:+.2f} s")
 
 if __name__ == "__main__":
     main()
