@@ -42,12 +42,16 @@ def test_block_registers_saves_and_selects_the_store(prefect_api: str, seaweed: 
 
     bucket = seaweed.make_bucket(f"blk-{uuid.uuid4().hex[:10]}")
     name = f"lab-store-{uuid.uuid4().hex[:6]}"
-    JobStoreBlock(
-        url=f"s3://{bucket}/jobcloud",
-        endpoint_url=seaweed.endpoint,
-        region="us-east-1",
-        aws_credentials=AwsCredentials(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY),
-    ).save(name)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Prefect's settings may have been read before the server fixture set PREFECT_API_URL.
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        JobStoreBlock(
+            url=f"s3://{bucket}/jobcloud",
+            endpoint_url=seaweed.endpoint,
+            region="us-east-1",
+            aws_credentials=AwsCredentials(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY),
+        ).save(name)
 
     # No AWS_* variables at all: everything comes from the block.
     for k in [k for k in cli.env if k.startswith("AWS_")]:

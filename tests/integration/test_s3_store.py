@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks import transfer
+from blocks import transfer, transfer_s3
 from blocks.job_store import JobStore
 from blocks.store_block import JobStoreBlock, s3_options, store_from_setting
 from blocks.transfer import StoreAccessError, TransferError
@@ -194,7 +194,7 @@ def test_unreachable_server_fails_clearly(tmp_path: Path, monkeypatch: pytest.Mo
     from tests.integration.seaweed import free_port
 
     monkeypatch.setattr(transfer, "ATTEMPTS", 2)
-    monkeypatch.setattr(transfer.S3Transfer, "request_attempts", 2)
+    monkeypatch.setattr(transfer_s3.S3Transfer, "request_attempts", 2)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
