@@ -75,8 +75,6 @@ class JobStoreBlock(Block):
 
     _block_type_name = "JobCloud Job Store"
     _block_type_slug = "jobcloud-job-store"
-    _logo_url = "https://cdn.sanity.io/images/3ugk85nk/production/d74b16fe84ce626345adf235a47008fea2869a60-225x225.png"  # noqa: E501 - prefect-aws's S3 logo
-    _documentation_url = "https://github.com/jobcloud/jobcloud#job-store-on-s3-and-gcs"
     _description = "Where JobCloud jobs read their inputs and write their outputs: a folder, S3 or GCS."
 
     url: str = Field(
