@@ -33,10 +33,10 @@ def _json(proc) -> dict:
 
 
 def _artifacts_of(flow_run_id: str) -> list:
-    from prefect.client.orchestration import get_client
+    from tests.prefect_helpers import prefect_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    with get_client(sync_client=True) as client:
+    with prefect_client() as client:
         return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
 
 

@@ -23,10 +23,10 @@ def _pipeline(cli, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _children(parent_id: str) -> list:
-    from prefect.client.orchestration import get_client
+    from tests.prefect_helpers import prefect_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
-    with get_client(sync_client=True) as client:
+    with prefect_client() as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
         return sorted(runs, key=lambda r: r.start_time or r.created)
 
@@ -75,14 +75,14 @@ def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefec
     button does) executes train and predict as child jobs."""
     import time
 
-    from prefect.client.orchestration import get_client
+    from tests.prefect_helpers import prefect_client
     from prefect.exceptions import ObjectNotFound
 
     assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
     server = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "serve", "linefit-train-predict"], cwd=ROOT,
                               env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        with get_client(sync_client=True) as client:
+        with prefect_client() as client:
             deadline = time.monotonic() + 90
             while True:
                 try:

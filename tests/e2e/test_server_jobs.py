@@ -52,9 +52,9 @@ class Stack:
 
     def client(self) -> Any:
         os.environ["PREFECT_API_URL"] = self.server.api_url
-        from prefect.client.orchestration import get_client
+        from tests.prefect_helpers import prefect_client
 
-        return get_client(sync_client=True)
+        return prefect_client(self.server.api_url)
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
