@@ -141,9 +141,15 @@ class JobStore:
         `JobStoreBlock` (default: a folder under ~/.jobcloud). S3 credentials and endpoint
         come from the block, else from the standard AWS_* variables."""
         from blocks.settings import get_settings
-        from blocks.store_block import store_from_setting
 
-        return store_from_setting(get_settings().storage_url)
+        value = get_settings().storage_url
+        if value.startswith("block:"):
+            from blocks.store_block import store_from_setting
+
+            return store_from_setting(value)
+        from blocks.store_urls import store_from_url
+
+        return store_from_url(value)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r})"
