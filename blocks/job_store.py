@@ -25,7 +25,6 @@ from blocks.transfer import StoreAccessError, transfer_for
 from flows.errors import MissingKeyError, StorageError, UserError
 from flows.keys import check_key, check_unique_names, join_key
 
-CHUNK = 8 * 1024 * 1024
 DEFAULT_CONCURRENCY = 8
 
 Progress = Callable[[int], None]

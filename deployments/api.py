@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from deployments.pools import DEFAULT_PRIORITY
-from deployments.run_local import JobResult
+from deployments.job_result import JobResult
 from flows.request import HardwareOverride, JobRequest
 
 

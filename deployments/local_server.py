@@ -11,35 +11,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from blocks.settings import get_settings
-from flows.errors import JobCloudError
+from deployments.processes import PrefectServer, healthy
 
 START_TIMEOUT_S = 90
 
 
 def _state_file() -> Path:
     return get_settings().home / "server.json"
-
-
-def _healthy(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def running_url() -> str | None:
@@ -49,7 +31,7 @@ def running_url() -> str | None:
     except (OSError, ValueError):
         return None
     url = info.get("url")
-    return url if url and _healthy(url) else None
+    return url if url and healthy(url) else None
 
 
 def start(quiet: bool = False) -> str:
@@ -57,38 +39,13 @@ def start(quiet: bool = False) -> str:
     url = running_url()
     if url:
         return url
-    home = get_settings().home
-    prefect_home = home / "prefect"
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_API_URL=url,
-    )
-    log = open(home / "server.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # outlives this command: later jobs reuse it
-    )
-    _state_file().write_text(json.dumps({"pid": proc.pid, "url": url, "port": port}))
+    server = PrefectServer(home=get_settings().home / "prefect")
     if not quiet:
-        print(f"starting a local Prefect server at {url[:-4]} (first run only)...", file=sys.stderr)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise JobCloudError(f"the local Prefect server exited early; see {home / 'server.log'}")
-        if _healthy(url):
-            return url
-        time.sleep(0.3)
-    proc.terminate()
-    raise JobCloudError(f"the local Prefect server did not start in {START_TIMEOUT_S} s; see {home / 'server.log'}")
+        print(f"starting a local Prefect server at {server.api_url[:-4]} (first run only)...", file=sys.stderr)
+    # Its own session (see processes.py): it outlives this command, later jobs reuse it.
+    server.start(timeout=START_TIMEOUT_S)
+    _state_file().write_text(json.dumps({"pid": server.proc.popen.pid, "url": server.api_url, "port": server.port}))
+    return server.api_url
 
 
 def stop() -> bool:

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable
 
 from deployments.pools import DEFAULT_PRIORITY, queue_name
-from deployments.run_local import JobResult, read_manifest
+from deployments.job_result import JobResult, result_for, state_label
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.errors import JobCloudError, UserError
 from flows.manifest import job_prefix
@@ -66,13 +66,6 @@ def submit(client: Any, ref: EntrypointRef, request: JobRequest, priority: int =
     )
 
 
-def state_label(state: Any) -> str:
-    """A final state's name as JobCloud reports it (Completed, Failed, Crashed, TimedOut...)."""
-    if state is None:
-        return "Unknown"
-    return state.name if state.name == "TimedOut" else state.type.value.title()
-
-
 def wait_for(
     client: Any,
     run_id: Any,
@@ -106,14 +99,7 @@ def wait_for(
 
 def result_of(run: Any, store: Any) -> JobResult:
     """A finished flow run as a `JobResult` (the shape `jobcloud run --json` prints)."""
-    job_id = str(run.id)
-    return JobResult(
-        id=job_id,
-        state=state_label(run.state),
-        message=run.state.message if run.state else None,
-        outputs=job_prefix(job_id),
-        manifest=read_manifest(store, job_id),
-    )
+    return result_for(str(run.id), run.state, store)
 
 
 def submit_and_report(

@@ -7,7 +7,6 @@ few optional extensions (description, cache, network, default_version).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
 

@@ -16,7 +16,7 @@ from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run as runtime_flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Failed, State
 
 from blocks.engine import docker_client
 from blocks.job_store import JobStore
