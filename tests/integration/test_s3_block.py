@@ -20,13 +20,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory):
-    server = Seaweed(tmp_path_factory.mktemp("seaweed-block")).start()
-    yield server
-    server.stop()
-
-
 def test_block_registers_saves_and_selects_the_store(prefect_api: str, seaweed: Seaweed, cli, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)}
     reg = subprocess.run(

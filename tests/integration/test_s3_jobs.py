@@ -19,13 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "linefit"
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory):
-    server = Seaweed(tmp_path_factory.mktemp("seaweed-jobs")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def s3_cli(prefect_api, images, cli, seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """`jobcloud` with the store in a fresh bucket; linefit's train caches its results."""

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory):
-    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def bucket(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket, and the standard AWS_* variables pointing at the server."""
