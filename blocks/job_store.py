@@ -8,21 +8,25 @@ under their final name only when complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
+import shutil
+import stat
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
 from blocks.transfer import StoreAccessError, transfer_for
-from flows.errors import MissingKeyError, StorageError, UserError
+from flows.errors import MissingKeyError, StorageError, UnsafeKeyError, UserError
 from flows.keys import check_key, check_unique_names, join_key
 
 DEFAULT_CONCURRENCY = 8
@@ -97,9 +101,74 @@ def local_files(root: Path, skipped: list[str] | None = None) -> list[LocalFile]
 
 
 def _is_regular(mode: int) -> bool:
-    import stat
-
     return stat.S_ISREG(mode)
+
+
+# Every folder below a local store's root is opened by one name relative to its parent's
+# descriptor, never through a link: O_NOFOLLOW alone guards only a path's last component,
+# so `link/file` with `link -> /outside` would otherwise be served. Descriptors, not a
+# check-then-open on paths, so a folder swapped for a link mid-way is refused too.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Linux says ENOTDIR for a link opened with O_DIRECTORY|O_NOFOLLOW, BSD/macOS ELOOP.
+_NOT_A_FOLDER = (errno.ENOTDIR, errno.ELOOP)
+
+
+def link_error(key: str, link: str) -> UnsafeKeyError:
+    """The error for a key that passes through (or is) the symbolic link ``link``."""
+    return UnsafeKeyError(key, f"{link!r} is a symbolic link inside the job store; links are never followed")
+
+
+def _tree_files(top: int) -> list[tuple[str, int]]:
+    """(relative path, size) of the regular files below the open folder ``top``, sorted.
+
+    Walked through descriptors: links at any depth are skipped, never followed, also one
+    that replaces a folder during the walk. At most one descriptor per level is open.
+    """
+    out: list[tuple[str, int]] = []
+
+    def scan(fd: int, rel: str) -> list[str]:
+        subfolders: list[str] = []
+        with os.scandir(fd) as it:
+            for entry in it:
+                r = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(r)
+                elif entry.is_file(follow_symlinks=False):
+                    out.append((r, entry.stat(follow_symlinks=False).st_size))
+        return subfolders
+
+    # (descriptor, its relative path, subfolders still to visit); ``top`` stays the caller's.
+    stack: list[tuple[int, str, list[str]]] = [(top, "", scan(top, ""))]
+    try:
+        while stack:
+            fd, _, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                if fd != top:
+                    os.close(fd)
+                continue
+            rel = pending.pop()
+            try:
+                child = os.open(rel.rsplit("/", 1)[-1], _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (*_NOT_A_FOLDER, errno.ENOENT):
+                    continue  # became a link or vanished since the scan: not followed
+                raise
+            try:
+                found = scan(child, rel)
+            except BaseException:
+                os.close(child)
+                raise
+            stack.append((child, rel, found))
+    finally:
+        for fd, _, _ in stack:
+            if fd != top:
+                os.close(fd)
+    out.sort()
+    return out
 
 
 class JobStore:
@@ -166,15 +235,20 @@ class JobStore:
 
     # -- queries ------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
+        """Whether ``key`` is a file or a folder. A local link is not there; a key through
+        a local link raises `UnsafeKeyError`."""
         p = self.path(key)
         if self.is_local:
-            return os.path.lexists(p) and not os.path.islink(p)
+            st = self._lstat(check_key(key, allow_root=True))
+            return st is not None and not stat.S_ISLNK(st.st_mode)
         return bool(self._call(self.fs.exists, p))
 
     def is_dir(self, key: str) -> bool:
+        """Whether ``key`` is a folder (a local link never is)."""
         p = self.path(key)
         if self.is_local:
-            return os.path.isdir(p) and not os.path.islink(p)
+            st = self._lstat(check_key(key, allow_root=True))
+            return st is not None and stat.S_ISDIR(st.st_mode)
         return bool(self._call(self.fs.isdir, p))
 
     def require(self, key: str) -> None:
@@ -197,12 +271,11 @@ class JobStore:
             raise MissingKeyError(prefix, self.url)
         if recursive or (prefix and not self.is_dir(prefix)):
             return [StoreEntry(k, s, "file") for k, s in self.files(prefix)]
+        if self.is_local:
+            return self._list_local(prefix)
         out: list[StoreEntry] = []
         for info in self._call(self.fs.ls, self.path(prefix), detail=True):
-            name = info["name"]
-            if self.is_local and os.path.islink(name):
-                continue
-            base = posixpath.basename(name.rstrip("/"))
+            base = posixpath.basename(info["name"].rstrip("/"))
             if base.startswith(".") and ".part-" in base:
                 continue
             kind = "directory" if info["type"] == "directory" else "file"
@@ -214,16 +287,16 @@ class JobStore:
         """(key, size) of every file at or below ``key``, without following links."""
         key = check_key(key, allow_root=True)
         if self.is_local:
-            base = Path(self.path(key))
-            if not os.path.lexists(base):
+            st = self._lstat(key)
+            if st is None or stat.S_ISLNK(st.st_mode):
                 raise MissingKeyError(key, self.url)
-            if base.is_file() and not base.is_symlink():
-                return [(key, base.stat().st_size)]
-            return [
-                (join_key(key, f.relpath) if key else f.relpath, f.size)
-                for f in local_files(base)
-                if ".part-" not in f.relpath
-            ]
+            if stat.S_ISREG(st.st_mode):
+                return [(key, st.st_size)]
+            if not stat.S_ISDIR(st.st_mode):
+                return []  # fifos, sockets, devices: never served
+            with self._folder(key) as fd:
+                found = self._call(_tree_files, fd)
+            return [(join_key(key, rel) if key else rel, size) for rel, size in found if ".part-" not in rel]
         p = self.path(key)
         if self._call(self.fs.isfile, p):
             return [(key, int(self._call(self.fs.size, p)))]
@@ -287,6 +360,13 @@ class JobStore:
 
         return self._parallel(one, files)
 
+    def upload_file(self, local: Path, key: str, progress: Progress = _noop) -> FileRecord:
+        """Upload the regular local file ``local`` to exactly ``key`` (not ``key/<its name>``)."""
+        key = check_key(key)
+        if local.is_symlink() or not local.is_file():
+            raise UserError(f"local path {str(local)!r} is not a regular file")
+        return self._upload_file(local, key, progress)
+
     def write_bytes(self, key: str, data: bytes) -> FileRecord:
         """Write a small object whole, atomically."""
         key = check_key(key)
@@ -299,7 +379,13 @@ class JobStore:
         return FileRecord(key=key, size=len(data), sha256=digest)
 
     def read_bytes(self, key: str) -> bytes:
+        """The whole content of the file ``key`` (for small objects: manifests, cache entries)."""
         key = check_key(key)
+        if self.is_local:
+            with self._parent(key) as (dir_fd, name):
+                fd = self._open_file(key, name, dir_fd)
+                with open(fd, "rb") as fh:
+                    return self._call(fh.read)
         p = self.path(key)
         try:
             with self.fs.open(p, "rb") as fh:
@@ -312,7 +398,14 @@ class JobStore:
         checked against ``size`` and the record keeps the known ``sha256``."""
         src, dest = check_key(src), check_key(dest)
         if self.is_local:
-            os.makedirs(os.path.dirname(self.path(dest)), exist_ok=True)
+            with self._parent(src) as (src_fd, src_name), self._parent(dest, create=True) as (dest_fd, dest_name):
+                fd = self._open_file(src, src_name, src_fd)  # refuses a link, says "missing"
+                os.close(fd)
+                self._refuse_folder(dest, dest_name, dest_fd)
+                got, digest = self._call(
+                    self.transfer.copy_within, src_name, dest_name, sha256, src_dir_fd=src_fd, dest_dir_fd=dest_fd
+                )
+            return self._copied(src, dest, got, digest, size)
         copy = getattr(self.transfer, "copy_within", None)
         try:
             if copy is not None:
@@ -322,6 +415,9 @@ class JobStore:
                 got, digest = int(self._call(self.fs.size, self.path(dest))), sha256
         except FileNotFoundError:
             raise MissingKeyError(src, self.url) from None
+        return self._copied(src, dest, got, digest, size)
+
+    def _copied(self, src: str, dest: str, got: int, digest: str | None, size: int | None) -> FileRecord:
         if size is not None and got != size:
             raise StorageError(f"copy of {src!r} to {dest!r}: {got} bytes, expected {size}")
         if digest is None:
@@ -336,8 +432,17 @@ class JobStore:
             if not recursive:
                 raise UserError(f"{key!r} is a folder; pass -r to remove it and all it holds")
             n = len(self.files(key))
+            if self.is_local:
+                # rmtree with dir_fd walks by descriptors too: links inside are removed, not followed.
+                with self._parent(key) as (dir_fd, name):
+                    self._call(shutil.rmtree, name, dir_fd=dir_fd)
+                return n
             self._call(self.fs.rm, self.path(key), recursive=True)
             return n
+        if self.is_local:
+            with self._parent(key) as (dir_fd, name):
+                self._call(os.unlink, name, dir_fd=dir_fd)
+            return 1
         self._call(self.fs.rm, self.path(key))
         return 1
 
@@ -352,6 +457,12 @@ class JobStore:
     def _download_file(
         self, key: str, dest: Path, progress: Progress, size_hint: int | None = None
     ) -> FileRecord:
+        if self.is_local:
+            with self._parent(key) as (dir_fd, name):
+                fd = self._open_file(key, name, dir_fd)  # a clear error for a link or a gap
+                os.close(fd)
+                size, digest = self._call(self.transfer.download, name, dest, progress, size_hint, dir_fd=dir_fd)
+            return FileRecord(key=key, size=size, sha256=digest)
         try:
             size, digest = self._call(self.transfer.download, self.path(key), dest, progress, size_hint)
         except FileNotFoundError:
@@ -359,35 +470,145 @@ class JobStore:
         return FileRecord(key=key, size=size, sha256=digest)
 
     def _upload_file(self, local: Path, key: str, progress: Progress) -> FileRecord:
-        path = self.path(key)
         if self.is_local:
-            parent = os.path.dirname(path)
-            if not os.path.isdir(parent):
-                os.makedirs(parent, exist_ok=True)
-            if os.path.isdir(path) and not os.path.islink(path):
-                raise UserError(f"cannot write file {key!r}: a folder of that name exists")
-        size, digest = self._call(self.transfer.upload, local, path, progress)
+            with self._parent(key, create=True) as (dir_fd, name):
+                self._refuse_folder(key, name, dir_fd)
+                size, digest = self._call(self.transfer.upload, local, name, progress, dir_fd=dir_fd)
+            return FileRecord(key=key, size=size, sha256=digest)
+        size, digest = self._call(self.transfer.upload, local, self.path(key), progress)
         return FileRecord(key=key, size=size, sha256=digest)
 
     def _atomic_write(self, key: str, write: Callable[[Any], Any]) -> None:
         path = self.path(key)
         if self.is_local:
             # A local reader must never see a half-written file: write beside, then rename.
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if os.path.isdir(path) and not os.path.islink(path):
-                raise UserError(f"cannot write file {key!r}: a folder of that name exists")
-            tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.part-{uuid.uuid4().hex[:8]}"
-            try:
-                with open(tmp, "wb") as fh:
-                    write(fh)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with self._parent(key, create=True) as (dir_fd, name):
+                self._refuse_folder(key, name, dir_fd)
+                tmp = f".{name}.part-{uuid.uuid4().hex[:8]}"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    with open(os.open(tmp, flags, 0o644, dir_fd=dir_fd), "wb") as fh:
+                        write(fh)
+                    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                finally:
+                    try:
+                        os.unlink(tmp, dir_fd=dir_fd)
+                    except FileNotFoundError:
+                        pass  # renamed into place: nothing left beside
             return
         # Object stores publish an object only when its (multipart) upload completes.
         with self._call(self.fs.open, path, "wb") as fh:
             write(fh)
+
+    # -- local store: every name below the root opened without following links ----------
+    def _open_folder(self, key: str, parts: Sequence[str], create: bool) -> int:
+        """A descriptor of the folder ``root/parts...``, each name opened relative to the
+        previous folder with O_NOFOLLOW. Only names below the root count: the root itself
+        may be a link (/tmp -> /private/tmp). ``create`` makes missing folders."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise MissingKeyError(key, self.url) from None
+                    try:
+                        os.mkdir(part, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # another upload made it meanwhile
+                    try:
+                        nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    except OSError as exc:
+                        raise self._not_a_folder(exc, key, parts[: i + 1], fd, create) from None
+                except OSError as exc:
+                    raise self._not_a_folder(exc, key, parts[: i + 1], fd, create) from None
+                os.close(fd)
+                fd = nxt
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _not_a_folder(self, exc: OSError, key: str, parts: Sequence[str], dir_fd: int, create: bool) -> Exception:
+        """The error for ``parts[-1]`` (inside ``dir_fd``) that could not be opened as a folder."""
+        if exc.errno not in _NOT_A_FOLDER:
+            return exc
+        try:
+            mode = os.lstat(parts[-1], dir_fd=dir_fd).st_mode
+        except FileNotFoundError:
+            return MissingKeyError(key, self.url)
+        if stat.S_ISLNK(mode):
+            return link_error(key, "/".join(parts))
+        if create:
+            return UserError(f"cannot write {key!r}: {'/'.join(parts)!r} is a file, not a folder")
+        return MissingKeyError(key, self.url)
+
+    @contextmanager
+    def _parent(self, key: str, create: bool = False) -> Iterator[tuple[int, str]]:
+        """(descriptor of the folder holding ``key``, last name of ``key``); see `_open_folder`."""
+        *folders, name = key.split("/")
+        fd = self._call(self._open_folder, key, folders, create)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _folder(self, key: str) -> Iterator[int]:
+        """A descriptor of the folder ``key`` ('' for the root); see `_open_folder`."""
+        fd = self._call(self._open_folder, key, key.split("/") if key else [], False)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _lstat(self, key: str) -> os.stat_result | None:
+        """The local entry ``key`` itself (a link is returned, not followed); None if absent."""
+        if not key:
+            return os.stat(self.root)
+        try:
+            with self._parent(key) as (dir_fd, name):
+                return os.lstat(name, dir_fd=dir_fd)
+        except (MissingKeyError, FileNotFoundError):
+            return None
+
+    def _open_file(self, key: str, name: str, dir_fd: int) -> int:
+        """Open the regular file ``name`` in ``dir_fd`` for reading; a link is never opened."""
+        try:
+            # O_NONBLOCK: a fifo planted in the store must not hang the reader.
+            fd = os.open(name, _FILE_FLAGS | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise MissingKeyError(key, self.url) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise link_error(key, key) from None
+            raise StorageError(f"the job store {self.url} failed: {exc}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"{key!r} is not a file in the job store {self.url}")
+        return fd
+
+    def _refuse_folder(self, key: str, name: str, dir_fd: int) -> None:
+        try:
+            mode = os.lstat(name, dir_fd=dir_fd).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(mode):
+            raise UserError(f"cannot write file {key!r}: a folder of that name exists")
+
+    def _list_local(self, prefix: str) -> list[StoreEntry]:
+        out: list[StoreEntry] = []
+        with self._folder(prefix) as fd, os.scandir(fd) as it:
+            for entry in it:
+                if entry.is_symlink() or (entry.name.startswith(".") and ".part-" in entry.name):
+                    continue
+                key = f"{prefix}/{entry.name}" if prefix else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    out.append(StoreEntry(key, 0, "directory"))
+                elif entry.is_file(follow_symlinks=False):
+                    out.append(StoreEntry(key, entry.stat(follow_symlinks=False).st_size, "file"))
+        return sorted(out, key=lambda e: e.key)
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:

@@ -128,11 +128,16 @@ def _check_sha(what: str, got: str, expected: str | None) -> None:
         )
 
 
-def read_hash_xattr(path: str | Path, st: os.stat_result | None = None) -> str | None:
-    """The SHA-256 recorded on a store file, if it still belongs to its size and mtime."""
+def read_hash_xattr(path: str | Path | int, st: os.stat_result | None = None) -> str | None:
+    """The SHA-256 recorded on a store file (a path, or an open descriptor), if it still
+    belongs to its size and mtime."""
     try:
-        raw = os.getxattr(path, HASH_XATTR, follow_symlinks=False).decode()
-        st = st or os.stat(path, follow_symlinks=False)
+        if isinstance(path, int):
+            raw = os.getxattr(path, HASH_XATTR).decode()
+            st = st or os.fstat(path)
+        else:
+            raw = os.getxattr(path, HASH_XATTR, follow_symlinks=False).decode()
+            st = st or os.stat(path, follow_symlinks=False)
     except (OSError, AttributeError):
         return None
     size, mtime, digest = raw.split(":", 2) if raw.count(":") == 2 else ("", "", "")
@@ -141,16 +146,32 @@ def read_hash_xattr(path: str | Path, st: os.stat_result | None = None) -> str |
     return None
 
 
-def write_hash_xattr(path: str | Path, digest: str) -> None:
-    """Remember a store file's SHA-256 next to its size and mtime (best effort)."""
+def write_hash_xattr(path: str | Path | int, digest: str, dir_fd: int | None = None) -> None:
+    """Remember a store file's SHA-256 next to its size and mtime (best effort).
+
+    ``path`` is a path, an open descriptor, or a name relative to the folder ``dir_fd``.
+    """
     try:
-        st = os.stat(path, follow_symlinks=False)
-        os.setxattr(path, HASH_XATTR, f"{st.st_size}:{st.st_mtime_ns}:{digest}".encode(), follow_symlinks=False)
+        if isinstance(path, int):
+            st = os.fstat(path)
+            os.setxattr(path, HASH_XATTR, f"{st.st_size}:{st.st_mtime_ns}:{digest}".encode())
+        elif dir_fd is not None:
+            # setxattr takes no dir_fd: open the name (never through a link) and tag the fd.
+            fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
+            try:
+                write_hash_xattr(fd, digest)
+            finally:
+                os.close(fd)
+        else:
+            st = os.stat(path, follow_symlinks=False)
+            os.setxattr(path, HASH_XATTR, f"{st.st_size}:{st.st_mtime_ns}:{digest}".encode(), follow_symlinks=False)
     except (OSError, AttributeError):
         pass  # filesystems without user xattrs just hash again next time
 
 
 # -- local disk -------------------------------------------------------------------------
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _kernel_copy(src_fd: int, dst_fd: int, size: int) -> None:
@@ -221,18 +242,31 @@ class LocalTransfer:
             return self._pool
 
     def copy(
-        self, src: Path, dest: Path, progress: Progress, known_sha: str | None = None, atomic: bool = True
+        self,
+        src: Path,
+        dest: Path,
+        progress: Progress,
+        known_sha: str | None = None,
+        atomic: bool = True,
+        *,
+        src_fd: int | None = None,
+        dest_dir_fd: int | None = None,
     ) -> tuple[int, str]:
         """Copy ``src`` to ``dest``; (size, sha256). ``atomic``: write beside, then rename
         (the store's readers never see a partial file); otherwise write in place and remove
         it on failure. Neither end is ever a followed symlink. Plain fds, not Python file
-        objects: for ten thousand small files the per-open cost is what counts."""
+        objects: for ten thousand small files the per-open cost is what counts.
+
+        ``src_fd``: read this open descriptor (left open) instead of opening ``src``, which
+        then only names it in messages. ``dest_dir_fd``: ``dest`` is a name inside that
+        folder; the job store opens its folders one name at a time so no link is followed.
+        """
         target = _tmp_beside(dest) if atomic else dest
-        fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fin = src_fd if src_fd is not None else os.open(src, _READ_FLAGS)
         try:
             size = os.fstat(fin).st_size
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fout = os.open(target, flags | (os.O_EXCL if atomic else 0), 0o644)
+            fout = os.open(target, flags | (os.O_EXCL if atomic else 0), 0o644, dir_fd=dest_dir_fd)
             done = False
             try:
                 if size <= SMALL:
@@ -256,33 +290,50 @@ class LocalTransfer:
             finally:
                 os.close(fout)
                 if not done:
-                    os.unlink(target)
+                    os.unlink(target, dir_fd=dest_dir_fd)
+        finally:
+            if src_fd is None:
+                os.close(fin)
+        if atomic:
+            os.replace(target, dest, src_dir_fd=dest_dir_fd, dst_dir_fd=dest_dir_fd)
+        return size, digest
+
+    def upload(self, local: Path, store_path: str, progress: Progress, dir_fd: int | None = None) -> tuple[int, str]:
+        """Copy a local file into the store (``store_path`` relative to ``dir_fd`` if given)."""
+        dest = Path(store_path)
+        size, digest = self.copy(local, dest, progress, dest_dir_fd=dir_fd)
+        if size > SMALL:  # small files are hashed again faster than an xattr is kept
+            write_hash_xattr(dest, digest, dir_fd=dir_fd)
+        return size, digest
+
+    def copy_within(
+        self, src: str, dest: str, sha256: str | None, src_dir_fd: int | None = None, dest_dir_fd: int | None = None
+    ) -> tuple[int, str]:
+        """Copy a store file to another store path; (size, sha256). Each path is relative
+        to its ``*_dir_fd`` when given."""
+        fin = os.open(src, _READ_FLAGS, dir_fd=src_dir_fd)
+        try:
+            known = sha256 or read_hash_xattr(fin)
+            size, digest = self.copy(Path(src), Path(dest), _noop, known_sha=known, src_fd=fin, dest_dir_fd=dest_dir_fd)
         finally:
             os.close(fin)
-        if atomic:
-            os.replace(target, dest)
+        write_hash_xattr(dest, digest, dir_fd=dest_dir_fd)
         return size, digest
 
-    def upload(self, local: Path, store_path: str, progress: Progress) -> tuple[int, str]:
-        dest = Path(store_path)
-        size, digest = self.copy(local, dest, progress)
-        if size > SMALL:  # small files are hashed again faster than an xattr is kept
-            write_hash_xattr(dest, digest)
-        return size, digest
-
-    def copy_within(self, src: str, dest: str, sha256: str | None) -> tuple[int, str]:
-        """Copy a store file to another store path; (size, sha256)."""
-        known = sha256 or read_hash_xattr(src)
-        size, digest = self.copy(Path(src), Path(dest), _noop, known_sha=known)
-        write_hash_xattr(dest, digest)
-        return size, digest
-
-    def download(self, store_path: str, dest: Path, progress: Progress, size_hint: int | None = None) -> tuple[int, str]:
-        big = size_hint is None or size_hint > SMALL
-        known = read_hash_xattr(store_path) if big and not self.rehash else None
-        size, digest = self.copy(Path(store_path), dest, progress, known_sha=known, atomic=False)
-        if known is None and not self.rehash and size > SMALL:
-            write_hash_xattr(store_path, digest)  # next staging of this file skips the hash
+    def download(
+        self, store_path: str, dest: Path, progress: Progress, size_hint: int | None = None, dir_fd: int | None = None
+    ) -> tuple[int, str]:
+        """Copy a store file (``store_path`` relative to ``dir_fd`` if given) to ``dest``."""
+        # One descriptor for the hash attribute and the bytes: both come from the same file.
+        fin = os.open(store_path, _READ_FLAGS, dir_fd=dir_fd)
+        try:
+            big = size_hint is None or size_hint > SMALL
+            known = read_hash_xattr(fin) if big and not self.rehash else None
+            size, digest = self.copy(Path(store_path), dest, progress, known_sha=known, atomic=False, src_fd=fin)
+            if known is None and not self.rehash and size > SMALL:
+                write_hash_xattr(fin, digest)  # next staging of this file skips the hash
+        finally:
+            os.close(fin)
         return size, digest
 
 

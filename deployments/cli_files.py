@@ -19,19 +19,41 @@ def _store():
     return JobStore.from_settings()
 
 
+def names_the_key(locals_: list[Path], raw_dest: str) -> bool:
+    """Whether DEST of `files put LOCAL... DEST` is the key of the one file given.
+
+    The rule: exactly one local file, DEST not ending in '/', and DEST's last name is the
+    file's own name (`put b.yaml a/b.yaml` stores `a/b.yaml`, never `a/b.yaml/b.yaml`).
+    Otherwise DEST is a prefix and each LOCAL keeps its name under it (`put b.yaml config`
+    stores `config/b.yaml`, as the command-line contract `files put LOCAL... PREFIX` and
+    existing scripts expect).
+    """
+    if len(locals_) != 1 or raw_dest.endswith("/") or not locals_[0].is_file():
+        return False
+    return raw_dest.rstrip("/").rsplit("/", 1)[-1] == locals_[0].resolve().name
+
+
 @files_app.command("put")
 def put_command(
-    paths: List[str] = typer.Argument(..., help="Local files or folders, then the key prefix to put them under."),
+    paths: List[str] = typer.Argument(
+        ...,
+        help="Local files or folders, then DEST: the key prefix to put them under, or the key of a single file.",
+    ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Upload LOCAL... under PREFIX: a file lands at PREFIX/<name>, a folder at PREFIX/<name>/..."""
+    """Upload LOCAL... under DEST: a file lands at DEST/<name>, a folder at DEST/<name>/...
+
+    One local FILE whose name is DEST's last name lands at DEST itself: `put b.yaml a/b.yaml`
+    stores the key a/b.yaml. A DEST ending in '/' is always a prefix (`put b.yaml a/` stores
+    a/b.yaml too).
+    """
     from blocks.job_store import local_files
     from flows.keys import check_key
 
     if len(paths) < 2:
         raise UserError("give at least one local path and then the prefix: jobcloud files put LOCAL... PREFIX")
-    *raw_locals, raw_prefix = paths
-    prefix = check_key(raw_prefix)
+    *raw_locals, raw_dest = paths
+    dest = check_key(raw_dest)
     locals_ = [Path(p) for p in raw_locals]
     for p in locals_:
         if not p.exists():
@@ -43,9 +65,15 @@ def put_command(
     skipped: list[str] = []
     total = sum(f.size for p in locals_ for f in local_files(p))
     records = []
+    as_key = names_the_key(locals_, raw_dest)
+    if as_key and store.is_dir(dest):
+        raise UserError(f"{dest!r} is a folder in the job store; to put the file inside it, give {dest + '/'!r}")
     with byte_progress("uploading", total, enabled=not json_) as advance:
-        for p in locals_:
-            records += store.upload_tree(p.resolve(), prefix, advance, skipped, keep_name=True)
+        if as_key:
+            records.append(store.upload_file(locals_[0].resolve(), dest, advance))
+        else:
+            for p in locals_:
+                records += store.upload_tree(p.resolve(), dest, advance, skipped, keep_name=True)
     if json_:
         print_json({"uploaded": [r.model_dump() for r in records], "skipped": skipped})
         return
@@ -53,7 +81,8 @@ def put_command(
         out.print(f"{r.key}  {human_size(r.size)}", highlight=False)
     for s in skipped:
         out.print(f"skipped (link or special file): {s}", style="yellow")
-    out.print(f"{len(records)} files, {human_size(sum(r.size for r in records))} under {prefix}/", highlight=False)
+    where = dest if as_key else f"under {dest}/"
+    out.print(f"{len(records)} files, {human_size(sum(r.size for r in records))} {where}", highlight=False)
 
 
 @files_app.command("ls")

@@ -77,3 +77,42 @@ def test_check_and_apps(cli, tmp_path: Path) -> None:
     cli.env["JOBCLOUD_CONFIG"] = str(ROOT / "tests/data/decode_catalog.yaml")
     rows = json.loads(cli("apps", "--json").stdout)["entrypoints"]
     assert rows[0]["pool"] == "gpu"
+
+
+def test_a_linked_folder_in_the_store_is_never_served(cli, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "file").write_text("outside the store\n")
+    store = Path(cli.env["JOBCLOUD_STORAGE"])
+    (store / "data").mkdir(parents=True)
+    (store / "data" / "ok.txt").write_text("ok\n")
+    (store / "link").symlink_to(outside, target_is_directory=True)
+    (store / "data" / "link").symlink_to(outside, target_is_directory=True)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    for link in ("link", "data/link"):
+        for args in (("files", "get", f"{link}/file", str(dest)), ("files", "ls", f"{link}/deep"), ("files", "rm", f"{link}/file")):
+            proc = cli(*args)
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert f"'{link}' is a symbolic link inside the job store; links are never followed" in proc.stderr
+            assert "Traceback" not in proc.stderr
+    assert list(dest.iterdir()) == []
+    assert (outside / "file").read_text() == "outside the store\n"
+    listing = json.loads(cli("files", "ls", "-r", "--json").stdout)
+    assert [e["key"] for e in listing["entries"]] == ["data/ok.txt"]
+
+
+def test_put_one_file_to_its_own_key_or_under_a_prefix(cli, tmp_path: Path) -> None:
+    f = tmp_path / "b.yaml"
+    f.write_text("x: 1\n")
+    assert cli("files", "put", str(f), "a/b.yaml").returncode == 0
+    entries = json.loads(cli("files", "ls", "a", "--json").stdout)["entries"]
+    assert entries == [{"key": "a/b.yaml", "size": 5, "type": "file"}]
+    # A trailing '/' always names a prefix; so does a last name other than the file's.
+    assert cli("files", "put", str(f), "c/").returncode == 0
+    assert cli("files", "put", str(f), "config").returncode == 0
+    listing = json.loads(cli("files", "ls", "-r", "--json").stdout)["entries"]
+    assert {e["key"] for e in listing} == {"a/b.yaml", "c/b.yaml", "config/b.yaml"}
+    assert cli("files", "put", str(f), "d/b.yaml/").returncode == 0
+    proc = cli("files", "put", str(f), "d/b.yaml")
+    assert proc.returncode == 2 and "'d/b.yaml/'" in proc.stderr and "Traceback" not in proc.stderr

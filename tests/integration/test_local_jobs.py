@@ -204,3 +204,16 @@ def test_missing_image_is_a_clear_error(job_cli, tmp_path: Path) -> None:
     proc = job_cli("run", "ghost/v1/run", "--local")
     assert proc.returncode == 2, proc.stderr
     assert "does-not-exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_data_through_a_linked_folder_in_the_store_is_refused(job_cli, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "calib.mat").write_bytes(b"\x00MATLAB 5.0 not for jobs")
+    store = Path(job_cli.env["JOBCLOUD_STORAGE"])
+    (store / "data" / "link").symlink_to(outside, target_is_directory=True)
+    proc = job_cli("run", "decodelike/v1/train", "--config", "config/param.yaml", "--data", "data/link/calib.mat", "--local")
+    assert proc.returncode == 2, proc.stderr
+    assert "'data/link' is a symbolic link inside the job store; links are never followed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert job_cli("files", "ls", "jobs").returncode == 2  # no job folder was made

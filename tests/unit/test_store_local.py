@@ -136,3 +136,111 @@ def test_missing_keys_say_so(store: JobStore, tmp_path: Path) -> None:
         store.download("nope", tmp_path)
     with pytest.raises(MissingKeyError):
         store.read_bytes("nope")
+
+
+def _outside(tmp_path: Path) -> Path:
+    """A folder beside the store with a file no key may reach."""
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "file.txt").write_text("outside the store\n")
+    (outside / "deep" / "file.txt").write_text("deeper outside\n")
+    return outside
+
+
+@pytest.mark.parametrize("link", ["link", "data/link"], ids=["depth1", "depth2"])
+def test_a_linked_folder_at_any_depth_is_never_followed(store: JobStore, tmp_path: Path, link: str) -> None:
+    outside = _outside(tmp_path)
+    root = Path(store.root)
+    (root / "data").mkdir()
+    (root / "data" / "ok.txt").write_text("ok\n")
+    (root / link).symlink_to(outside, target_is_directory=True)
+    refused = f"'{link}' is a symbolic link inside the job store; links are never followed"
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    for key in (f"{link}/file.txt", f"{link}/deep/file.txt", f"{link}/deep"):
+        with pytest.raises(UnsafeKeyError, match=refused) as info:
+            store.download(key, dst)
+        assert isinstance(info.value, UserError)
+        for call in (store.files, store.exists, store.require, store.is_dir, store.read_bytes):
+            with pytest.raises(UnsafeKeyError, match=refused):
+                call(key)
+        with pytest.raises(UnsafeKeyError, match=refused):
+            store.list(key, recursive=True)
+        with pytest.raises(UnsafeKeyError, match=refused):
+            store.copy(key, "copied.txt")
+        with pytest.raises(UnsafeKeyError, match=refused):
+            store.remove(key, recursive=True)
+    assert list(dst.iterdir()) == []
+    assert not store.exists("copied.txt")
+    # Writing through the link is refused as well: nothing lands outside.
+    with pytest.raises(UnsafeKeyError, match=refused):
+        store.write_bytes(f"{link}/new.txt", b"x")
+    src = tmp_path / "new.txt"
+    src.write_text("x")
+    with pytest.raises(UnsafeKeyError, match=refused):
+        store.upload_tree(src, f"{link}/sub")
+    assert sorted(p.name for p in outside.iterdir()) == ["deep", "file.txt"]
+    assert (outside / "file.txt").read_text() == "outside the store\n"
+    # Listings skip the link: they never descend into it, recursive or not.
+    assert [e.key for e in store.list("", recursive=True)] == ["data/ok.txt"]
+    assert [k for k, _ in store.files("")] == ["data/ok.txt"]
+    parent = link.rpartition("/")[0]
+    assert link not in [e.key for e in store.list(parent)]
+    # The link itself is not an entry of the store.
+    assert not store.exists(link)
+    with pytest.raises(MissingKeyError):
+        store.files(link)
+
+
+def test_a_link_to_a_folder_inside_the_store_is_refused_too(store: JobStore, tmp_path: Path) -> None:
+    root = Path(store.root)
+    (root / "real").mkdir()
+    (root / "real" / "f.txt").write_text("inside\n")
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)
+    with pytest.raises(UnsafeKeyError, match="'alias' is a symbolic link inside the job store"):
+        store.download("alias/f.txt", tmp_path / "dst")
+    with pytest.raises(UnsafeKeyError, match="'alias' is a symbolic link"):
+        store.require("alias/f.txt")
+    assert [e.key for e in store.list("", recursive=True)] == ["real/f.txt"]
+    assert [e.key for e in store.list("")] == ["real"]
+    assert store.download("real/f.txt", tmp_path / "dst")[0].key == "real/f.txt"
+
+
+def test_a_file_read_through_its_own_link_is_refused(store: JobStore, tmp_path: Path) -> None:
+    (Path(store.root) / "evil").symlink_to(_outside(tmp_path) / "file.txt")
+    with pytest.raises(UnsafeKeyError, match="'evil' is a symbolic link"):
+        store.read_bytes("evil")
+    with pytest.raises(MissingKeyError):
+        store.download("evil", tmp_path / "dst")
+    with pytest.raises(UnsafeKeyError, match="'evil' is a symbolic link"):
+        store.copy("evil", "copied")
+
+
+def test_the_store_root_itself_may_be_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "private" / "store"
+    real.mkdir(parents=True)
+    (tmp_path / "store").symlink_to(real, target_is_directory=True)
+    store = JobStore(str(tmp_path / "store"))
+    src = tmp_path / "a.txt"
+    src.write_text("alpha")
+    store.upload_tree(src, "in/sub")
+    store.upload_file(src, "in/b.txt")
+    assert [e.key for e in store.list("", recursive=True)] == ["in/b.txt", "in/sub/a.txt"]
+    assert store.download("in", tmp_path / "dst")
+    assert (tmp_path / "dst" / "in" / "sub" / "a.txt").read_text() == "alpha"
+    assert store.copy("in/b.txt", "c/b.txt").size == 5
+    assert store.read_bytes("c/b.txt") == b"alpha"
+    assert store.remove("in", recursive=True) == 2
+    assert (real / "c" / "b.txt").is_file()
+
+
+def test_upload_file_stores_exactly_the_key(store: JobStore, tmp_path: Path) -> None:
+    src = tmp_path / "b.yaml"
+    src.write_text("x: 1\n")
+    rec = store.upload_file(src, "a/b.yaml")
+    assert rec.key == "a/b.yaml" and rec.size == 5
+    assert [(e.key, e.type) for e in store.list("a")] == [("a/b.yaml", "file")]
+    with pytest.raises(UserError, match="a folder of that name exists"):
+        store.upload_file(src, "a")
+    with pytest.raises(UserError, match="'a/b.yaml' is a file, not a folder"):
+        store.upload_file(src, "a/b.yaml/c")
