@@ -10,13 +10,13 @@ from deployments.cli_output import err, human_size, out, print_json
 from flows.errors import ParameterError
 
 
-def parse_env(pairs: list[str]) -> dict[str, str]:
+def parse_env(pairs: list[str], option: str = "--env", value_word: str = "VALUE") -> dict[str, str]:
     """NAME=VALUE pairs into a dict; the value may contain '=' and anything else."""
     env: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise ParameterError(f"--env {pair!r} is not NAME=VALUE")
+            raise ParameterError(f"{option} {pair!r} is not NAME={value_word}")
         env[name] = value
     return env
 
@@ -27,6 +27,7 @@ def run_command(
     data: List[str] = typer.Option([], "--data", help="Key of a data input (repeatable)."),
     artifact: List[str] = typer.Option([], "--artifact", help="Key of an artifact, e.g. jobs/<id>/artifact (repeatable)."),
     env: List[str] = typer.Option([], "--env", help="NAME=VALUE for an allow-listed variable (repeatable)."),
+    secret: List[str] = typer.Option([], "--secret", help="NAME=BLOCK: secret variable NAME gets the value of Prefect Secret block BLOCK (repeatable)."),
     cpu: Optional[float] = typer.Option(None, "--cpu", min=0.01, help="CPU cores (overrides VCPU)."),
     memory: Optional[int] = typer.Option(None, "--memory", min=6, help="Memory limit in MB (overrides MEMORY)."),
     gpu: Optional[int] = typer.Option(None, "--gpu", min=0, help="GPUs (overrides GPU)."),
@@ -53,6 +54,7 @@ def run_command(
             data_ids=list(data),
             artifact_ids=list(artifact),
             env=parse_env(list(env)),
+            secrets=parse_env(list(secret), "--secret", "BLOCK"),
             hardware=hardware,
             timeout=timeout,
         ),
@@ -60,6 +62,15 @@ def run_command(
     store = JobStore.from_settings()
     for _, key in request.inputs():
         store.require(key)
+    if entry.app.secrets:
+        # A missing Secret block is bad input: exit 2 before any flow run exists.
+        from deployments.submit import connect_api
+        from flows.request import secret_blocks
+
+        connect_api()  # before Prefect is imported (see local_server.ensure_api)
+        from flows.job import require_secret_blocks
+
+        require_secret_blocks(secret_blocks(entry, request))
     if not local:
         from deployments.submit import submit_and_report
 
@@ -67,11 +78,9 @@ def run_command(
     if no_wait:
         raise ParameterError("--no-wait needs a server: drop --local, or drop --no-wait")
 
-    from blocks.engine import docker_client
     from deployments.run_local import run_local
-    from flows.container_run import ensure_image
 
-    ensure_image(docker_client(), entry.handler.image_url)
+    # run_local checks the engine, the GPUs asked for and the image before any flow run exists.
     result = run_local(ref, entry, request, store)
     report(result, as_json=json_)
     return 0 if result.ok else 1

@@ -1,7 +1,8 @@
 """The application catalog (`application_config.yaml`), in DECODE OpenCloud's format.
 
 application -> version -> entrypoint -> {app, handler, aws_resources}, read unchanged, with a
-few optional extensions (description, cache, network, default_version).
+few optional extensions (description, cache, network, default_version, app.secrets,
+aws_resources.retries).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
+    model_validator,
 )
 
 from flows.errors import CatalogError, UnknownEntrypointError, UnsafeKeyError
@@ -29,8 +32,23 @@ MAX_CATALOG_BYTES = 4 * 1024 * 1024
 MAX_YAML_NODES = 200_000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Prefect's own rule for block document names (prefect.types.names.BlockDocumentName).
+BLOCK_NAME_PATTERN = r"^[a-z0-9-]+$"
+MAX_RETRIES = 10
+PATTERN_HINTS = {
+    NAME_PATTERN: "is not a valid name (letters, digits, '_', '.', '-')",
+    ENV_NAME_PATTERN: "is not a valid environment variable name (letters, digits, '_'; not a digit first)",
+    BLOCK_NAME_PATTERN: "is not a valid Prefect block name (lowercase letters, digits, '-')",
+}
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
+BlockName = Annotated[str, Field(pattern=BLOCK_NAME_PATTERN, max_length=100)]
+
+
+def default_secret_block(name: str) -> str:
+    """The Secret block a secret variable reads when nothing names one: API_TOKEN -> api-token."""
+    return name.lower().replace("_", "-")
 
 
 def _folder(value: str) -> str:
@@ -54,10 +72,42 @@ class AppSpec(_Strict):
         min_length=1,
         description="Joined with spaces and run by /bin/sh -c inside the container.",
     )
-    env: list[Annotated[str, Field(pattern=ENV_NAME_PATTERN)]] = Field(
+    env: list[EnvName] = Field(
         default_factory=list,
         description="Environment variables a job may set; no other name reaches the container.",
     )
+    secrets: dict[EnvName, BlockName] = Field(
+        default_factory=dict,
+        description="Secret environment variables, NAME -> Prefect Secret block read by default. "
+        "The catalog may also list names only ([NAME, ...]): the block is then the name in lower "
+        "case with '_' -> '-'. A job may name another block per variable; values never appear in "
+        "parameters, logs, the manifest or the UI.",
+    )
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secret_list(cls, value: Any) -> Any:
+        # The list form is shorthand for the default block names; both read as one mapping.
+        shape = "secrets must be a list of variable names or a mapping NAME: block-name"
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError(shape)
+            if len(set(value)) != len(value):
+                raise ValueError("a secret variable is listed twice")
+            return {v: default_secret_block(v) for v in value}
+        if not isinstance(value, dict):
+            raise ValueError(shape)
+        return value
+
+    @model_validator(mode="after")
+    def _plain_or_secret(self) -> "AppSpec":
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(
+                f"{', '.join(both)} in both env and secrets; a variable is either plain (env, "
+                "visible in parameters) or secret"
+            )
+        return self
 
 
 class FilesDown(_Strict):
@@ -97,6 +147,15 @@ class Resources(_Strict):
 
     hardware: Hardware = Field(default_factory=Hardware)
     timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
+    # Extensions, next to timeout because both are the job's execution policy (like AWS Batch's
+    # retryStrategy): retries of the application itself. Infrastructure failures are always
+    # retried (JOBCLOUD_INFRA_ATTEMPTS); a timeout never is.
+    retries: int = Field(
+        0, ge=0, le=MAX_RETRIES, description="Runs again after a non-zero exit, up to this many times."
+    )
+    retry_delay_s: float = Field(
+        5.0, ge=0, le=3600, description="Seconds between an application failure and its retry."
+    )
 
 
 class Entrypoint(_Strict):
@@ -188,7 +247,7 @@ class Catalog(BaseModel):
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = [str(p) for p in err["loc"]]
+    loc = [str(p) for p in err["loc"] if p != "[key]"]
     if loc and loc[0] == "applications":
         loc = loc[1:]
     kind = err["type"]
@@ -201,7 +260,8 @@ def _describe(err: dict[str, Any]) -> str:
     where = ".".join(loc) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and loc:
-        msg = f"{err['input']!r} is not a valid name (letters, digits, '_', '.', '-')"
+        msg = PATTERN_HINTS.get(err.get("ctx", {}).get("pattern"), "is not a valid name")
+        msg = f"{err['input']!r} {msg}"
     return f"{where}: {msg}"
 
 

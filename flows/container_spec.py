@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.request import JobRequest
@@ -19,6 +19,9 @@ class ContainerSpec(BaseModel):
     image: str
     command: list[str]
     environment: dict[str, str] = Field(default_factory=dict)
+    # Values of secret variables: excluded from model_dump/JSON (task parameters, the cache key,
+    # logs) and masked in repr; only `create_kwargs` reveals them, to the engine.
+    secret_environment: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, repr=False)
     host_files: str = Field(description="Host folder bind-mounted at /files.")
     nano_cpus: int | None = None
     mem_limit_bytes: int | None = None
@@ -27,14 +30,18 @@ class ContainerSpec(BaseModel):
     network_mode: str | None = None
     timeout: int | None = None
 
-    def create_kwargs(self) -> dict:
-        """Keyword arguments for the Docker SDK's `containers.create`."""
+    def create_kwargs(self, gpu_kwargs: dict | None = None) -> dict:
+        """Keyword arguments for the Docker SDK's `containers.create`.
+
+        ``gpu_kwargs``: how this engine gives GPUs (`blocks.engine.require_gpus(...)
+        .create_kwargs(gpus)`, e.g. a CDI device on Podman); default a Docker DeviceRequest.
+        """
         from docker.types import DeviceRequest
 
         kwargs: dict = {
             "image": self.image,
             "command": self.command,
-            "environment": self.environment,
+            "environment": {**self.environment, **{k: v.get_secret_value() for k, v in self.secret_environment.items()}},
             "volumes": {self.host_files: {"bind": FILES, "mode": "rw"}},
             "working_dir": FILES,
             "labels": self.labels,
@@ -48,11 +55,20 @@ class ContainerSpec(BaseModel):
             kwargs["nano_cpus"] = self.nano_cpus
         if self.mem_limit_bytes:
             kwargs["mem_limit"] = self.mem_limit_bytes
-        if self.gpus > 0:
+        if self.gpus > 0 and gpu_kwargs is not None:
+            kwargs.update(gpu_kwargs)
+        elif self.gpus > 0:
             kwargs["device_requests"] = [DeviceRequest(count=self.gpus, capabilities=[["gpu"]])]
         if self.network_mode:
             kwargs["network_mode"] = self.network_mode
         return kwargs
+
+
+def owning_api() -> str:
+    """The Prefect API URL this process reports to (the label the sweeper matches on)."""
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().api.url or "")
 
 
 def shell_command(entry: Entrypoint) -> list[str]:
@@ -90,6 +106,8 @@ def build_spec(
             f"{LABEL_PREFIX}.application": ref.application,
             f"{LABEL_PREFIX}.version": ref.version,
             f"{LABEL_PREFIX}.entrypoint": ref.entrypoint,
+            # The server that owns the run: a sweeper only judges its own server's containers.
+            f"{LABEL_PREFIX}.api": owning_api(),
         },
         network_mode="none" if entry.network == "none" else None,
         timeout=request.timeout or entry.aws_resources.timeout,

@@ -65,6 +65,23 @@ class ContainerEngineError(JobCloudError):
     """The container engine is unreachable or refused to run the container."""
 
 
+class EngineUnavailableError(ContainerEngineError, UserError):
+    """No container engine answers where DOCKER_HOST (or the default socket) points.
+
+    A `UserError` too: it is found before anything starts, and the fix is the user's
+    (start the engine, or point DOCKER_HOST at it), so `jobcloud` exits 2.
+    """
+
+
+class GpuUnavailableError(ContainerEngineError, UserError):
+    """A job asks for GPUs the container engine cannot give; refused before any container."""
+
+    def __init__(self, gpus: int, engine: str, message: str) -> None:
+        self.gpus = gpus
+        self.engine = engine
+        super().__init__(message)
+
+
 class ImageNotFoundError(ContainerEngineError, UserError):
     """The entrypoint's image is neither present nor pullable."""
 
@@ -90,3 +107,17 @@ class ContainerFailed(JobCloudError):
         )
         last = "\n".join(tail)
         super().__init__(f"{head}; last lines of output:\n{last}" if tail else head)
+
+
+class MissingSecretError(ParameterError):
+    """A secret variable names a Prefect Secret block that does not exist."""
+
+    def __init__(self, name: str, block: str) -> None:
+        self.name = name
+        self.block = block
+        super().__init__(
+            f"secret {name} reads the Prefect Secret block {block!r}, which does not exist; create it "
+            f"with `prefect block create secret` (name it {block}) or in Python: "
+            f"Secret(value=...).save({block!r}) (from prefect.blocks.system import Secret), "
+            f"or pass another block with --secret {name}=BLOCK"
+        )

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from blocks.job_store import FileRecord
 
 OUTPUT_KINDS = ("output", "log", "artifact")
+
+# How a job ended, by the name of its final Prefect state. TimedOut is a Failed-type state
+# named as Prefect names its own timeouts; Cancelled and Crashed are written by whatever
+# records a job that did not end on its own (a crash guard), never by a normal ending.
+JobState = Literal["Completed", "Failed", "TimedOut", "Cancelled", "Crashed"]
 
 
 class InputRecord(BaseModel):
@@ -50,11 +55,22 @@ class JobManifest(BaseModel):
     image: str
     command: list[str]
     env_names: list[str] = Field(description="Names of the variables set (values not kept).")
+    secret_names: list[str] = Field(
+        default_factory=list, description="Names of the secret variables set (values never kept)."
+    )
     hardware: dict[str, float | int | None]
-    state: Literal["Completed", "Failed"]
+    state: JobState = Field(
+        description="How the job ended, the name of its final Prefect state: Completed (exit 0), "
+        "Failed (non-zero exit or an error), TimedOut (stopped at its timeout), Cancelled, Crashed."
+    )
     message: str | None = None
     exit_code: int | None = None
     timed_out: bool = False
+    attempts: int = Field(
+        1, description="Times the container was started (0: it never ran, or outputs were reused): "
+        "infrastructure failures are retried, app failures where aws_resources.retries allows; "
+        "the outputs are the last attempt's."
+    )
     reused_from: str | None = None
     inputs: list[InputRecord] = Field(default_factory=list)
     outputs: list[OutputRecord] = Field(default_factory=list)
@@ -73,3 +89,16 @@ class JobManifest(BaseModel):
 def job_prefix(job_id: str) -> str:
     """Where a job's files live in the store."""
     return f"jobs/{job_id}"
+
+
+def job_state(state: Any) -> JobState:
+    """The manifest's `state` for a final Prefect state (TimedOut by name, else by type)."""
+    if state.name == "TimedOut":
+        return "TimedOut"
+    names: dict[str, JobState] = {
+        "COMPLETED": "Completed",
+        "CANCELLED": "Cancelled",
+        "CANCELLING": "Cancelled",
+        "CRASHED": "Crashed",
+    }
+    return names.get(state.type.value, "Failed")

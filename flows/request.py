@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from flows.catalog import Entrypoint
+from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint
 from flows.errors import ParameterError
 from flows.keys import check_key, last_name
 
@@ -21,7 +23,7 @@ class HardwareOverride(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """The six job parameters, with the same names everywhere (UI, CLI, Python API)."""
+    """The job parameters, with the same names everywhere (UI, CLI, Python API)."""
 
     model_config = ConfigDict(extra="forbid")
     config_id: str | None = Field(None, description="Key of the configuration file or folder.")
@@ -32,6 +34,11 @@ class JobRequest(BaseModel):
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables (only allow-listed names)."
+    )
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Secret environment variables: NAME -> name of the Prefect Secret block to read "
+        "(block names only; the job loads the values, which never appear in parameters or logs).",
     )
     hardware: HardwareOverride | None = Field(None, description="Hardware overrides.")
     timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
@@ -60,6 +67,18 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
     for name, value in request.env.items():
         if "\x00" in value:
             raise ParameterError(f"environment variable {name} contains a NUL character")
+    declared = entry.app.secrets
+    unknown = sorted(set(request.secrets) - set(declared))
+    if unknown:
+        raise ParameterError(
+            f"secret variable(s) {', '.join(unknown)} not declared for this entrypoint "
+            f"(declared: {', '.join(sorted(declared)) or 'none'}); add them to app.secrets in the catalog"
+        )
+    for name, block in request.secrets.items():
+        if not re.fullmatch(BLOCK_NAME_PATTERN, block):
+            raise ParameterError(
+                f"secret {name}: {block!r} is not a Prefect block name (lowercase letters, digits, '-')"
+            )
     down = entry.handler.files_down
     seen: dict[str, str] = {}
     canonical: dict[str, list[str]] = {"config_id": [], "data_ids": [], "artifact_ids": []}
@@ -89,3 +108,12 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
             "artifact_ids": canonical["artifact_ids"],
         }
     )
+
+
+def secret_blocks(entry: Entrypoint, request: JobRequest) -> dict[str, str]:
+    """Every secret variable of the job -> the Secret block it reads (the job's choice wins).
+
+    Every declared secret is filled: a job cannot run without one, so a missing block stops it
+    before anything starts.
+    """
+    return {**entry.app.secrets, **request.secrets}

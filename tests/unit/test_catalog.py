@@ -113,3 +113,92 @@ def test_extensions_are_optional_keys() -> None:
     text = _broken("    train:\n", "    train:\n      description: trains\n      cache: true\n      network: none\n")
     entry = parse_catalog(text).get(EntrypointRef.parse("decode/v0_10_1/train"))
     assert entry.description == "trains" and entry.cache and entry.network == "none"
+
+
+# --- secrets (app.secrets) and retries (aws_resources.retries) --------------------------------
+
+import yaml  # noqa: E402
+
+
+def _one(app: dict | None = None, resources: dict | None = None):
+    entry: dict = {"app": {"cmd": ["true"], **(app or {})}, "handler": {"image_url": "busybox"}}
+    if resources is not None:
+        entry["aws_resources"] = resources
+    return next(parse_catalog(yaml.safe_dump({"a": {"v1": {"e": entry}}})).entries())[1]
+
+
+def _problems(app: dict | None = None, resources: dict | None = None) -> list[str]:
+    with pytest.raises(CatalogError) as exc:
+        _one(app, resources)
+    return exc.value.problems
+
+
+def test_secrets_list_form_defaults_the_block_names() -> None:
+    entry = _one({"secrets": ["API_TOKEN", "db_pass"]})
+    assert entry.app.secrets == {"API_TOKEN": "api-token", "db_pass": "db-pass"}
+    assert _one().app.secrets == {}
+
+
+def test_secrets_mapping_form_names_the_blocks() -> None:
+    assert _one({"secrets": {"API_TOKEN": "lab-token-2"}}).app.secrets == {"API_TOKEN": "lab-token-2"}
+
+
+@pytest.mark.parametrize(
+    ("secrets", "problem"),
+    [
+        (["1TOKEN"], "a.v1.e.app.secrets.1TOKEN: '1TOKEN' is not a valid environment variable name"),
+        ({"TOKEN": "Lab_Token"}, "a.v1.e.app.secrets.TOKEN: 'Lab_Token' is not a valid Prefect block name"),
+        (["A", "A"], "a.v1.e.app.secrets: a secret variable is listed twice"),
+        ("TOKEN", "a.v1.e.app.secrets: secrets must be a list of variable names or a mapping"),
+        ([1], "a.v1.e.app.secrets: secrets must be a list of variable names or a mapping"),
+    ],
+)
+def test_bad_secrets_are_named(secrets, problem: str) -> None:
+    (only,) = _problems({"secrets": secrets})
+    assert only.startswith(problem), only
+
+
+def test_a_variable_is_plain_or_secret_not_both() -> None:
+    (only,) = _problems({"env": ["TOKEN", "LR"], "secrets": ["TOKEN"]})
+    assert only.startswith("a.v1.e.app: TOKEN in both env and secrets")
+
+
+def test_secrets_are_validated_in_a_job_request() -> None:
+    from flows.errors import ParameterError
+    from flows.request import JobRequest, secret_blocks, validate_request
+
+    entry = _one({"env": ["LR"], "secrets": ["API_TOKEN"]})
+    request = validate_request(entry, JobRequest(secrets={"API_TOKEN": "other-token"}))
+    assert secret_blocks(entry, request) == {"API_TOKEN": "other-token"}
+    assert secret_blocks(entry, JobRequest()) == {"API_TOKEN": "api-token"}
+    with pytest.raises(ParameterError, match="NOPE not declared.*declared: API_TOKEN"):
+        validate_request(entry, JobRequest(secrets={"NOPE": "x"}))
+    with pytest.raises(ParameterError, match="not a Prefect block name"):
+        validate_request(entry, JobRequest(secrets={"API_TOKEN": "Bad Name"}))
+    with pytest.raises(ParameterError, match="not allowed"):  # a secret is no plain env variable
+        validate_request(entry, JobRequest(env={"API_TOKEN": "x"}))
+
+
+def test_secret_values_stay_out_of_the_spec_dump() -> None:
+    from pydantic import SecretStr
+
+    from flows.container_spec import ContainerSpec
+
+    spec = ContainerSpec(image="i", command=["c"], host_files="/tmp/x", environment={"LR": "1"})
+    spec = spec.model_copy(update={"secret_environment": {"TOKEN": SecretStr("s3cr3t")}})
+    assert "s3cr3t" not in repr(spec) and "s3cr3t" not in spec.model_dump_json()
+    assert "secret_environment" not in spec.model_dump()
+    assert spec.create_kwargs()["environment"] == {"LR": "1", "TOKEN": "s3cr3t"}
+
+
+def test_retries_default_and_bounds() -> None:
+    res = _one().aws_resources
+    assert (res.retries, res.retry_delay_s) == (0, 5.0)
+    res = _one(resources={"retries": 10, "retry_delay_s": 0.5}).aws_resources
+    assert (res.retries, res.retry_delay_s) == (10, 0.5)
+    assert _problems(resources={"retries": 11}) == ["a.v1.e.aws_resources.retries: Input should be less than or equal to 10"]
+    assert _problems(resources={"retries": -1, "retry_delay_s": -1}) == [
+        "a.v1.e.aws_resources.retries: Input should be greater than or equal to 0",
+        "a.v1.e.aws_resources.retry_delay_s: Input should be greater than or equal to 0",
+    ]
+    assert _problems(resources={"retries": "often"})[0].startswith("a.v1.e.aws_resources.retries:")

@@ -52,7 +52,7 @@ def test_parameter_form_is_typed_and_every_field_described(catalog_file: Path) -
     spec = catalog_deployments(parse_catalog(CATALOG))[0]
     schema = spec.parameter_openapi_schema
     props = schema["properties"]
-    assert list(props) == ["config_id", "data_ids", "artifact_ids", "env", "hardware", "timeout"]
+    assert list(props) == ["config_id", "data_ids", "artifact_ids", "env", "secrets", "hardware", "timeout"]
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
     assert {"type": "string"} in props["config_id"]["anyOf"]
