@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
+from deployments.automations import ZOMBIE_AUTOMATION, sync_zombie_automation, zombie_after_s
 from deployments.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
 from flows.catalog import Catalog, EntrypointRef
 from flows.catalog_flows import entrypoint_of, ref_of_attribute
@@ -249,13 +250,18 @@ def sync(
     limits: dict[str, int | None] | None = None,
     prefect_yaml: Path | None = None,
 ) -> list[DeployChange]:
-    """Make pools and deployments on the configured Prefect server match ``catalog``."""
+    """Make pools, deployments and the zombie-run automation on the configured Prefect server
+    match ``catalog``."""
     from prefect.client.orchestration import get_client
 
     specs = desired_deployments(catalog, prefect_yaml)
+    zombie_after = zombie_after_s()  # a bad JOBCLOUD_ZOMBIE_AFTER_S fails before anything is written
     with get_client(sync_client=True) as client:
         pool_changes: list[PoolChange] = ensure_pools(client, limits)
         changes = [DeployChange(name=f"pool {c.name}", action=c.action, detail=c.detail) for c in pool_changes]
+        # Server-side: crashes runs whose host died (their heartbeats stop); see automations.py.
+        zombie = sync_zombie_automation(client, zombie_after)
+        changes.append(DeployChange(name=f"automation {ZOMBIE_AUTOMATION}", action=zombie, detail=f"crash runs silent {zombie_after} s"))
         changes += [_apply(client, spec) for spec in specs]
         if prune:
             changes += _prune(client, {s.full_name for s in specs})
