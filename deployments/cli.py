@@ -107,6 +107,31 @@ def server_status() -> None:
     raise typer.Exit(0 if url else 1)
 
 
+@app.command("sweep")
+def sweep_command(
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Remove containers and work folders of jobs whose runs have ended (or that the server
+    does not know). Running and queued jobs are never touched."""
+    from dataclasses import asdict
+
+    from deployments.submit import connect_api
+    from flows.sweeper import sweep_here
+
+    connect_api()
+    report = sweep_here()
+    if json_:
+        print_json(asdict(report))
+        return
+    out.print(
+        f"removed {len(report.containers_removed)} container(s) and {len(report.folders_removed)} "
+        f"work folder(s) of ended jobs; {report.kept} of live jobs kept",
+        highlight=False,
+    )
+    for line in report.errors:
+        err.print(line, markup=False, highlight=False)
+
+
 def _say(prefix: str, exc: BaseException) -> None:
     err.print(f"[bold red]{prefix}:[/] ", end="")
     err.print(str(exc), markup=False, highlight=False)

@@ -17,7 +17,9 @@ GPU host needs only this worker and a GPU-enabled engine.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,9 +30,25 @@ from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
 from deployments.warm_start import SOCKET_ENV
+from deployments.warm_start import STOP_GRACE_S as WARM_STOP_GRACE_S
+from flows.sweeper import sweep_here
 
 WORKER_TYPE = "jobcloud"
 READY_TIMEOUT_S = 60
+HEARTBEAT_S = 30  # Prefect's smallest flow-run heartbeat interval
+CANCEL_WAIT_S = 10.0  # after cancelling through the server, before stopping processes directly
+
+
+def stop_grace_s() -> float:
+    """How long running jobs may go on after the worker is told to stop (SIGTERM)."""
+    return float(os.environ.get("JOBCLOUD_WORKER_STOP_GRACE_S", "20"))
+
+
+def sweep_interval_s() -> float:
+    """Seconds between the worker's sweeps for containers and work folders of ended runs."""
+    return float(os.environ.get("JOBCLOUD_SWEEP_INTERVAL_S", "60"))
+
+
 
 
 PATH_SETTINGS = ("JOBCLOUD_CONFIG", "JOBCLOUD_STORAGE", "JOBCLOUD_HOME", "JOBCLOUD_WORKDIR")
@@ -53,6 +71,8 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
 
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None, **kwargs: Any) -> None:
         super().prepare_for_flow_run(flow_run, deployment, flow, **kwargs)
+        # Flow-run heartbeats let the server's zombie automation end runs of a lost host.
+        self.env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
         if not self._command_configured and os.environ.get(SOCKET_ENV):
             self.command = command_to_string([get_sys_executable(), "-m", "deployments.warm_start"])
             self._command_configured = True
@@ -70,13 +90,109 @@ class JobCloudWorker(ProcessWorker):
         absolute_paths(os.environ)
         await super().__aenter__()
         self._warm: subprocess.Popen | None = None
+        self._active: set[str] = set()
+        self._stopping = False
+        self._stop_now = asyncio.Event()
+        self._main_task = asyncio.current_task()
         if os.environ.get("JOBCLOUD_WARM_START", "1") != "0":
             self._start_warm()
+        self._install_stop_signals()
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        self._sweeper.cancel()
         self._stop_warm()
         await super().__aexit__(*exc_info)
+
+    # -- stopping on SIGTERM ---------------------------------------------------------------
+    # Prefect 3.8.8's `prefect worker start` turns SIGTERM into a SIGINT to itself and then
+    # does not exit, idle or busy; a second SIGTERM SIGKILLs it, orphaning its runs. JobCloud's
+    # worker replaces that handler: stop taking runs, let running jobs finish for
+    # JOBCLOUD_WORKER_STOP_GRACE_S, cancel the rest through Prefect, then exit.
+    def _install_stop_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (tests) or no signals here: Prefect's handler stays
+
+    def _on_stop_signal(self, sig: int) -> None:
+        if self._stopping:
+            self._logger.warning("%s again: cancelling the running jobs now", signal.Signals(sig).name)
+            self._stop_now.set()
+            return
+        self._stopping = True
+        grace = stop_grace_s()
+        self._logger.info(
+            "%s: taking no new runs; %d running job(s) get %.0f s to finish, then are cancelled",
+            signal.Signals(sig).name, len(self._active), grace,
+        )
+        asyncio.ensure_future(self._drain(grace))
+
+    async def get_and_submit_flow_runs(self) -> list[Any]:
+        if getattr(self, "_stopping", False):
+            return []
+        return await super().get_and_submit_flow_runs()
+
+    async def run(self, flow_run: Any, configuration: Any, task_status: Any = None) -> Any:
+        self._active.add(str(flow_run.id))
+        try:
+            return await super().run(flow_run, configuration, task_status)
+        finally:
+            self._active.discard(str(flow_run.id))
+
+    async def _drain(self, grace: float) -> None:
+        if self._active:
+            try:
+                await asyncio.wait_for(self._wait_idle(), timeout=grace)
+            except asyncio.TimeoutError:
+                pass
+        if self._active:
+            self._logger.info("cancelling %d job(s) still running: %s", len(self._active), ", ".join(sorted(self._active)))
+            await self._cancel_active()
+            try:
+                await asyncio.wait_for(self._wait_idle(), timeout=CANCEL_WAIT_S)
+            except asyncio.TimeoutError:
+                # The server did not relay the cancel: stop the runs' processes ourselves; their
+                # guards end the runs and keep their logs.
+                self._logger.warning("jobs did not stop after cancelling; stopping their processes")
+                self._stop_warm()
+        self._logger.info("worker stopping")
+        if self._main_task is not None:
+            self._main_task.cancel()
+
+    async def _wait_idle(self) -> None:
+        while self._active and not self._stop_now.is_set():
+            await asyncio.sleep(0.2)
+
+    async def _cancel_active(self) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelling
+
+        async with get_client() as client:
+            for run_id in list(self._active):
+                try:
+                    await client.set_flow_run_state(
+                        run_id, Cancelling(message="its worker was stopped (SIGTERM) and the grace period ran out"), force=True
+                    )
+                except Exception as exc:  # noqa: BLE001 - server away: the fallback stops it
+                    self._logger.warning("could not cancel flow run %s: %s", run_id, exc)
+
+    # -- sweeping ---------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                report = await asyncio.to_thread(sweep_here)
+                if report.containers_removed or report.folders_removed:
+                    self._logger.info(
+                        "sweeper removed containers %s and work folders %s of ended runs",
+                        report.containers_removed, report.folders_removed,
+                    )
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next time
+                self._logger.warning("sweep failed: %s", exc)
+            await asyncio.sleep(sweep_interval_s())
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: Any) -> None:
         # The labels only say which worker took the run. The stock worker marks the run
@@ -116,7 +232,8 @@ class JobCloudWorker(ProcessWorker):
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(10)
+                # The fork server gives its runs STOP_GRACE_S after SIGTERM before SIGKILL.
+                proc.wait(WARM_STOP_GRACE_S + 10)
             except subprocess.TimeoutExpired:
                 proc.kill()
         self._warm = None

@@ -191,6 +191,9 @@ def _all_logs(client: Any, run_id: UUID) -> list[Any]:
             return logs
 
 
+CANCEL_SETTLE_S = 10.0
+
+
 def cancel_job(client: Any, job_id: str) -> str:
     """Cancel a job: a queued one at once, a running one through its worker (Cancelling)."""
     from prefect.states import Cancelled, Cancelling
@@ -203,7 +206,39 @@ def cancel_job(client: Any, job_id: str) -> str:
     result = client.set_flow_run_state(run.id, state, force=True)
     if result.status.value != "ACCEPT":
         raise JobCloudError(f"the server did not accept cancelling job {job_id}: {result.details}")
-    return state.name
+    if queued:
+        return state.name
+    return _settle_cancel(client, run.id, job_id)
+
+
+def _settle_cancel(client: Any, run_id: Any, job_id: str) -> str:
+    """Wait for the run's process to end a Cancelling run; end it ourselves if none does.
+
+    A worker or a local job stops within a few seconds (cancel_watch.py); a run still
+    Cancelling after `CANCEL_SETTLE_S` has no process left to stop it (its host or worker is
+    gone and so is its guard): it is marked Cancelled and this host's leftovers swept.
+    """
+    import time
+
+    from prefect.states import Cancelled
+
+    deadline = time.monotonic() + CANCEL_SETTLE_S
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run.state.name
+        time.sleep(0.25)
+    client.set_flow_run_state(
+        run_id, Cancelled(message=f"no process stopped job {job_id} within {CANCEL_SETTLE_S:.0f} s of the cancel; marked Cancelled"),
+        force=True,
+    )
+    try:
+        from flows.sweeper import sweep_here
+
+        sweep_here()
+    except Exception:  # noqa: BLE001 - the worker's sweeper removes what is left later
+        pass
+    return "Cancelled"
 
 
 def download_outputs(store: Any, job_id: str, dest: Path) -> list[Any]:

@@ -45,7 +45,25 @@ def start(quiet: bool = False) -> str:
     # Its own session (see processes.py): it outlives this command, later jobs reuse it.
     server.start(timeout=START_TIMEOUT_S)
     _state_file().write_text(json.dumps({"pid": server.proc.popen.pid, "url": server.api_url, "port": server.port}))
+    _sweep_in_background(server.api_url)
     return server.api_url
+
+
+def _sweep_in_background(api_url: str) -> None:
+    """Remove what jobs of earlier sessions of this server left (`jobcloud sweep`) and install
+    the zombie-run automation, in processes of their own that end when they are done: this
+    command does not wait for them."""
+    import subprocess
+
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    for module in ("deployments.cli sweep", "deployments.automations"):
+        # The zombie-run automation too (automations.py). Both in child processes: importing
+        # Prefect here, before PREFECT_API_URL is set, would fix the wrong API for this command.
+        subprocess.Popen(
+            [sys.executable, "-m", *module.split()], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def stop() -> bool:

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import os
+
 from blocks.job_store import JobStore
 from deployments.job_result import JobResult, result_for
+from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.request import JobRequest
 
 
+def requested_gpus(entry: Entrypoint, request: JobRequest) -> int:
+    """The GPUs the job asks for: the request's override, else the catalog's (as build_spec)."""
+    override = request.hardware
+    if override and override.gpu is not None:
+        return override.gpu
+    return entry.aws_resources.hardware.GPU or 0
+
+
+def check_engine(entry: Entrypoint, request: JobRequest) -> None:
+    """Make sure the engine answers, can give the GPUs asked for, and has the image.
+
+    Runs before any flow run exists, so a missing engine (`EngineUnavailableError`) or a GPU
+    request it cannot honour (`GpuUnavailableError`) is bad input with nothing started
+    (`jobcloud` exits 2), not a Failed job.
+    """
+    from blocks.engine import docker_client, require_gpus
+    from flows.container_run import ensure_image
+
+    client = docker_client()
+    try:
+        gpus = requested_gpus(entry, request)
+        if gpus > 0:
+            require_gpus(client, gpus)
+        ensure_image(client, entry.handler.image_url)
+    finally:
+        client.close()
+
+
 def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobResult:
-    """Run the entrypoint's flow here and wait for its final state."""
+    """Run the entrypoint's flow here and wait for its final state (`check_engine` first)."""
+    check_engine(entry, request)
     from deployments.local_server import ensure_api
 
     ensure_api()
@@ -20,8 +52,11 @@ def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store:
 
     flow = make_flow(ref, entry, lambda: store)
     params = request.model_dump(exclude_none=True)
-    # Heartbeats only help a server notice a lost worker; here the run lives and dies with this
-    # command, and stopping the heartbeat thread costs up to a second at exit.
+    # No worker watches this run: the job polls its own state so `jobs cancel` reaches it.
+    os.environ[WATCH_ENV] = "1"
+    # Prefect's heartbeats (30 s at least) would only tell a server that this process died;
+    # the job's guard (flows/job_guard.py) ends the run at once when it does. Stopping the
+    # heartbeat thread also costs up to a second at exit.
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), tags(*ref.tags):
         state = flow(**params, return_state=True)
     return result_for(str(state.state_details.flow_run_id), state, store)

@@ -24,6 +24,10 @@ import struct
 import sys
 
 SOCKET_ENV = "JOBCLOUD_WARM_SOCKET"
+FOLDER_PREFIX = "jobcloud-warm-"  # the worker's temporary folder for the socket
+# A run gets this long to end after SIGTERM when the fork server stops, then SIGKILL.
+STOP_GRACE_S = float(os.environ.get("JOBCLOUD_RUN_STOP_GRACE_S", "10"))
+PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!I")
 MAX_REQUEST = 4 * 1024 * 1024
 # Imported once by the server; each forked run starts with them in memory.
@@ -158,12 +162,40 @@ def _child(request: dict, fds: list[int], module: str) -> None:
             os._exit(code)
 
 
-def serve(path: str, module: str = "prefect.engine") -> None:
-    """Preload, then fork one child per request on the Unix socket ``path``, until SIGTERM.
+def _die_with_parent() -> int:
+    """Ask the kernel for SIGTERM when the worker that started us dies; its pid now.
 
-    Each child runs ``module`` as `python -m` would (another module only in tests)."""
+    Linux's parent-death signal; elsewhere (or if it fails) the serve loop's check of the
+    parent pid, once a second, does the same job.
+    """
+    parent = os.getppid()
+    _signal_on_parent_death(signal.SIGTERM)
+    return parent
+
+
+def _signal_on_parent_death(sig: int) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        except (OSError, AttributeError):
+            pass
+
+
+def serve(path: str, module: str = "prefect.engine") -> None:
+    """Preload, then fork one child per request on the Unix socket ``path``, until SIGTERM or
+    until the process that started it (the worker) is gone.
+
+    On the way out it stops every run it started: SIGTERM to each run's process group, SIGKILL
+    after `STOP_GRACE_S`, and it removes the socket's folder. Each child runs ``module`` as
+    `python -m` would (another module only in tests)."""
     import importlib
     import selectors
+
+    parent = _die_with_parent()
+    if os.getppid() != parent:  # the worker died before the signal was armed
+        return
 
     for name in PRELOAD:
         try:
@@ -199,6 +231,9 @@ def serve(path: str, module: str = "prefect.engine") -> None:
     try:
         while not stopping:
             for key, _ in sel.select(timeout=1.0):
+                if os.getppid() != parent:
+                    stopping = True  # never start a run for a worker that is gone
+                    break
                 if key.data == "accept":
                     conn, _ = srv.accept()
                     try:
@@ -210,6 +245,8 @@ def serve(path: str, module: str = "prefect.engine") -> None:
                     sys.stderr.flush()
                     pid = os.fork()
                     if pid == 0:
+                        # Even a SIGKILLed fork server takes its runs with it.
+                        _signal_on_parent_death(signal.SIGTERM)
                         signal.set_wakeup_fd(-1)
                         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                             signal.signal(sig, signal.SIG_DFL)
@@ -236,12 +273,36 @@ def serve(path: str, module: str = "prefect.engine") -> None:
                     except OSError:
                         pass
             _reap(children, sel)
+            if os.getppid() != parent:
+                stopping = True
     finally:
-        for pid in list(children):
-            _kill_group(pid, signal.SIGTERM)
         srv.close()
         if os.path.exists(path):
             os.unlink(path)
+        _stop_children(children, sel)
+        folder = os.path.dirname(path)
+        if os.path.basename(folder).startswith(FOLDER_PREFIX):
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_children(children: dict[int, socket.socket], sel: object) -> None:
+    """SIGTERM every run's process group; SIGKILL the groups still there after the grace."""
+    import time
+
+    for pid in list(children):
+        _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while children and time.monotonic() < deadline:
+        _reap(children, sel)
+        time.sleep(0.1)
+    for pid in list(children):
+        _kill_group(pid, signal.SIGKILL)
+    end = time.monotonic() + 5
+    while children and time.monotonic() < end:
+        _reap(children, sel)
+        time.sleep(0.05)
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -13,12 +13,16 @@ from typing import Callable
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
 
+from blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
+from flows.cancel_watch import cancel_requested
 from flows.container_spec import ContainerSpec
 from flows.errors import ContainerEngineError, ImageNotFoundError
 
 TAIL_LINES = 20
 STOP_GRACE_S = 10
+CANCEL_GRACE_S = 1  # a cancelled job is stopped promptly (the goal is Cancelled within 5 s)
 
 
 @dataclass
@@ -31,10 +35,11 @@ class ContainerOutcome:
     started_at: float = 0.0
     ended_at: float = 0.0
     container_id: str = ""
+    cancelled: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.cancelled
 
 
 def ensure_image(client: docker.DockerClient, image: str) -> None:
@@ -82,7 +87,9 @@ def _exit_code(container) -> int | None:
     return None
 
 
-def _wait_for_exit(container, reader: threading.Thread, deadline: float | None) -> int | None:
+def _wait_for_exit(
+    container, reader: threading.Thread, deadline: float | None, watch_cancel: bool = True
+) -> int | None:
     """Wait until the container ends (its exit code) or ``deadline`` passes (None).
 
     The log stream closes when the container ends; the engine's own `wait` can lag by most of
@@ -90,7 +97,7 @@ def _wait_for_exit(container, reader: threading.Thread, deadline: float | None) 
     """
     while True:
         now = time.time()
-        if deadline is not None and now >= deadline:
+        if (deadline is not None and now >= deadline) or (watch_cancel and cancel_requested()):
             return None
         if reader.is_alive():
             reader.join(timeout=1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
@@ -112,7 +119,14 @@ def run_container(
     Stops the container after ``spec.timeout`` seconds. The container is removed in every
     case, including when this thread is interrupted (Prefect cancellation, Ctrl-C).
     """
-    ensure_image(client, spec.image)
+    url = engine_url_of(client)
+    # A GPU request the engine cannot honour fails here, before any container exists (Podman's
+    # Docker API would accept it and run the job on the CPU).
+    gpu_kwargs = require_gpus(client, spec.gpus).create_kwargs(spec.gpus) if spec.gpus > 0 else None
+    try:
+        ensure_image(client, spec.image)
+    except RequestException as exc:
+        raise engine_unavailable(url, exc) from None
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def emit(line: str) -> None:
@@ -121,11 +135,13 @@ def run_container(
 
     splitter = _LineSplitter(emit)
     try:
-        container = client.containers.create(**spec.create_kwargs())
+        container = client.containers.create(**spec.create_kwargs(gpu_kwargs))
     except ImageNotFound as exc:
         raise ImageNotFoundError(spec.image, str(exc)) from None
     except APIError as exc:
         raise ContainerEngineError(f"the engine refused to create the container: {exc.explanation or exc}") from None
+    except RequestException as exc:  # after APIError, which is one too: nothing answers
+        raise engine_unavailable(url, exc) from None
     outcome = ContainerOutcome(exit_code=None, timed_out=False, container_id=container.id)
     try:
         try:
@@ -157,15 +173,24 @@ def run_container(
         reader.start()
         deadline = outcome.started_at + spec.timeout if spec.timeout else None
         outcome.exit_code = _wait_for_exit(container, reader, deadline)
-        if outcome.exit_code is None:
+        if outcome.exit_code is None and cancel_requested():
+            outcome.cancelled = True
+            on_line("[jobcloud] the job was cancelled: stopping the container")
+            container.stop(timeout=CANCEL_GRACE_S)
+            outcome.exit_code = _wait_for_exit(container, reader, time.time() + CANCEL_GRACE_S + 5, watch_cancel=False)
+        elif outcome.exit_code is None:
             outcome.timed_out = True
             on_line(f"[jobcloud] timeout after {spec.timeout} s: stopping the container")
             container.stop(timeout=STOP_GRACE_S)
-            outcome.exit_code = _wait_for_exit(container, reader, time.time() + STOP_GRACE_S + 5)
+            outcome.exit_code = _wait_for_exit(container, reader, time.time() + STOP_GRACE_S + 5, watch_cancel=False)
         reader.join(timeout=10)
         outcome.ended_at = time.time()
         outcome.tail = list(tail)
         return outcome
+    except (RequestException, APIError) as exc:
+        # The engine went away (or lost the container) while waiting, stopping or starting:
+        # one plain sentence for the job's message, not a ConnectionError repr.
+        raise engine_lost(url, exc) from None
     finally:
         try:
             container.remove(force=True)

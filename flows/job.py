@@ -1,11 +1,13 @@
 """The job flow: stage-inputs -> run-container -> upload-outputs, then the manifest.
 
 `make_flow` builds one Prefect flow per catalog entrypoint, named `<application>-<entrypoint>`,
-whose parameters are the six job parameters.
+whose parameters are the job parameters (`flows.request.JobRequest`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -16,23 +18,210 @@ from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run as runtime_flow_run
-from prefect.states import Failed, State
+from prefect.runtime import task_run as runtime_task_run
+from prefect.states import Cancelled, Failed, State
+from pydantic import SecretStr
 
 from blocks.engine import docker_client
 from blocks.job_store import JobStore
 from blocks.settings import get_settings
 from flows.cache import CacheLookup, lookup, remember, reuse_outputs
+from flows.cancel_watch import JobCancelled, watch_for_cancel
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
-from flows.container_spec import build_spec
-from flows.errors import ContainerFailed, JobCloudError
+from flows.container_spec import build_spec, owning_api, shell_command
+from flows.errors import (
+    ContainerEngineError,
+    ContainerFailed,
+    EngineUnavailableError,
+    ImageNotFoundError,
+    JobCloudError,
+    MissingSecretError,
+    StorageError,
+    UserError,
+)
+from flows.job_guard import JobGuard, keep_logs
 from flows.keys import join_key, last_name
 from flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
 from flows.output_images import publish_images
 from flows.progress import TransferProgress
-from flows.request import HardwareOverride, JobRequest, validate_request
+from flows.request import HardwareOverride, JobRequest, secret_blocks, validate_request
+from flows.sweeper import mark_work_folder
 
 StoreFactory = Callable[[], JobStore]
+
+# Infrastructure failures (engine unreachable, a transient pull or storage failure) are retried
+# whatever the catalog says: JOBCLOUD_INFRA_ATTEMPTS attempts in all, waiting
+# JOBCLOUD_INFRA_RETRY_DELAY_S, then twice that, and so on.
+INFRA_ATTEMPTS = 3
+INFRA_DELAY_S = 2.0
+MASK = "***"
+
+
+def _env_number(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise JobCloudError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise JobCloudError(f"{name}={raw!r} must be between {low:g} and {high:g}")
+    return value
+
+
+def is_infra_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the machinery around the app, worth another attempt."""
+    from docker.errors import APIError, NotFound
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import Timeout
+
+    if isinstance(exc, ImageNotFoundError):
+        # A pull that failed on the registry's or engine's side (5xx, connection) may work next
+        # time; an image the registry does not have will not. ensure_image chains the cause.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, NotFound):
+            return False
+        return isinstance(cause, (RequestsConnectionError, Timeout)) or (
+            isinstance(cause, APIError) and cause.is_server_error()
+        )
+    if isinstance(exc, EngineUnavailableError):
+        # A UserError for `jobcloud run` (exit 2 before anything starts); inside a running job
+        # on a worker, an engine that does not answer now may answer in a few seconds.
+        return True
+    if isinstance(exc, UserError):
+        return False
+    if isinstance(exc, (ContainerEngineError, StorageError, RequestsConnectionError, Timeout)):
+        return True
+    return isinstance(exc, APIError) and exc.is_server_error()
+
+
+class RetryPolicy:
+    """When a task runs again, through Prefect's own task retries.
+
+    Infrastructure failures get ``infra_attempts`` attempts with exponential backoff; an app's
+    non-zero exit (a Failed state the run-container task returns) gets ``app_retries`` more
+    attempts ``app_delay_s`` apart; a timeout or a user error is never retried. Prefect takes
+    one retry count and one delay list per task, so `condition` keeps a budget per kind and sets
+    the delay of the retry it allows.
+    """
+
+    def __init__(self, app_retries: int = 0, app_delay_s: float = 0.0) -> None:
+        self.infra_attempts = int(_env_number("JOBCLOUD_INFRA_ATTEMPTS", INFRA_ATTEMPTS, 1, 10))
+        self.infra_delay_s = _env_number("JOBCLOUD_INFRA_RETRY_DELAY_S", INFRA_DELAY_S, 0, 600)
+        self.app_retries = app_retries
+        self.app_delay_s = app_delay_s
+        self.infra_retried = 0
+        self.app_retried = 0
+        self.attempts = 1
+
+    @property
+    def max_attempts(self) -> int:
+        return self.infra_attempts + self.app_retries
+
+    def next_delay(self, state: State) -> float | None:
+        """Seconds before the next attempt after failed ``state``, or None for no retry."""
+        data = state.data
+        if isinstance(data, BaseException):
+            if not is_infra_failure(data) or self.infra_retried >= self.infra_attempts - 1:
+                return None
+            delay = self.infra_delay_s * 2**self.infra_retried
+            self.infra_retried += 1
+        elif isinstance(data, dict) and not data.get("timed_out") and data.get("exit_code") not in (0, None):
+            if self.app_retried >= self.app_retries:
+                return None
+            delay = self.app_delay_s
+            self.app_retried += 1
+        else:
+            return None
+        self.attempts += 1
+        return delay
+
+    def task_options(self) -> dict[str, Any]:
+        """Options for `Task.with_options`: Prefect retries, decided by this policy."""
+
+        def condition(task: Any, task_run: Any, state: State) -> bool:
+            delay = self.next_delay(state)
+            if delay is None:
+                return False
+            # Prefect reads the task's retry delay right after this check passes (task_engine's
+            # handle_retry), so the retry waits in AwaitingRetry for the delay of its own kind.
+            task.retry_delay_seconds = delay
+            return True
+
+        # A plain function: Prefect ignores a retry_condition_fn that is a bound method.
+        return {"retries": self.max_attempts - 1, "retry_delay_seconds": 0, "retry_condition_fn": condition}
+
+
+def require_secret_blocks(blocks: dict[str, str]) -> None:
+    """Raise `MissingSecretError` unless every Secret block exists (values are not read)."""
+    if not blocks:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for name, block in blocks.items():
+            try:
+                client.read_block_document_by_name(block, block_type_slug="secret", include_secrets=False)
+            except ObjectNotFound:
+                raise MissingSecretError(name, block) from None
+
+
+def load_secret_values(blocks: dict[str, str]) -> dict[str, SecretStr]:
+    """The values of the secret variables, read from their Prefect Secret blocks."""
+    from prefect.blocks.system import Secret
+
+    values: dict[str, SecretStr] = {}
+    for name, block in blocks.items():
+        try:
+            secret = Secret.load(block)
+        except ValueError:  # Prefect's "Unable to find block document named ..."
+            raise MissingSecretError(name, block) from None
+        raw = secret.value.get_secret_value()
+        values[name] = SecretStr(raw if isinstance(raw, str) else json.dumps(raw))
+    return values
+
+
+def masker(values: list[str]) -> Callable[[str], str]:
+    """Replaces every secret value (and each line of a multi-line one) in a line by ***."""
+    parts = sorted({p for v in values for p in (v, *v.splitlines()) if p.strip()}, key=len, reverse=True)
+
+    def mask(line: str) -> str:
+        for part in parts:
+            if part in line:
+                line = line.replace(part, MASK)
+        return line
+
+    return mask
+
+
+def empty_folders(files_dir: Path, folders: list[str]) -> None:
+    """Empty the files_up folders so that a retry's outputs are only its own."""
+    for folder in folders:
+        root = files_dir / folder
+        if root.is_symlink() or not root.is_dir():
+            continue
+        try:
+            for child in root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        except OSError as exc:
+            raise JobCloudError(f"cannot empty /files/{folder} before the next attempt: {exc}") from None
+
+
+def folders_to_empty(entry: Entrypoint) -> list[str]:
+    """files_up folders, except any that holds or sits in an input folder (inputs stay)."""
+    down = [f for f in vars(entry.handler.files_down).values() if f]
+    up = [f for f in vars(entry.handler.files_up).values() if f]
+
+    def overlaps(a: str, b: str) -> bool:
+        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+    return sorted({u for u in up if not any(overlaps(u, d) for d in down)})
 
 
 @task(name="stage-inputs", cache_policy=NONE)
@@ -63,36 +252,58 @@ def stage_inputs(
 
 
 @task(name="run-container", cache_policy=NONE)
-def run_container_step(spec_kwargs: dict[str, Any], container_log: Path) -> dict[str, Any]:
+def run_container_step(
+    spec_kwargs: dict[str, Any],
+    container_log: Path,
+    secrets: dict[str, str] | None = None,
+    clear: list[str] | None = None,
+    max_attempts: int = 1,
+) -> dict[str, Any]:
     """Run the app's container; its output goes to the flow run's logs and container.log.
 
-    Raises `ContainerFailed` (the task fails) on a non-zero exit or a timeout.
+    Returns a Failed state on a non-zero exit or a timeout. ``secrets`` names the Secret block
+    of each secret variable: values are loaded here, so no task parameter ever holds one, and
+    are masked in every line of output. On a retry (Prefect's, see `RetryPolicy`) the
+    ``clear`` folders are emptied and container.log starts again.
     """
     from flows.container_spec import ContainerSpec
 
     logger = get_run_logger()
+    attempt = max(1, runtime_task_run.run_count)
     spec = ContainerSpec(**spec_kwargs)
+    values = load_secret_values(secrets or {})
+    spec = spec.model_copy(update={"secret_environment": values})
+    mask = masker([v.get_secret_value() for v in values.values()])
+    if attempt > 1:
+        empty_folders(Path(spec.host_files), clear or [])
     client = docker_client()
     container_log.parent.mkdir(parents=True, exist_ok=True)
     with open(container_log, "w", encoding="utf-8") as log_file:
 
         def on_line(line: str) -> None:
+            line = mask(line)
             log_file.write(line + "\n")
             log_file.flush()
             logger.info(line)
 
+        if attempt > 1:
+            on_line(f"[jobcloud] attempt {attempt} of {max_attempts}; the earlier attempt's outputs were removed")
         outcome = run_container(
             client, spec, on_line, on_start=lambda cid: logger.info("container %s started", cid[:12])
         )
     result = {
         "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out,
+        "cancelled": outcome.cancelled,
         "seconds": round(outcome.ended_at - outcome.started_at, 3),
     }
+    if outcome.cancelled:
+        return result  # not the app's failure: the job ends Cancelled (run_job)
     if not outcome.ok:
         # A Failed state, not an exception: the app's failure is no JobCloud traceback.
-        failure = ContainerFailed(outcome.exit_code, outcome.tail, outcome.timed_out)
-        return Failed(message=str(failure), data={**result, "tail": outcome.tail})
+        tail = [mask(line) for line in outcome.tail]
+        failure = ContainerFailed(outcome.exit_code, tail, outcome.timed_out)
+        return Failed(message=str(failure), data={**result, "tail": tail})
     return result
 
 
@@ -142,15 +353,20 @@ def run_job(
     skipped: list[str] = []
     exit_code: int | None = None
     timed_out = False
+    cancelled = False
+    attempts = 0  # times the container started; 0 when it never ran (or outputs were reused)
     failure: str | None = None
     cached = CacheLookup()
     request = validate_request(entry, request)
+    secrets = secret_blocks(entry, request)
+    require_secret_blocks(secrets)  # a missing block stops the job before anything starts
     spec = build_spec(ref, entry, request, files_dir, job_id)
+    container_retries = RetryPolicy(entry.aws_resources.retries, entry.aws_resources.retry_delay_s)
     try:
         files_dir.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         try:
-            inputs = stage_inputs(store, entry, request, files_dir)
+            inputs = stage_inputs.with_options(**RetryPolicy().task_options())(store, entry, request, files_dir)
         finally:
             timings.staging_s = round(time.perf_counter() - t, 3)
         cached = lookup(store, entry, spec, inputs)  # only with `cache: true` in the catalog
@@ -160,25 +376,43 @@ def run_job(
             logger.info("reused the outputs of job %s (same image, command, env and inputs); the container did not run", cached.earlier.job_id)
         else:
             t = time.perf_counter()
-            state = run_container_step(spec.model_dump(), container_log, return_state=True)
+            run_step = run_container_step.with_options(**container_retries.task_options())
+            state = run_step(
+                spec.model_dump(),
+                container_log,
+                secrets,
+                folders_to_empty(entry),
+                container_retries.max_attempts,
+                return_state=True,
+            )
             timings.container_s = round(time.perf_counter() - t, 3)
+            attempts = container_retries.attempts
             outcome = state.result(raise_on_failure=False)
             if isinstance(outcome, dict):
                 exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
+                if outcome.get("cancelled"):
+                    raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
             if not state.is_completed():
                 failure = state.message or str(outcome)
             # Upload also after a failure: the log matters most then.
             t = time.perf_counter()
             try:
-                outputs, skipped = upload_outputs(store, entry, job_id, files_dir, container_log)
+                upload = upload_outputs.with_options(**RetryPolicy().task_options())
+                outputs, skipped = upload(store, entry, job_id, files_dir, container_log)
+            except JobCancelled:
+                raise
             except JobCloudError as exc:
                 failure = (failure + "\n" if failure else "") + f"uploading outputs failed: {exc}"
             timings.upload_s = round(time.perf_counter() - t, 3)
+    except JobCancelled as exc:
+        failure, cancelled = str(exc), True
+        outputs = [OutputRecord(**r) for r in keep_logs(store, job_id, container_log, log_dir(entry, files_dir))]
     except JobCloudError as exc:
         failure = str(exc)
-    finally:
-        if not settings.keep_workdir:
-            shutil.rmtree(work, ignore_errors=True)
+    # Not in a `finally`: when anything else escapes (SIGTERM of a cancel, a crash), the job's
+    # guard uploads the container log so far and then removes the folder.
+    if not settings.keep_workdir:
+        shutil.rmtree(work, ignore_errors=True)
     finished = datetime.now(timezone.utc)
     timings.total_s = round((finished - started).total_seconds(), 3)
     manifest = JobManifest(
@@ -189,16 +423,18 @@ def run_job(
         image=spec.image,
         command=spec.command,
         env_names=sorted(request.env),
+        secret_names=sorted(secrets),
         hardware={
             "cpu": spec.nano_cpus / 1e9 if spec.nano_cpus else None,
             "memory_mb": spec.mem_limit_bytes // (1024 * 1024) if spec.mem_limit_bytes else None,
             "gpu": spec.gpus,
             "timeout_s": spec.timeout,
         },
-        state="Failed" if failure else "Completed",
+        state="Cancelled" if cancelled else "TimedOut" if timed_out else "Failed" if failure else "Completed",
         message=failure,
         exit_code=exit_code,
         timed_out=timed_out,
+        attempts=attempts,
         reused_from=cached.earlier.job_id if cached.earlier else None,
         inputs=inputs,
         outputs=outputs,
@@ -212,9 +448,13 @@ def run_job(
     remember(store, cached, manifest)
     _outputs_artifact(manifest)
     publish_images(store, manifest)  # pictures among the outputs (a loss curve) in the UI
+    if cancelled:
+        logger.warning(failure)
+        return Cancelled(message=failure, data=manifest.model_dump(mode="json"))
     if failure:
         logger.error(failure)
-        return Failed(message=failure.splitlines()[0] if timed_out else failure, data=manifest.model_dump(mode="json"))
+        # "TimedOut" is how Prefect names its own timeout states (a Failed type: status error).
+        return Failed(name=manifest.state, message=failure, data=manifest.model_dump(mode="json"))
     return manifest
 
 
@@ -226,6 +466,40 @@ def _outputs_artifact(manifest: JobManifest) -> None:
     )
 
 
+def log_dir(entry: Entrypoint, files_dir: Path) -> Path | None:
+    """The job's files_up log folder on this host, if the entrypoint has one."""
+    folder = entry.handler.files_up.log
+    return files_dir / folder if folder else None
+
+
+def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> JobGuard:
+    """Start the process that cleans up after this job if its own process dies (job_guard.py)."""
+    job_id = str(runtime_flow_run.id)
+    settings = get_settings()
+    work = settings.work_root / job_id
+    logs = log_dir(entry, work / "files")
+    skeleton = {
+        "job_id": job_id,
+        "application": ref.application,
+        "version": ref.version,
+        "entrypoint": ref.entrypoint,
+        "image": entry.handler.image_url,
+        "command": shell_command(entry),
+        "env_names": sorted(request.env),
+        "started_at": datetime.now(timezone.utc).isoformat(),
+    }
+    plan = {
+        "job_id": job_id,
+        "work": str(work),
+        "keep_work": settings.keep_workdir,
+        "container_log": str(work / "container.log"),
+        "log_dir": str(logs) if logs else None,
+        "manifest": skeleton,
+    }
+    mark_work_folder(work, owning_api())
+    return JobGuard.start(plan, settings.home / "logs" / "job_guard.log")
+
+
 def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = JobStore.from_settings) -> Flow:
     """The Prefect flow of one catalog entrypoint."""
 
@@ -234,6 +508,7 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
         data_ids: list[str] | None = None,
         artifact_ids: list[str] | None = None,
         env: dict[str, str] | None = None,
+        secrets: dict[str, str] | None = None,
         hardware: HardwareOverride | None = None,
         timeout: int | None = None,
     ) -> Any:
@@ -242,10 +517,18 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
             data_ids=data_ids or [],
             artifact_ids=artifact_ids or [],
             env=env or {},
+            secrets=secrets or {},
             hardware=hardware,
             timeout=timeout,
         )
-        result = run_job(ref, entry, request, store_factory())
+        guard = start_guard(ref, entry, request)
+        try:
+            with watch_for_cancel(str(runtime_flow_run.id)):
+                result = run_job(ref, entry, request, store_factory())
+        except BaseException:
+            guard.finish("error")
+            raise
+        guard.finish("done")
         return result.model_dump(mode="json") if isinstance(result, JobManifest) else result
 
     job.__doc__ = _flow_doc(ref, entry)
@@ -267,6 +550,7 @@ def _flow_doc(ref: EntrypointRef, entry: Entrypoint) -> str:
         data_ids: Keys of data inputs, staged under /files/{entry.handler.files_down.data_ids}.
         artifact_ids: Keys of artifacts (e.g. jobs/<id>/artifact), staged under /files/{entry.handler.files_down.artifact_ids}.
         env: Environment variables for the container; allowed: {', '.join(entry.app.env) or 'none'}.
+        secrets: Secret variables -> the Prefect Secret block to read (names only, never values); declared: {', '.join(entry.app.secrets) or 'none'}.
         hardware: Overrides of cpu (cores), memory (MB) and gpu (count).
         timeout: Seconds before the job is stopped.
     """
