@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -24,6 +26,48 @@ def engine() -> str:
     host = proc.stdout.strip().splitlines()[-1]
     os.environ["DOCKER_HOST"] = host
     return host
+
+
+JOB_LABEL = "io.jobcloud.job-id"
+LEFTOVER_WAIT_S = 20  # a job's guard may still be removing a container the job could not
+
+
+def job_containers(host: str) -> dict[str, str]:
+    """id -> job id of every container carrying JobCloud's job label on ``host``."""
+    import docker
+    from docker.errors import NotFound
+
+    client = docker.DockerClient(base_url=host, version="1.41", timeout=30)
+    for _ in range(5):
+        try:
+            return {c.id: c.labels.get(JOB_LABEL, "") for c in client.containers.list(all=True, filters={"label": JOB_LABEL})}
+        except NotFound:
+            continue  # one went between the listing and its inspection
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def no_job_container_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses the engine ends with no container of a job it started."""
+    if "engine" not in request.fixturenames:
+        yield
+        return
+    host = request.getfixturevalue("engine")
+    before = set(job_containers(host))
+    yield
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while True:
+        left = {cid: job for cid, job in job_containers(host).items() if cid not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        import docker
+
+        client = docker.DockerClient(base_url=host, version="1.41", timeout=30)
+        for cid in left:
+            client.containers.get(cid).remove(force=True)  # so the next test starts clean
+        pytest.fail(f"containers of jobs left behind: {sorted(set(left.values()))}")
 
 
 @pytest.fixture(scope="session")

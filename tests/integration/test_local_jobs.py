@@ -159,7 +159,7 @@ def test_failing_container_keeps_its_log_and_fails(job_cli, tmp_path: Path) -> N
 def test_timeout_stops_the_container(job_cli) -> None:
     proc, result = run_json(job_cli, "decodelike/v1/sleep")
     assert proc.returncode == 1
-    assert result["state"] == "Failed"
+    assert result["state"] == "TimedOut"
     assert result["manifest"]["timed_out"] is True
     assert "timed out" in result["message"]
     assert result["manifest"]["timings"]["container_s"] < 30
