@@ -68,7 +68,7 @@ def run_command(
         from flows.request import secret_blocks
 
         connect_api()  # before Prefect is imported (see local_server.ensure_api)
-        from flows.job import require_secret_blocks
+        from flows.secrets import require_secret_blocks
 
         require_secret_blocks(secret_blocks(entry, request))
     if not local:

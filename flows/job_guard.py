@@ -95,7 +95,7 @@ def remove_job_containers(job_id: str, patience_s: float) -> int:
     while True:
         try:
             client = docker_client(timeout=30)
-            found = client.containers.list(all=True, filters={"label": f"{JOB_LABEL}={job_id}"})
+            found = client.containers.list(all=True, sparse=True, filters={"label": f"{JOB_LABEL}={job_id}"})
             for container in found:
                 container.remove(force=True)
                 _log(f"removed container {container.id[:12]} of job {job_id}")

@@ -67,12 +67,13 @@ def sweep(api_url: str, work_root: Path, engine: Any | None) -> SweepReport:
     with get_client(sync_client=True) as client:
         if engine is not None:
             try:
-                found = engine.containers.list(all=True, filters={"label": JOB_LABEL})
+                # Sparse: the listing alone, so a container removed meanwhile fails nothing.
+                found = engine.containers.list(all=True, sparse=True, filters={"label": JOB_LABEL})
             except Exception as exc:  # noqa: BLE001 - engine away: sweep folders anyway
                 found = []
                 report.errors.append(f"listing containers: {exc}")
             for container in found:
-                labels = container.labels or {}
+                labels = container.attrs.get("Labels") or {}
                 if labels.get(API_LABEL, api_url) != api_url:
                     continue
                 if _run_is_over(client, labels[JOB_LABEL], over):

@@ -33,17 +33,13 @@ LEFTOVER_WAIT_S = 20  # a job's guard may still be removing a container the job 
 
 
 def job_containers(host: str) -> dict[str, str]:
-    """id -> job id of every container carrying JobCloud's job label on ``host``."""
+    """id -> job id of every container carrying JobCloud's job label on ``host`` (sparse: from
+    the engine's listing alone, so one removed meanwhile cannot fail the call)."""
     import docker
-    from docker.errors import NotFound
 
     client = docker.DockerClient(base_url=host, version="1.41", timeout=30)
-    for _ in range(5):
-        try:
-            return {c.id: c.labels.get(JOB_LABEL, "") for c in client.containers.list(all=True, filters={"label": JOB_LABEL})}
-        except NotFound:
-            continue  # one went between the listing and its inspection
-    return {}
+    found = client.containers.list(all=True, sparse=True, filters={"label": JOB_LABEL})
+    return {c.id: (c.attrs.get("Labels") or {}).get(JOB_LABEL, "") for c in found}
 
 
 @pytest.fixture(autouse=True)

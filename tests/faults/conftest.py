@@ -186,16 +186,12 @@ def engine_client(host: str) -> Any:
 
 
 def containers_of(host: str, job_id: str | None = None) -> list[Any]:
-    """Containers (running or not) with JobCloud's job label, of one job or all."""
-    from docker.errors import NotFound
+    """Containers (running or not) with JobCloud's job label, of one job or all.
 
+    Sparse: from the engine's listing alone, so one removed meanwhile cannot fail the call.
+    """
     label = f"{JOB_LABEL}={job_id}" if job_id else JOB_LABEL
-    for _ in range(5):
-        try:
-            return engine_client(host).containers.list(all=True, filters={"label": label})
-        except NotFound:
-            time.sleep(0.1)  # one went between the listing and its inspection: ask again
-    return engine_client(host).containers.list(all=True, filters={"label": label})
+    return engine_client(host).containers.list(all=True, sparse=True, filters={"label": label})
 
 
 def processes_with(env_entry: str) -> list[str]:

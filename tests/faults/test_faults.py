@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -95,11 +96,15 @@ def test_local_run_killed(stage: Stage) -> None:
 def test_local_run_killed_while_server_is_down(stage: Stage) -> None:
     env = stage.case_env()
     home = env["JOBCLOUD_HOME"]
+    idle = stage.worker(stage.case_env(), "w-idle-server-down")
     cli = stage.spawn(env, "run", "faults/v1/nap", "--local")
     job = job_id_in(home)
     running_container(stage.engine_host, job)
     stage.server.stop()
     try:
+        t_term = kill(idle.popen.pid, signal.SIGTERM)
+        idle.popen.wait(IDLE_STOP_DEADLINE_S)
+        record("idle worker SIGTERMed while the Prefect server is down", f"exited ({idle.popen.returncode})", time.monotonic() - t_term, 5, "none")
         t0 = kill(cli.pid)
         cli.wait(10)
         # The container goes at once; the run's state waits for the server.
@@ -121,9 +126,13 @@ def test_worker_killed(stage: Stage) -> None:
     running_container(stage.engine_host, job)
     _ticked(home, job)
     assert any("warm_start --serve" in p for p in processes_with(f"JOBCLOUD_HOME={home}")), "no fork server"
+    socket_folder = Path(re.search(r"fork server (\S+)/fork\.sock", worker.tail(200)).group(1))
+    assert socket_folder.is_dir()
     t0 = kill(worker.popen.pid)
     state, secs = settle(stage, job, home, t0, CRASH_DEADLINE_S)
     left = leftovers(stage, job, home)
+    if socket_folder.exists():
+        left = f"{left}, socket folder {socket_folder}"
     record("worker SIGKILLed mid-job (fork server, flow run, container)", state, secs, CRASH_DEADLINE_S, left)
     assert state == "Crashed" and left == "none"
     assert "tick" in _stored_log(stage, job)

@@ -6,7 +6,8 @@ import pytest
 from prefect.states import Failed
 
 from flows.errors import ContainerEngineError, ImageNotFoundError, ParameterError, StorageError
-from flows.job import RetryPolicy, is_infra_failure, masker
+from flows.retries import RetryPolicy, is_infra_failure
+from flows.secrets import masker
 
 
 def _app_failure(code: int = 1, timed_out: bool = False):
