@@ -7,10 +7,11 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=$(sha256sum pyproject.toml | cut -c1-16)
+# The stamp covers the declared ranges and the tested pins: a change to either reinstalls.
+stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.jobcloud-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "installing JobCloud and its pins into .venv ..." >&2
-  .venv/bin/pip install -q -e ".[test,s3]" >&2
+  .venv/bin/pip install -q -e ".[test,s3]" -c constraints.txt >&2
   echo "$stamp" > .venv/.jobcloud-stamp
 fi
 DOCKER_HOST=$(scripts/engine.sh)

@@ -125,3 +125,28 @@ def jc_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def cli(jc_env: dict[str, str], tmp_path: Path) -> Cli:
     """`jobcloud` against this test's store (and the session's server, if one was asked for)."""
     return Cli(env=jc_env, cwd=tmp_path)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which Prefect (and friends) this run used, e.g. `prefect 3.8.8, prefect-docker 0.7.4, ...`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in ("prefect", "prefect-docker", "docker", "fastapi", "s3fs", "prefect-aws", "gcsfs", "prefect-gcp"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} -")
+    pins = ROOT / "constraints.txt"
+    pinned = {}
+    if pins.is_file():
+        for line in pins.read_text().splitlines():
+            if "==" in line and not line.lstrip().startswith("#"):
+                n, _, v = line.strip().partition("==")
+                pinned[n.lower().replace("_", "-")] = v
+    if not pinned:
+        src = "no constraints.txt"
+    else:
+        off = [p for p in parts if p.split(" ")[0] in pinned and p.split(" ")[1] != pinned[p.split(" ")[0]]]
+        src = "as pinned in constraints.txt" if not off else "differs from constraints.txt: " + ", ".join(off)
+    return ", ".join(parts) + f" ({src})"
