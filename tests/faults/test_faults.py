@@ -40,6 +40,7 @@ pytestmark = pytest.mark.e2e
 CRASH_DEADLINE_S = 30  # a dead process's run is final and cleaned up within this
 CANCEL_DEADLINE_S = 15  # goal 5 s; the bound leaves room for a loaded machine
 IDLE_STOP_DEADLINE_S = 15  # goal 5 s
+STAGED_FILES = 50000  # staging them takes several seconds: time for a cancel to land mid-way
 
 
 def _stored_log(stage: Stage, job_id: str) -> str:
@@ -232,17 +233,19 @@ def test_cancel_running_local(stage: Stage) -> None:
 def test_cancel_while_staging(stage: Stage) -> None:
     folder = stage.store() / "data" / "many"
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(20000):
+    for i in range(STAGED_FILES):
         (folder / f"f{i:05d}.txt").write_bytes(b"x" * 512)
     env = stage.case_env()
     home = env["JOBCLOUD_HOME"]
     cli = stage.spawn(env, "run", "faults/v1/nap", "--local", "--data", "data/many")
     job = job_id_in(home)
-    wait_for(lambda: _task_running(stage, job, "stage-inputs"), 60, "staging to start")
+    # The first staged files on disk: the server hears of the task's state later than that.
+    staged = Path(home) / "work" / job / "files" / "data" / "many"
+    wait_for(lambda: staged.is_dir() and any(staged.iterdir()), 60, "staging to start", every=0.05)
     t0 = _cancel(stage, env, job)
     state, secs = settle(stage, job, home, t0, CANCEL_DEADLINE_S)
     left = leftovers(stage, job, home)
-    record("cancel while staging 20,000 input files (`run --local`)", state, secs, 5, left)
+    record(f"cancel while staging {STAGED_FILES:,} input files (`run --local`)", state, secs, 5, left)
     assert cli.wait(10) == 1
     assert state == "Cancelled" and left == "none"
     m = manifest(stage, job)
