@@ -241,11 +241,11 @@ def main() -> None:
     print(f"starting prefect server in {tmp} ...", file=sys.stderr)
     with server:
         os.environ["PREFECT_API_URL"] = server.api_url
-        from blocks.job_store import JobStore
+        from blocks.store.factory import store_from_settings
         from deployments.deploy import sync
         from flows.catalog import load_catalog
 
-        store = JobStore.from_settings()
+        store = store_from_settings()
         store.write_bytes("bench/config.yaml", (ROOT / "examples/linefit/config.yaml").read_bytes())
         store.write_bytes("bench/points.csv", (ROOT / "examples/linefit/points.csv").read_bytes())
         sync(load_catalog(catalog))

@@ -53,10 +53,10 @@ def run_jobcloud(env: dict[str, str], epochs: int) -> dict[str, float]:
         sys.exit(f"jobcloud run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout)
     timings = result["manifest"]["timings"]
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
 
     os.environ.update({k: env[k] for k in ("JOBCLOUD_HOME", "JOBCLOUD_STORAGE")})
-    metrics = json.loads(JobStore.from_settings().read_bytes(f"jobs/{result['id']}/output/metrics.json"))
+    metrics = json.loads(store_from_settings().read_bytes(f"jobs/{result['id']}/output/metrics.json"))
     return {"wall": wall, "flow": timings["total_s"], "staging": timings["staging_s"],
             "container": timings["container_s"], "upload": timings["upload_s"], "training": metrics["training_seconds"]}
 

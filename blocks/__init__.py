@@ -1,1 +1,13 @@
-"""Where JobCloud's files live and which container engine runs the jobs."""
+"""The foundation: errors, key safety, settings, the container engine, job stores and transfers.
+
+What lives here:
+- `errors`: every JobCloud error (user errors exit 2, platform failures exit 1).
+- `keys`: job-store keys, checked so they never leave the store's root.
+- `settings`: `JOBCLOUD_*` environment variables.
+- `engine`: the container engine (Docker, or Podman's Docker-compatible API).
+- `store/`: the job store (local folder, S3, GCS), its Prefect block, which one to open.
+- `transfer/`: moving one file to or from a store (the `Transfer` protocol and its
+  local, fsspec and S3 implementations).
+
+May import: nothing of JobCloud's outside `blocks` (never `flows` or `deployments`).
+"""

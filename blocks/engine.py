@@ -25,7 +25,7 @@ from docker.utils import version_lt
 from requests.exceptions import RequestException
 
 from blocks.settings import get_settings
-from flows.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError
+from blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError
 
 # Where Podman serves the Docker API when no Docker engine runs (rootful, then rootless).
 PODMAN_SOCKETS = (

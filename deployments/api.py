@@ -49,21 +49,21 @@ class Job:
 
     def info(self) -> Any:
         """Everything `jobcloud jobs show` reports, as a `JobInfo`."""
-        from blocks.job_store import JobStore
+        from blocks.store.factory import store_from_settings
         from deployments.jobs import show_job
 
         with _client() as client:
-            return show_job(client, self.id, JobStore.from_settings())
+            return show_job(client, self.id, store_from_settings())
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job ends; returns its final state (raises after ``timeout`` s)."""
-        from blocks.job_store import JobStore
+        from blocks.store.factory import store_from_settings
         from deployments.submit import result_of, wait_for
 
         if self._result is None:
             with _client() as client:
                 run = wait_for(client, self.id, timeout=timeout)
-            self._result = result_of(run, JobStore.from_settings())
+            self._result = result_of(run, store_from_settings())
         return self._result.state
 
     @property
@@ -78,10 +78,10 @@ class Job:
         manifest = self.result.manifest or {}
         keys = [o["key"] for o in manifest.get("outputs", [])]
         if dest is not None:
-            from blocks.job_store import JobStore
+            from blocks.store.factory import store_from_settings
             from deployments.jobs import download_outputs
 
-            download_outputs(JobStore.from_settings(), self.id, Path(dest))
+            download_outputs(store_from_settings(), self.id, Path(dest))
         return keys
 
     def logs(self) -> str:
@@ -114,9 +114,9 @@ def submit(
     """Submit a job to ``entrypoint`` ("APP/VERSION/ENTRYPOINT") and return its handle at once.
 
     Parameters are checked against the catalog and the inputs must exist in the job store
-    before anything is created (a `flows.errors.UserError` says what is wrong).
+    before anything is created (a `blocks.errors.UserError` says what is wrong).
     """
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
     from deployments.submit import submit as submit_run
     from flows.catalog import EntrypointRef, load_catalog
     from flows.request import validate_request
@@ -130,7 +130,7 @@ def submit(
             config_id=config, data_ids=list(data), artifact_ids=list(artifacts), env=env or {}, hardware=hardware, timeout=timeout
         ),
     )
-    store = JobStore.from_settings()
+    store = store_from_settings()
     for _, key in request.inputs():
         store.require(key)
     with _client() as client:

@@ -38,7 +38,7 @@ FINAL_STATE_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Fail
 def zombie_after_s() -> int:
     """Seconds without a heartbeat after which a running flow run is declared Crashed
     (JOBCLOUD_ZOMBIE_AFTER_S, default 90)."""
-    from flows.errors import UserError
+    from blocks.errors import UserError
 
     raw = os.environ.get(ZOMBIE_AFTER_ENV, "").strip()
     if not raw:

@@ -17,7 +17,7 @@ from deployments.cli_output import err, out, print_json
 from deployments.cli_run import run_command
 from deployments.cli_deploy import deploy_command
 from deployments.cli_jobs import jobs_app
-from flows.errors import JobCloudError, UserError
+from blocks.errors import JobCloudError, UserError
 
 app = typer.Typer(
     name="jobcloud",

@@ -9,7 +9,7 @@ import typer
 
 from deployments.cli_output import err, out, print_json
 from deployments.pools import POOLS
-from flows.errors import ParameterError
+from blocks.errors import ParameterError
 
 DEFAULT_PREFECT_YAML = Path("prefect.yaml")
 

@@ -8,15 +8,15 @@ from typing import List
 import typer
 
 from deployments.cli_output import byte_progress, human_size, out, print_json
-from flows.errors import UserError
+from blocks.errors import UserError
 
 files_app = typer.Typer(help="Upload, list, download and remove files in the job store.", no_args_is_help=True)
 
 
 def _store():
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
 
-    return JobStore.from_settings()
+    return store_from_settings()
 
 
 def names_the_key(locals_: list[Path], raw_dest: str) -> bool:
@@ -47,8 +47,8 @@ def put_command(
     stores the key a/b.yaml. A DEST ending in '/' is always a prefix (`put b.yaml a/` stores
     a/b.yaml too).
     """
-    from blocks.job_store import local_files
-    from flows.keys import check_key
+    from blocks.store.job_store import local_files
+    from blocks.keys import check_key
 
     if len(paths) < 2:
         raise UserError("give at least one local path and then the prefix: jobcloud files put LOCAL... PREFIX")
@@ -111,7 +111,7 @@ def get_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Download KEY (a file or a folder) into DIR."""
-    from flows.keys import check_key
+    from blocks.keys import check_key
 
     key = check_key(key)
     if dest.exists() and not dest.is_dir():

@@ -63,11 +63,11 @@ def show_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """State, phase, timings, parameters and outputs of one job."""
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
     from deployments.jobs import show_job
 
     with _client() as client:
-        info = show_job(client, job_id, JobStore.from_settings())
+        info = show_job(client, job_id, store_from_settings())
     if json_:
         print_json(info.model_dump(mode="json"))
         return
@@ -110,9 +110,9 @@ def cancel_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 @jobs_app.command("outputs")
 def outputs_command(job_id: str = typer.Argument(..., metavar="ID"), dest: Path = typer.Argument(..., metavar="DIR")) -> None:
     """Download the job's files (output/, log/, artifact/, manifest.json) into DIR."""
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
     from deployments.jobs import download_outputs
 
-    records = download_outputs(JobStore.from_settings(), job_id, dest)
+    records = download_outputs(store_from_settings(), job_id, dest)
     total = sum(r.size for r in records)
     out.print(f"{len(records)} files, {human_size(total)} into {dest}", highlight=False)

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from deployments.cli_output import err, human_size, out, print_json
-from flows.errors import ParameterError
+from blocks.errors import ParameterError
 
 
 def parse_env(pairs: list[str], option: str = "--env", value_word: str = "VALUE") -> dict[str, str]:
@@ -38,7 +38,7 @@ def run_command(
     priority: int = typer.Option(0, "--priority", min=0, max=5, help="0 (default) to 5 (most urgent): the pool's queue priority-N (server mode)."),
 ) -> int:
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
     from flows.catalog import EntrypointRef, load_catalog
     from flows.request import HardwareOverride, JobRequest, validate_request
 
@@ -59,7 +59,7 @@ def run_command(
             timeout=timeout,
         ),
     )
-    store = JobStore.from_settings()
+    store = store_from_settings()
     for _, key in request.inputs():
         store.require(key)
     if entry.app.secrets:

@@ -25,7 +25,7 @@ from deployments.automations import ZOMBIE_AUTOMATION, sync_zombie_automation, z
 from deployments.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
 from flows.catalog import Catalog, EntrypointRef
 from flows.catalog_flows import entrypoint_of, ref_of_attribute
-from flows.errors import UserError
+from blocks.errors import UserError
 
 MANAGED_TAG = "jobcloud"
 SCHEDULE_TAG = "schedule"

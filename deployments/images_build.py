@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import yaml
 
-from flows.errors import ContainerEngineError, UserError
+from blocks.errors import ContainerEngineError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "images"

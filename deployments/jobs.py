@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from flows.errors import JobCloudError, UserError
+from blocks.errors import JobCloudError, UserError
 from flows.manifest import job_prefix
 
 PHASES = {"stage-inputs": "preprocessing", "run-container": "running", "upload-outputs": "postprocessing"}
@@ -243,7 +243,7 @@ def _settle_cancel(client: Any, run_id: Any, job_id: str) -> str:
 
 def download_outputs(store: Any, job_id: str, dest: Path) -> list[Any]:
     """Copy everything under jobs/<id>/ into ``dest``: output/, log/, artifact/, manifest.json."""
-    from flows.errors import MissingKeyError
+    from blocks.errors import MissingKeyError
 
     if not _is_uuid(job_id):
         raise UnknownJobError(f"{job_id!r} is not a job id (list them with `jobcloud jobs ls`)")

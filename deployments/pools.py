@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flows.errors import ParameterError
+from blocks.errors import ParameterError
 
 POOLS = ("cpu", "gpu")
 PRIORITIES = range(0, 6)

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.errors import JobCloudError
+from blocks.errors import JobCloudError
 
 # Fast pickup: the stock process worker asks for new runs every 10 s; these poll every second.
 FAST_WORKER_ENV = {

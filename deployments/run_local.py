@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from blocks.job_store import JobStore
+from blocks.store.job_store import JobStore
 from deployments.job_result import JobResult, result_for
 from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from deployments.pools import DEFAULT_PRIORITY, queue_name
 from deployments.job_result import JobResult, result_for, state_label
 from flows.catalog import Entrypoint, EntrypointRef
-from flows.errors import JobCloudError, UserError
+from blocks.errors import JobCloudError, UserError
 from flows.manifest import job_prefix
 from flows.request import JobRequest
 
@@ -117,7 +117,7 @@ def submit_and_report(
     api = connect_api()
     from prefect.client.orchestration import get_client
 
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
     from deployments.cli_output import err, print_json
     from deployments.cli_run import report
 
@@ -146,6 +146,6 @@ def submit_and_report(
         except KeyboardInterrupt:
             err.print(f"stopped waiting; the job goes on. Cancel it with: jobcloud jobs cancel {run.id}")
             raise
-    result = result_of(final, JobStore.from_settings())
+    result = result_of(final, store_from_settings())
     report(result, as_json=as_json)
     return 0 if result.ok else 1

@@ -40,8 +40,8 @@ PRELOAD = (
     "docker",
     "flows.job",
     "flows.catalog_flows",
-    "blocks.job_store",
-    "blocks.store_block",
+    "blocks.store.job_store",
+    "blocks.store.store_block",
 )
 
 

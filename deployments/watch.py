@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from flows.catalog import Catalog, load_catalog
-from flows.errors import CatalogError
+from blocks.errors import CatalogError
 
 
 def _digest(path: Path) -> str | None:

@@ -12,11 +12,11 @@
 from pathlib import Path
 import tempfile
 
-from blocks.job_store import JobStore
+from blocks.store.factory import store_from_settings
 from deployments.api import submit
 
 here = Path(__file__).resolve().parent / "linefit"
-store = JobStore.from_settings()
+store = store_from_settings()
 for name in ("config.yaml", "points.csv", "query.csv"):
     store.write_bytes(f"notebook/{name}", (here / name).read_bytes())
 

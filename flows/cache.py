@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from flows.errors import JobCloudError
-from flows.keys import join_key
+from blocks.errors import JobCloudError
+from blocks.keys import join_key
 from flows.manifest import InputRecord, JobManifest, OutputRecord, job_prefix
 
 if TYPE_CHECKING:
-    from blocks.job_store import JobStore
+    from blocks.store.job_store import JobStore
     from flows.catalog import Entrypoint
     from flows.container_spec import ContainerSpec
 

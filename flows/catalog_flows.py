@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from flows.catalog import Catalog, EntrypointRef, load_catalog
-from flows.errors import UserError
+from blocks.errors import UserError
 
 if TYPE_CHECKING:
     from prefect import Flow

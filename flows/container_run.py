@@ -18,7 +18,7 @@ from requests.exceptions import RequestException
 from blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
 from flows.cancel_watch import cancel_requested
 from flows.container_spec import ContainerSpec
-from flows.errors import ContainerEngineError, ImageNotFoundError
+from blocks.errors import ContainerEngineError, ImageNotFoundError
 
 TAIL_LINES = 20
 STOP_GRACE_S = 10

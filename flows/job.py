@@ -20,16 +20,17 @@ from prefect.runtime import task_run as runtime_task_run
 from prefect.states import Cancelled, Failed, State
 
 from blocks.engine import docker_client
-from blocks.job_store import JobStore
+from blocks.store.job_store import JobStore
+from blocks.store.factory import store_from_settings
 from blocks.settings import get_settings
 from flows.cache import CacheLookup, lookup, remember, reuse_outputs
 from flows.cancel_watch import JobCancelled, watch_for_cancel
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
 from flows.container_spec import build_spec, owning_api, shell_command
-from flows.errors import ContainerFailed, JobCloudError
+from blocks.errors import ContainerFailed, JobCloudError
 from flows.job_guard import JobGuard, keep_logs
-from flows.keys import join_key, last_name
+from blocks.keys import join_key, last_name
 from flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
 from flows.output_images import publish_images
 from flows.progress import TransferProgress
@@ -316,7 +317,7 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
     return JobGuard.start(plan, settings.home / "logs" / "job_guard.log")
 
 
-def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = JobStore.from_settings) -> Flow:
+def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = store_from_settings) -> Flow:
     """The Prefect flow of one catalog entrypoint."""
 
     def job(

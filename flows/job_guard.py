@@ -88,7 +88,7 @@ def _patience() -> float:
 def remove_job_containers(job_id: str, patience_s: float) -> int:
     """Remove every container labelled with ``job_id``; retry while the engine is away."""
     from blocks.engine import docker_client
-    from flows.errors import ContainerEngineError
+    from blocks.errors import ContainerEngineError
 
     deadline = time.monotonic() + patience_s
     delay = 1.0
@@ -113,7 +113,7 @@ def remove_job_containers(job_id: str, patience_s: float) -> int:
 def keep_logs(store: Any, job_id: str, container_log: Path, log_dir: Path | None) -> list[dict[str, Any]]:
     """Upload what the job logged so far (its log folder and container.log); the records of
     what was uploaded, as `OutputRecord` fields."""
-    from flows.keys import join_key
+    from blocks.keys import join_key
 
     prefix = f"jobs/{job_id}"
     records: list[dict[str, Any]] = []
@@ -178,9 +178,9 @@ def _clean_up(plan: dict[str, Any], word: str) -> None:
     remove_job_containers(job_id, patience)
     manifest: dict[str, Any] = dict(plan.get("manifest") or {})
     try:
-        from blocks.job_store import JobStore
+        from blocks.store.factory import store_from_settings
 
-        store = JobStore.from_settings()
+        store = store_from_settings()
         manifest_key = f"jobs/{job_id}/manifest.json"
         if not store.exists(manifest_key):
             log_dir = Path(plan["log_dir"]) if plan.get("log_dir") else None

@@ -10,7 +10,7 @@ import base64
 import re
 from pathlib import PurePosixPath
 
-from blocks.job_store import JobStore
+from blocks.store.job_store import JobStore
 from flows.manifest import JobManifest
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}

@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.catalog import Catalog, EntrypointRef, load_catalog
-from flows.errors import UserError
+from blocks.errors import UserError
 from flows.manifest import job_prefix
 from flows.request import HardwareOverride
 

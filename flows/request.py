@@ -7,8 +7,8 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint
-from flows.errors import ParameterError
-from flows.keys import check_key, last_name
+from blocks.errors import ParameterError
+from blocks.keys import check_key, last_name
 
 MIN_MEMORY_MB = 6  # the smallest limit container engines accept
 

@@ -11,7 +11,7 @@ from typing import Any
 from prefect.states import State
 
 from flows.catalog import Entrypoint
-from flows.errors import (
+from blocks.errors import (
     ContainerEngineError,
     EngineUnavailableError,
     ImageNotFoundError,

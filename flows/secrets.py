@@ -8,7 +8,7 @@ from typing import Callable
 
 from pydantic import SecretStr
 
-from flows.errors import MissingSecretError
+from blocks.errors import MissingSecretError
 
 MASK = "***"
 

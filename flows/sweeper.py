@@ -112,7 +112,7 @@ def sweep_here() -> SweepReport:
 
     from blocks.engine import docker_client
     from blocks.settings import get_settings
-    from flows.errors import JobCloudError
+    from blocks.errors import JobCloudError
 
     try:
         engine = docker_client(timeout=30)

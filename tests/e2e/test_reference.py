@@ -41,7 +41,7 @@ def _artifacts_of(flow_run_id: str) -> list:
 
 
 def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_api, cli, jc_env) -> None:
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
 
     put = cli("files", "put", str(SAMPLE / "data"), str(SAMPLE / "config.yaml"), "samples/torchfit")
     assert put.returncode == 0, put.stderr
@@ -57,7 +57,7 @@ def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_ap
                 "output/loss_curve.png", "log/train.log", "log/container.log"):
         assert f"{prefix}/{key}" in keys, keys
 
-    store = JobStore.from_settings()
+    store = store_from_settings()
     metrics = json.loads(store.read_bytes(f"{prefix}/output/metrics.json"))
     assert metrics["epochs"] == 25 and metrics["device"] == "cpu" and metrics["rows"] == 800
     # The model learns: the standardised validation loss falls well below 1 (predicting the mean).

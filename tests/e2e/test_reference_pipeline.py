@@ -32,7 +32,7 @@ def _children(parent_id: str) -> list:
 
 
 def test_train_predict_pipeline_runs_each_step_as_its_own_job(images, prefect_api, cli) -> None:
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
 
     assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
     proc = _pipeline(cli, "run", "linefit-train-predict", "--config", "ex/config.yaml", "--data", "ex/points.csv")
@@ -47,7 +47,7 @@ def test_train_predict_pipeline_runs_each_step_as_its_own_job(images, prefect_ap
     assert all(r.state.is_completed() for r in children)
     assert "entrypoint:train" in children[0].tags and "entrypoint:predict" in children[1].tags
 
-    store = JobStore.from_settings()
+    store = store_from_settings()
     predict = json.loads(store.read_bytes(f"jobs/{jobs['predict']}/manifest.json"))
     assert [i["key"] for i in predict["inputs"] if i["kind"] == "artifact_ids"] == [f"jobs/{jobs['train']}/artifact"]
     assert store.read_bytes(f"jobs/{jobs['predict']}/output/predictions.csv").strip()

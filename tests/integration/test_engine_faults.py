@@ -86,7 +86,7 @@ def test_run_container_refuses_gpus_before_create(engine: str, images) -> None:
     from blocks.engine import docker_client, gpu_support
     from flows.container_run import run_container
     from flows.container_spec import ContainerSpec
-    from flows.errors import GpuUnavailableError
+    from blocks.errors import GpuUnavailableError
 
     client = docker_client()
     if gpu_support(client).available:
@@ -176,7 +176,7 @@ def test_losing_the_engine_mid_run_is_one_plain_sentence(proxy: _Proxy, images, 
     from blocks.engine import docker_client
     from flows.container_run import run_container
     from flows.container_spec import ContainerSpec
-    from flows.errors import ContainerEngineError
+    from blocks.errors import ContainerEngineError
 
     real_host = os.environ["DOCKER_HOST"]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")

@@ -242,7 +242,7 @@ def test_unreachable_engine_is_retried_with_backoff(prefect_api, prefect_client,
     """Infrastructure failures are retried (3 attempts) whatever the catalog says."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from blocks.job_store import JobStore
+    from blocks.store.factory import store_from_settings
     from flows.catalog import EntrypointRef, parse_catalog
     from flows.job import make_flow
 
@@ -250,7 +250,7 @@ def test_unreachable_engine_is_retried_with_backoff(prefect_api, prefect_client,
     ref = EntrypointRef.parse("outcomes/v1/sleepy")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     monkeypatch.setenv("JOBCLOUD_INFRA_RETRY_DELAY_S", "0.2")
-    store = JobStore.from_settings()
+    store = store_from_settings()
     flow = make_flow(ref, catalog.get(ref), lambda: store)
     with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
         state = flow(return_state=True)

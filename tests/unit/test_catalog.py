@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.catalog import EntrypointRef, load_catalog, parse_catalog
-from flows.errors import CatalogError, UnknownEntrypointError
+from blocks.errors import CatalogError, UnknownEntrypointError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -164,7 +164,7 @@ def test_a_variable_is_plain_or_secret_not_both() -> None:
 
 
 def test_secrets_are_validated_in_a_job_request() -> None:
-    from flows.errors import ParameterError
+    from blocks.errors import ParameterError
     from flows.request import JobRequest, secret_blocks, validate_request
 
     entry = _one({"env": ["LR"], "secrets": ["API_TOKEN"]})

@@ -6,7 +6,7 @@ import pytest
 
 from deployments.cli import main
 from deployments.cli_run import parse_env
-from flows.errors import ParameterError
+from blocks.errors import ParameterError
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from deployments.jobs import state_types
 from deployments.pools import prefect_priority, queue_name
 from deployments.submit import deployment_name, parameters_of
 from flows.catalog import EntrypointRef
-from flows.errors import ParameterError, UserError
+from blocks.errors import ParameterError, UserError
 from flows.request import HardwareOverride, JobRequest
 
 

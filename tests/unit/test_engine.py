@@ -18,7 +18,7 @@ import pytest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from blocks import engine
-from flows.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError, UserError
+from blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError, UserError
 
 SDK = engine.sdk_api_version()
 

@@ -9,7 +9,7 @@ import pytest
 from docker.errors import ImageNotFound
 
 from deployments import images_build as ib
-from flows.errors import UserError
+from blocks.errors import UserError
 
 
 class _Images:
@@ -87,7 +87,7 @@ def test_debian_mirror_is_an_http_url() -> None:
 
 
 def test_no_engine_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.errors import ContainerEngineError
+    from blocks.errors import ContainerEngineError
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     with pytest.raises(ContainerEngineError, match="no container engine answers at .*scripts/engine.sh"):

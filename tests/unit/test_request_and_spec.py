@@ -8,7 +8,7 @@ import pytest
 
 from flows.catalog import EntrypointRef, load_catalog
 from flows.container_spec import build_spec, shell_command
-from flows.errors import ParameterError, UnsafeKeyError
+from blocks.errors import ParameterError, UnsafeKeyError
 from flows.request import HardwareOverride, JobRequest, validate_request
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from blocks.job_store import FileRecord, JobStore
+from blocks.store.job_store import FileRecord, JobStore
 from flows.cache import CacheLookup, cache_key, lookup, remember, reuse_outputs
 from flows.catalog import Entrypoint
 from flows.manifest import InputRecord, JobManifest, OutputRecord

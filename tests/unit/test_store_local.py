@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks import transfer
-from blocks.job_store import JobStore, local_files
-from flows.errors import MissingKeyError, UnsafeKeyError, UserError
+from blocks.transfer import local as transfer
+from blocks.store.job_store import JobStore, local_files
+from blocks.errors import MissingKeyError, UnsafeKeyError, UserError
 
 MiB = 1024 * 1024
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from blocks import transfer
-from blocks.transfer import StoreAccessError, TransferError, is_transient, retrying
-from flows.errors import MissingKeyError
+from blocks.transfer import base as transfer
+from blocks.transfer.base import StoreAccessError, TransferError, is_transient, retrying
+from blocks.errors import MissingKeyError
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -43,7 +43,7 @@ def test_a_short_transfer_is_transient_and_retried(monkeypatch: pytest.MonkeyPat
     def flaky() -> str:
         calls.append(1)
         if len(calls) < 3:
-            transfer._check_size("download of x", 10, 20)
+            transfer.check_size("download of x", 10, 20)
         return "whole"
 
     assert retrying("download of x", flaky) == "whole"

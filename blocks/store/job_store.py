@@ -1,8 +1,8 @@
 """The job store: every input and output of every job, under one root, through fsspec.
 
-Keys are relative POSIX paths (see `flows.keys`). The root is a local folder, `file://`,
-`s3://bucket/prefix` or `gs://bucket/prefix` (settings: `blocks.store_block`). Files move
-through `blocks.transfer`: streamed, hashed in the same pass, verified, retried, and visible
+Keys are relative POSIX paths (see `blocks.keys`). The root is a local folder, `file://`,
+`s3://bucket/prefix` or `gs://bucket/prefix` (which one: `blocks.store.factory`). Files move
+through a `blocks.transfer` implementation: streamed, hashed in the same pass, verified, retried, and visible
 under their final name only when complete.
 """
 
@@ -25,9 +25,10 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
-from blocks.transfer import StoreAccessError, transfer_for
-from flows.errors import MissingKeyError, StorageError, UnsafeKeyError, UserError
-from flows.keys import check_key, check_unique_names, join_key
+from blocks.errors import MissingKeyError, StorageError, UnsafeKeyError, UserError
+from blocks.keys import check_key, check_unique_names, join_key
+from blocks.transfer.base import StoreAccessError, Transfer
+from blocks.transfer.factory import transfer_for
 
 DEFAULT_CONCURRENCY = 8
 
@@ -201,23 +202,7 @@ class JobStore:
         self.is_local = isinstance(fs, LocalFileSystem)
         if self.is_local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-        self.transfer = transfer_for(fs, concurrency, rehash=rehash)
-
-    @classmethod
-    def from_settings(cls) -> "JobStore":
-        """The store that `JOBCLOUD_STORAGE` names: a URL, or `block:<name>` for a saved
-        `JobStoreBlock` (default: a folder under ~/.jobcloud). S3 credentials and endpoint
-        come from the block, else from the standard AWS_* variables."""
-        from blocks.settings import get_settings
-
-        value = get_settings().storage_url
-        if value.startswith("block:"):
-            from blocks.store_block import store_from_setting
-
-            return store_from_setting(value)
-        from blocks.store_urls import store_from_url
-
-        return store_from_url(value)
+        self.transfer: Transfer = transfer_for(fs, concurrency, rehash=rehash)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r})"
@@ -260,9 +245,7 @@ class JobStore:
     def check(self) -> None:
         """Raise a clear error if the store cannot be used at all (bad credentials, no
         bucket, unreachable endpoint); a no-op for local folders."""
-        check = getattr(self.transfer, "check", None)
-        if check is not None:
-            check(self.root)
+        self.transfer.check(self.root)
 
     def list(self, prefix: str = "", recursive: bool = False) -> list[StoreEntry]:
         """Entries directly under ``prefix`` (or every file below it with ``recursive``)."""
@@ -370,9 +353,8 @@ class JobStore:
     def write_bytes(self, key: str, data: bytes) -> FileRecord:
         """Write a small object whole, atomically."""
         key = check_key(key)
-        put_bytes = getattr(self.transfer, "put_bytes", None)
-        if put_bytes is not None:
-            digest = put_bytes(self.path(key), data)
+        digest = None if self.is_local else self.transfer.put_bytes(self.path(key), data)
+        if digest is not None:
             return FileRecord(key=key, size=len(data), sha256=digest)
         digest = hashlib.sha256(data).hexdigest()
         self._atomic_write(key, lambda fh: fh.write(data))
@@ -406,13 +388,8 @@ class JobStore:
                     self.transfer.copy_within, src_name, dest_name, sha256, src_dir_fd=src_fd, dest_dir_fd=dest_fd
                 )
             return self._copied(src, dest, got, digest, size)
-        copy = getattr(self.transfer, "copy_within", None)
         try:
-            if copy is not None:
-                got, digest = self._call(copy, self.path(src), self.path(dest), sha256)
-            else:
-                self._call(self.fs.copy, self.path(src), self.path(dest))
-                got, digest = int(self._call(self.fs.size, self.path(dest))), sha256
+            got, digest = self._call(self.transfer.copy_within, self.path(src), self.path(dest), sha256)
         except FileNotFoundError:
             raise MissingKeyError(src, self.url) from None
         return self._copied(src, dest, got, digest, size)

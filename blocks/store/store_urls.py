@@ -1,15 +1,19 @@
 """Job stores named by a URL (a folder, `s3://`, `gs://`), without Prefect.
 
-Kept apart from `blocks.store_block` on purpose: that module imports Prefect, prefect-aws and
+Kept apart from `blocks.store.store_block` on purpose: that module imports Prefect, prefect-aws and
 prefect-gcp (seconds), and the command line must not import Prefect before it knows which
 API to talk to.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Optional
 
-from blocks.job_store import JobStore
+import fsspec
+
+from blocks.store.job_store import JobStore
 
 
 def s3_options(
@@ -43,13 +47,8 @@ def gcs_emulator_mode() -> None:
     """gcsfs asks Google's gRPC control plane for each bucket's layout (60 s timeouts against
     an emulator, which has none); its plain JSON-API client is what an emulator speaks.
     Must run before gcsfs is first imported."""
-    import os
-    import sys
-
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     if "gcsfs" in sys.modules:  # imported already, maybe as the extended class: pin the plain one
-        import fsspec
-
         for proto in ("gs", "gcs"):
             fsspec.register_implementation(proto, "gcsfs.core.GCSFileSystem", clobber=True)
 
@@ -60,8 +59,6 @@ def store_from_url(value: str) -> JobStore:
         # Like a block with every field empty: the standard AWS_* variables decide.
         return JobStore(value, s3_options())
     if value.startswith(("gs://", "gcs://")):
-        import os
-
         opts: dict[str, Any] = {}
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:

@@ -7,7 +7,7 @@ import unicodedata
 from typing import Iterable
 from urllib.parse import unquote
 
-from flows.errors import UnsafeKeyError
+from blocks.errors import UnsafeKeyError, UserError
 
 MAX_SEGMENT_BYTES = 255
 MAX_KEY_BYTES = 4096
@@ -82,8 +82,6 @@ def check_unique_names(names: Iterable[str], where: str = "") -> None:
         norm = unicodedata.normalize("NFC", name)
         other = seen.setdefault(norm, name)
         if other != name:
-            from flows.errors import UserError
-
             place = f" in {where}" if where else ""
             raise UserError(
                 f"{other!r} and {name!r}{place} differ only in Unicode normalization "

@@ -5,7 +5,7 @@ ones go multipart through s3transfer, fed by a sequential hashing reader (parts 
 concurrently, at most a few buffered). Downloads over 8 MiB are concurrent ranged GETs that
 s3transfer puts back in order (bounded) into a sequential hashing writer. Every object
 carries its SHA-256 (metadata, or a tag for multipart ones) and downloads are checked
-against it and against the size. See `blocks.transfer` for retries and the other stores.
+against it and against the size. See `blocks.transfer.base` for retries and the protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from blocks.transfer import (
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, NoCredentialsError
+from s3transfer.manager import TransferConfig, TransferManager
+
+from blocks.errors import MissingKeyError, StorageError, UserError
+from blocks.transfer.base import (
     CHUNK,
     SINGLE,
     SMALL,
@@ -24,13 +30,12 @@ from blocks.transfer import (
     Progress,
     StoreAccessError,
     TransferError,
-    _check_sha,
-    _check_size,
-    _tmp_beside,
+    check_sha,
+    check_size,
     log,
     retrying,
+    tmp_beside,
 )
-from flows.errors import MissingKeyError, StorageError, UserError
 
 
 class _HashingReader:
@@ -118,10 +123,6 @@ class S3Transfer:
     """Attempts of each request (botocore's standard retry mode: 5xx, throttling, resets)."""
 
     def __init__(self, fs: Any, concurrency: int = 8) -> None:
-        import boto3
-        from botocore.config import Config
-        from s3transfer.manager import TransferConfig, TransferManager
-
         self.fs = fs
         # Botocore retries each request (5xx, throttling, resets) with backoff; `retrying`
         # above retries whole files when a request runs out of attempts.
@@ -155,8 +156,6 @@ class S3Transfer:
     # errors -----------------------------------------------------------------------------
     def explain(self, exc: BaseException, path: str, key: str | None = None) -> BaseException:
         """A JobCloud error that says what is wrong, for a boto error."""
-        from botocore.exceptions import ClientError, NoCredentialsError
-
         bucket, _ = self.split(path)
         if isinstance(exc, NoCredentialsError):
             return StoreAccessError(
@@ -185,8 +184,6 @@ class S3Transfer:
 
     def bucket_exists(self, bucket: str) -> bool:
         """Whether the bucket is there (raising `StoreAccessError` on bad credentials)."""
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_bucket(Bucket=bucket)
             return True
@@ -209,7 +206,7 @@ class S3Transfer:
             raise StoreAccessError(f"the bucket {bucket!r} does not exist at {self.endpoint}")
 
     # transfers --------------------------------------------------------------------------
-    def upload(self, local: Path, path: str, progress: Progress) -> tuple[int, str]:
+    def upload(self, local: Path, path: str, progress: Progress, dir_fd: None = None) -> tuple[int, str]:
         """Upload a local file to ``bucket/key``; returns (size, sha256) of what was sent."""
         try:
             return retrying(f"upload of {local.name}", lambda: self._upload_once(local, path, progress))
@@ -238,9 +235,9 @@ class S3Transfer:
                 progress(-sent[0])  # the retry sends these bytes again
                 raise
         digest = reader.sha.hexdigest()
-        _check_size(f"upload of {local.name}", reader.size, size)
+        check_size(f"upload of {local.name}", reader.size, size)
         head = self.client.head_object(Bucket=bucket, Key=key)
-        _check_size(f"upload of {local.name}", int(head["ContentLength"]), size)
+        check_size(f"upload of {local.name}", int(head["ContentLength"]), size)
         try:
             # Multipart objects get their SHA-256 as a tag (metadata is fixed before the parts).
             self.client.put_object_tagging(
@@ -267,7 +264,7 @@ class S3Transfer:
                 raw = h.digest()
                 fh.seek(0)
                 body = fh
-            _check_size(f"upload of {local.name}", sent, size)
+            check_size(f"upload of {local.name}", sent, size)
             resp = self.client.put_object(
                 Bucket=bucket, Key=key, Body=body, ContentLength=sent,
                 ChecksumSHA256=base64.b64encode(raw).decode(), Metadata={"sha256": raw.hex()},
@@ -278,7 +275,9 @@ class S3Transfer:
             raise TransferError(f"upload of {local.name}: the server stored a different SHA-256")
         return sent, raw.hex()
 
-    def download(self, path: str, dest: Path, progress: Progress, size_hint: int | None = None) -> tuple[int, str]:
+    def download(
+        self, path: str, dest: Path, progress: Progress, size_hint: int | None = None, dir_fd: None = None
+    ) -> tuple[int, str]:
         """Download ``bucket/key`` to ``dest`` (atomically); (size, sha256), both verified."""
         try:
             return retrying(
@@ -293,7 +292,7 @@ class S3Transfer:
         self, path: str, dest: Path, progress: Progress, size_hint: int | None
     ) -> tuple[int, str]:
         bucket, key = self.split(path)
-        tmp = _tmp_beside(dest)
+        tmp = tmp_beside(dest)
         got = [0]
 
         def count(n: int) -> None:
@@ -330,9 +329,9 @@ class S3Transfer:
                     future.result()
                     if not expected_sha:
                         expected_sha = self._tagged_sha(bucket, key)
-            _check_size(f"download of s3://{path}", writer.size, total)
+            check_size(f"download of s3://{path}", writer.size, total)
             digest = writer.sha.hexdigest()
-            _check_sha(f"download of s3://{path}", digest, expected_sha)
+            check_sha(f"download of s3://{path}", digest, expected_sha)
             os.replace(tmp, dest)
             return total, digest
         except BaseException:
@@ -342,7 +341,9 @@ class S3Transfer:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
 
-    def copy_within(self, src: str, dest: str, sha256: str | None) -> tuple[int, str | None]:
+    def copy_within(
+        self, src: str, dest: str, sha256: str | None, src_dir_fd: None = None, dest_dir_fd: None = None
+    ) -> tuple[int, str | None]:
         """Server-side copy (multipart for large objects); (size, sha256) of the copy."""
         sb, sk = self.split(src)
         db, dk = self.split(dest)

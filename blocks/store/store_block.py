@@ -2,14 +2,14 @@
 
 Register the block type with the Prefect server:
 
-    prefect block register -m blocks.store_block
+    prefect block register -m blocks.store.store_block
 
 Create one in the UI (Blocks -> JobCloud Job Store) or in Python, then select it with
 ``JOBCLOUD_STORAGE=block:<name>``:
 
 ```python
 from prefect_aws import AwsCredentials
-from blocks.store_block import JobStoreBlock
+from blocks.store.store_block import JobStoreBlock
 
 JobStoreBlock(
     url="s3://lab-data/jobcloud",
@@ -31,9 +31,9 @@ from typing import Any, Optional
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-from blocks.job_store import DEFAULT_CONCURRENCY, JobStore
-from blocks.store_urls import gcs_emulator_mode, s3_options, store_from_url
-from flows.errors import UserError
+from blocks.errors import UserError
+from blocks.store.job_store import DEFAULT_CONCURRENCY, JobStore
+from blocks.store.store_urls import gcs_emulator_mode, s3_options
 
 try:  # prefect-aws comes with the `s3` extra
     from prefect_aws import AwsCredentials
@@ -43,9 +43,6 @@ try:  # prefect-gcp comes with the `gcs` extra
     from prefect_gcp import GcpCredentials
 except ImportError:  # pragma: no cover - a store without GCS support
     GcpCredentials = None  # type: ignore[assignment,misc]
-
-BLOCK_PREFIX = "block:"
-
 
 class JobStoreBlock(Block):
     """Where JobCloud keeps the inputs and outputs of jobs: a local folder, an S3 (or
@@ -67,7 +64,7 @@ class JobStoreBlock(Block):
     Example:
         Load a saved store and list its top level:
         ```python
-        from blocks.store_block import JobStoreBlock
+        from blocks.store.store_block import JobStoreBlock
 
         store = JobStoreBlock.load("lab-store").job_store()
         print(store.list(""))
@@ -162,16 +159,14 @@ class JobStoreBlock(Block):
         return JobStore(self.url, self.storage_options(), concurrency=self.concurrency)
 
 
-def store_from_setting(value: str) -> JobStore:
-    """The store a `JOBCLOUD_STORAGE` value names: `block:<name>` or a URL/folder."""
-    if value.startswith(BLOCK_PREFIX):
-        name = value[len(BLOCK_PREFIX) :]
-        try:
-            block = JobStoreBlock.load(name)
-        except ValueError as exc:
-            raise UserError(
-                f"JOBCLOUD_STORAGE={value!r}: no JobStoreBlock named {name!r} on the Prefect "
-                f"server ({exc}); create one, or give a URL"
-            ) from None
-        return block.job_store()
-    return store_from_url(value)
+
+def load_store_block(name: str) -> JobStore:
+    """The store of the saved `JobStoreBlock` ``name``."""
+    try:
+        block = JobStoreBlock.load(name)
+    except ValueError as exc:
+        raise UserError(
+            f"JOBCLOUD_STORAGE='block:{name}': no JobStoreBlock named {name!r} on the Prefect "
+            f"server ({exc}); create one, or give a URL"
+        ) from None
+    return block.job_store()
