@@ -7,7 +7,7 @@
       10 s) — the baseline,
    b) the same with `PREFECT_WORKER_QUERY_SECONDS=1`, and
    c) the JobCloud worker as documented: polls every second and starts runs warm from its
-      fork server (`deployments.fast_worker`, `deployments.warm_start`).
+      fork server (`deployments.worker.fast_worker`, `deployments.worker.warm_start`).
    submit -> container start is from just before the flow run is created to the flow's
    "container … started" log line; submit -> Completed to the flow run's end time.
 2. Throughput: --jobs tiny jobs submitted at once to pool `cpu` with a concurrency limit of 4
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.processes import PrefectServer, start_worker  # noqa: E402
+from deployments.server.processes import PrefectServer, start_worker  # noqa: E402
 
 ENTRY = "linefit/v1/train"
 PARAMS = {"config_id": "bench/config.yaml", "data_ids": ["bench/points.csv"]}
@@ -175,7 +175,7 @@ def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int,
     """``jobs`` jobs submitted at once to pool cpu limited to ``limit`` concurrent runs."""
     from prefect.client.orchestration import get_client
 
-    from deployments.deploy import sync
+    from deployments.server.deploy import sync
     from flows.catalog import load_catalog
 
     sync(load_catalog(env["JOBCLOUD_CONFIG"]), limits={"cpu": limit})
@@ -234,7 +234,7 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     }
     os.environ.update({k: env[k] for k in ("JOBCLOUD_HOME", "JOBCLOUD_STORAGE", "JOBCLOUD_CONFIG", "DOCKER_HOST")})
-    from deployments.images_build import build
+    from deployments.server.images_build import build
 
     build(["linefit"], log=lambda m: None)
     server = PrefectServer(home=tmp / "prefect-home")
@@ -242,7 +242,7 @@ def main() -> None:
     with server:
         os.environ["PREFECT_API_URL"] = server.api_url
         from blocks.store.factory import store_from_settings
-        from deployments.deploy import sync
+        from deployments.server.deploy import sync
         from flows.catalog import load_catalog
 
         store = store_from_settings()

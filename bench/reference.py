@@ -94,7 +94,7 @@ def main() -> None:
 
     import yaml
 
-    from deployments.images_build import build
+    from deployments.server.images_build import build
     from flows.catalog import EntrypointRef, load_catalog
     from flows.container_spec import shell_command
 

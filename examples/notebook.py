@@ -13,7 +13,7 @@ from pathlib import Path
 import tempfile
 
 from blocks.store.factory import store_from_settings
-from deployments.api import submit
+from deployments.server.api import submit
 
 here = Path(__file__).resolve().parent / "linefit"
 store = store_from_settings()

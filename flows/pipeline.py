@@ -23,15 +23,15 @@ overrides by step name: any job parameter, e.g. `{"train": {"hardware": {"gpu": 
 `use_deployments`: run each step through its entrypoint's deployment (`run_deployment`, so a
 GPU step goes to the gpu pool's workers) instead of in-process as a subflow.
 
-Starting one: from the Prefect UI once deployed (`python -m flows.pipeline serve` serves every
+Starting one: from the Prefect UI once deployed (`jobcloud pipelines serve` serves every
 pipeline as a deployment; a deployment's entrypoint is the module path
-`flows.pipeline.<pipeline-name>`), or `python -m flows.pipeline run NAME --config KEY --data KEY`.
+`flows.pipeline.<pipeline-name>`), or `jobcloud pipelines run NAME --config KEY --data KEY`
+(deployments/cli/pipelines.py).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -290,62 +290,3 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"{name}: no such pipeline; known: {', '.join(pipelines)}")
     return make_pipeline_flow(name, pipelines[name])
 
-
-def _main(argv: list[str]) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description="List, run or serve pipelines.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("ls", help="list the pipelines")
-    run = sub.add_parser("run", help="run one pipeline here (against PREFECT_API_URL or the local server)")
-    run.add_argument("name")
-    run.add_argument("--config")
-    run.add_argument("--data", action="append", default=[])
-    run.add_argument("--env", action="append", default=[], help="NAME=VALUE")
-    run.add_argument("--deployments", action="store_true", help="run each step through its deployment")
-    serve = sub.add_parser("serve", help="serve pipelines as deployments (start them from the UI)")
-    serve.add_argument("names", nargs="*")
-    args = parser.parse_args(argv)
-    try:
-        pipelines = load_pipelines()
-        if args.cmd == "ls":
-            for name, p in pipelines.items():
-                print(f"{name}: " + " -> ".join(f"{s.name} ({s.entrypoint})" for s in p.steps))
-            return 0
-        if args.cmd == "run":
-            from deployments.local_server import ensure_api
-
-            if args.name not in pipelines:
-                raise PipelineError(f"no pipeline {args.name!r}; known: {', '.join(pipelines)}")
-            ensure_api()
-            env = dict(pair.split("=", 1) for pair in args.env)
-            flow = make_pipeline_flow(args.name, pipelines[args.name])
-            state = flow(config_id=args.config, data_ids=args.data, env=env, use_deployments=args.deployments, return_state=True)
-            print(json.dumps({"id": str(state.state_details.flow_run_id), "state": state.type.value.title(),
-                              "message": state.message, "result": state.result(raise_on_failure=False)}, default=str))
-            return 0 if state.is_completed() else 1
-        from prefect import serve
-        from prefect.deployments.runner import EntrypointType
-
-        # Through the imported module, not __main__: the entrypoint must be importable.
-        from flows.pipeline import make_pipeline_flow as make
-
-        names = args.names or list(pipelines)
-        unknown = [n for n in names if n not in pipelines]
-        if unknown:
-            raise PipelineError(f"no pipeline {', '.join(unknown)}; known: {', '.join(pipelines)}")
-        serve(*(
-            make(n, pipelines[n]).to_deployment(
-                name="pipeline", tags=[PIPELINE_TAG], entrypoint_type=EntrypointType.MODULE_PATH
-            )
-            for n in names
-        ))
-        return 0
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

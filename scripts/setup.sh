@@ -16,5 +16,5 @@ if [ "$(cat .venv/.jobcloud-stamp 2>/dev/null)" != "$stamp" ]; then
 fi
 DOCKER_HOST=$(scripts/engine.sh)
 export DOCKER_HOST
-.venv/bin/python -m deployments.images_build >&2
+.venv/bin/python -m deployments.server.images_build >&2
 echo "export DOCKER_HOST=$DOCKER_HOST"

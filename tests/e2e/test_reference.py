@@ -21,7 +21,7 @@ SAMPLE = ROOT / "images" / "torchfit" / "sample"
 @pytest.fixture(scope="session")
 def torchfit_image(engine: str) -> str:
     """localhost/jobcloud/torchfit:1 and its bases (skipped when up to date)."""
-    from deployments.images_build import build
+    from deployments.server.images_build import build
 
     build(["torchfit"], log=lambda m: None)
     return "localhost/jobcloud/torchfit:1"

@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "examples" / "linefit"
 
 
 def _pipeline(cli, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.pipeline", *args], cwd=ROOT, env=cli.env,
+    return subprocess.run([sys.executable, "-m", "deployments.cli", "pipelines", *args], cwd=ROOT, env=cli.env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -71,7 +71,7 @@ def test_unknown_pipeline_is_a_usage_error(cli) -> None:
 
 
 def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefect_api, cli) -> None:
-    """`python -m flows.pipeline serve` makes the deployment; a run of it (what the UI's Run
+    """`jobcloud pipelines serve` makes the deployment; a run of it (what the UI's Run
     button does) executes train and predict as child jobs."""
     import time
 
@@ -79,7 +79,7 @@ def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefec
     from prefect.exceptions import ObjectNotFound
 
     assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
-    server = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "serve", "linefit-train-predict"], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "deployments.cli", "pipelines", "serve", "linefit-train-predict"], cwd=ROOT,
                               env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         with prefect_client() as client:

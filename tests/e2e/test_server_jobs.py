@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from deployments.processes import PrefectServer, Proc, start_worker
+from deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import ROOT, Cli
 
 pytestmark = pytest.mark.e2e

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.cli import main
-from deployments.cli_run import parse_env
+from deployments.cli.main import main
+from deployments.cli.run import parse_env
 from blocks.errors import ParameterError
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.cli_deploy import parse_limits
-from deployments.jobs import state_types
-from deployments.pools import prefect_priority, queue_name
-from deployments.submit import deployment_name, parameters_of
+from deployments.cli.deploy import parse_limits
+from deployments.server.jobs import state_types
+from deployments.server.pools import prefect_priority, queue_name
+from deployments.server.submit import deployment_name, parameters_of
 from flows.catalog import EntrypointRef
 from blocks.errors import ParameterError, UserError
 from flows.request import HardwareOverride, JobRequest
@@ -58,7 +58,7 @@ def test_cli_rejects_bad_priority_and_state(cli) -> None:
 def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
     from prefect.states import Completed, Scheduled
 
-    from deployments import submit
+    from deployments.server import submit
 
     states = [Scheduled(), Scheduled(), Scheduled(), Completed()]
 
@@ -82,7 +82,7 @@ def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
 
 
 def test_cli_says_when_the_server_does_not_answer(cli) -> None:
-    from deployments.processes import free_port
+    from deployments.server.processes import free_port
 
     cli.env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
     proc = cli("jobs", "ls")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from deployments.deploy import catalog_deployments, render_prefect_yaml, scheduled_deployments
+from deployments.server.deploy import catalog_deployments, render_prefect_yaml, scheduled_deployments
 from flows.catalog import load_catalog
 from flows.request import JobRequest
 

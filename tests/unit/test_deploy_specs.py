@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.deploy import MANAGED_TAG, catalog_deployments
+from deployments.server.deploy import MANAGED_TAG, catalog_deployments
 from flows.catalog import EntrypointRef, parse_catalog
 from flows.catalog_flows import attribute_name, entrypoint_of, ref_of_attribute
 

@@ -22,7 +22,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     sock = str(tmp_path / "fork.sock")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.warm_start", "--serve", sock, "tests.unit.warm_probe"],
+        [sys.executable, "-m", "deployments.worker.warm_start", "--serve", sock, "tests.unit.warm_probe"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -41,7 +41,7 @@ def _client(sock: str | None, cwd: Path, *args: str, **kwargs) -> subprocess.Pop
     if sock:
         env["JOBCLOUD_WARM_SOCKET"] = sock
     return subprocess.Popen(
-        [sys.executable, "-m", "deployments.warm_start", *args], env=env, cwd=cwd,
+        [sys.executable, "-m", "deployments.worker.warm_start", *args], env=env, cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )
 
@@ -90,7 +90,7 @@ def test_without_a_server_the_client_is_the_stock_engine(tmp_path: Path) -> None
 
 
 def test_worker_makes_relative_settings_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.fast_worker import absolute_paths
+    from deployments.worker.fast_worker import absolute_paths
 
     monkeypatch.chdir(tmp_path)
     env = {"JOBCLOUD_CONFIG": "cat.yaml", "JOBCLOUD_STORAGE": "s3://b/p", "JOBCLOUD_HOME": "~/jc", "JOBCLOUD_WORKDIR": "/abs"}
@@ -107,7 +107,7 @@ def test_a_failed_label_write_does_not_crash_the_run() -> None:
 
     from prefect.exceptions import PrefectHTTPStatusError
 
-    from deployments.fast_worker import JobCloudWorker
+    from deployments.worker.fast_worker import JobCloudWorker
 
     class Client:
         async def update_flow_run_labels(self, *args: object) -> None:

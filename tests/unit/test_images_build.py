@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from docker.errors import ImageNotFound
 
-from deployments import images_build as ib
+from deployments.server import images_build as ib
 from blocks.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class _Images:
@@ -28,7 +30,7 @@ class _Client:
 
 
 def test_default_images_are_those_the_catalog_refers_to(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JOBCLOUD_CONFIG", str(ib.ROOT / "application_config.yaml"))
+    monkeypatch.setenv("JOBCLOUD_CONFIG", str(ROOT / "application_config.yaml"))
     names, foreign = ib.catalog_images(ib.load_recipes())
     assert names == ["linefit", "torchfit"] and foreign == []
 

@@ -3,7 +3,7 @@
 Pools `cpu` and `gpu` have the type `jobcloud`; `prefect worker start --pool cpu` finds this
 class through the `prefect.collections` entry point that JobCloud installs. It *is* Prefect's
 `ProcessWorker` (same job template, same flow-run subprocess, cancellation and crash handling),
-with one change: it starts a fork server (`deployments.warm_start`) when it starts, and runs
+with one change: it starts a fork server (`deployments.worker.warm_start`) when it starts, and runs
 each flow run through it, so a run skips importing Prefect and JobCloud again (seconds per run).
 A job template that sets its own `command` is honoured as it is.
 
@@ -29,8 +29,8 @@ from typing import Any
 from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
-from deployments.warm_start import SOCKET_ENV
-from deployments.warm_start import STOP_GRACE_S as WARM_STOP_GRACE_S
+from deployments.worker.warm_start import SOCKET_ENV
+from deployments.worker.warm_start import STOP_GRACE_S as WARM_STOP_GRACE_S
 from flows.sweeper import sweep_here
 
 WORKER_TYPE = "jobcloud"
@@ -74,7 +74,7 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
         # Flow-run heartbeats let the server's zombie automation end runs of a lost host.
         self.env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
         if not self._command_configured and os.environ.get(SOCKET_ENV):
-            self.command = command_to_string([get_sys_executable(), "-m", "deployments.warm_start"])
+            self.command = command_to_string([get_sys_executable(), "-m", "deployments.worker.warm_start"])
             self._command_configured = True
 
 
@@ -213,7 +213,7 @@ class JobCloudWorker(ProcessWorker):
         env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
         log = open(folder / "warm_start.log", "ab")
         self._warm = subprocess.Popen(
-            [get_sys_executable(), "-m", "deployments.warm_start", "--serve", path],
+            [get_sys_executable(), "-m", "deployments.worker.warm_start", "--serve", path],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S

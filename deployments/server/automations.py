@@ -137,7 +137,7 @@ def ensure_zombie_automation(client: "SyncPrefectClient", after_s: int | None = 
 
 
 def main() -> None:
-    """`python -m deployments.automations`: install the automation on PREFECT_API_URL's server.
+    """`python -m deployments.server.automations`: install the automation on PREFECT_API_URL's server.
 
     A command of its own so that a process which must not import Prefect yet (local_server.py
     runs before PREFECT_API_URL is set) can have it done in a child process.

@@ -7,8 +7,8 @@ from typing import List
 
 import typer
 
-from deployments.cli_output import byte_progress, human_size, out, print_json
 from blocks.errors import UserError
+from deployments.cli.output import byte_progress, human_size, out, print_json
 
 files_app = typer.Typer(help="Upload, list, download and remove files in the job store.", no_args_is_help=True)
 
@@ -47,8 +47,8 @@ def put_command(
     stores the key a/b.yaml. A DEST ending in '/' is always a prefix (`put b.yaml a/` stores
     a/b.yaml too).
     """
-    from blocks.store.job_store import local_files
     from blocks.keys import check_key
+    from blocks.store.job_store import local_files
 
     if len(paths) < 2:
         raise UserError("give at least one local path and then the prefix: jobcloud files put LOCAL... PREFIX")

@@ -21,11 +21,20 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from deployments.automations import ZOMBIE_AUTOMATION, sync_zombie_automation, zombie_after_s
-from deployments.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
+from blocks.errors import UserError
+from deployments.server.automations import (
+    ZOMBIE_AUTOMATION,
+    sync_zombie_automation,
+    zombie_after_s,
+)
+from deployments.server.pools import (
+    DEFAULT_PRIORITY,
+    PoolChange,
+    ensure_pools,
+    queue_name,
+)
 from flows.catalog import Catalog, EntrypointRef
 from flows.catalog_flows import entrypoint_of, ref_of_attribute
-from blocks.errors import UserError
 
 MANAGED_TAG = "jobcloud"
 SCHEDULE_TAG = "schedule"

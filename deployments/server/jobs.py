@@ -71,7 +71,7 @@ def _tag(run: Any, prefix: str) -> str | None:
 
 def info_of(run: Any) -> JobInfo:
     """A flow run as a `JobInfo` (without phase or manifest)."""
-    from deployments.job_result import state_label
+    from deployments.server.job_result import state_label
 
     return JobInfo(
         id=str(run.id),
@@ -145,7 +145,7 @@ def phase_of(client: Any, run: Any) -> str | None:
 
 def show_job(client: Any, job_id: str, store: Any) -> JobInfo:
     """Everything about one job: state, phase, timings, parameters, manifest."""
-    from deployments.job_result import read_manifest
+    from deployments.server.job_result import read_manifest
 
     run = _run(client, job_id)
     info = info_of(run)

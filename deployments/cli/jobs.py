@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from deployments.cli_output import human_size, out, print_json
+from deployments.cli.output import human_size, out, print_json
 
 jobs_app = typer.Typer(help="Jobs on the Prefect server: ls, show, logs, cancel, outputs.", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ STATE_COLOURS = {"Completed": "green", "Failed": "red", "Crashed": "red", "Timed
 
 @contextmanager
 def _client() -> Iterator[Any]:
-    from deployments.submit import connect_api
+    from deployments.server.submit import connect_api
 
     connect_api()
     from prefect.client.orchestration import get_client
@@ -38,7 +38,7 @@ def ls_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """List jobs, newest first."""
-    from deployments.jobs import list_jobs, state_types
+    from deployments.server.jobs import list_jobs, state_types
 
     if state:
         state_types(state)  # a bad word fails before the server is contacted
@@ -64,7 +64,7 @@ def show_command(
 ) -> None:
     """State, phase, timings, parameters and outputs of one job."""
     from blocks.store.factory import store_from_settings
-    from deployments.jobs import show_job
+    from deployments.server.jobs import show_job
 
     with _client() as client:
         info = show_job(client, job_id, store_from_settings())
@@ -89,7 +89,7 @@ def show_command(
 @jobs_app.command("logs")
 def logs_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Print the job's log: the flow's messages and the container's output."""
-    from deployments.jobs import job_logs
+    from deployments.server.jobs import job_logs
 
     with _client() as client:
         lines = job_logs(client, job_id)
@@ -100,7 +100,7 @@ def logs_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 @jobs_app.command("cancel")
 def cancel_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Cancel a queued or running job."""
-    from deployments.jobs import cancel_job
+    from deployments.server.jobs import cancel_job
 
     with _client() as client:
         state = cancel_job(client, job_id)
@@ -111,7 +111,7 @@ def cancel_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 def outputs_command(job_id: str = typer.Argument(..., metavar="ID"), dest: Path = typer.Argument(..., metavar="DIR")) -> None:
     """Download the job's files (output/, log/, artifact/, manifest.json) into DIR."""
     from blocks.store.factory import store_from_settings
-    from deployments.jobs import download_outputs
+    from deployments.server.jobs import download_outputs
 
     records = download_outputs(store_from_settings(), job_id, dest)
     total = sum(r.size for r in records)

@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from deployments.cli_output import err, out, print_json
-from deployments.pools import POOLS
 from blocks.errors import ParameterError
+from deployments.cli.output import err, out, print_json
+from deployments.server.pools import POOLS
 
 DEFAULT_PREFECT_YAML = Path("prefect.yaml")
 
@@ -38,19 +38,19 @@ def deploy_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Make work pools and deployments match the catalog (idempotent)."""
-    from deployments.submit import connect_api
+    from deployments.server.submit import connect_api
     from flows.catalog import default_catalog_path, load_catalog
 
     path = catalog_path or default_catalog_path()
     limits = parse_limits(list(limit))
     if write_prefect_yaml:
-        from deployments.deploy import render_prefect_yaml
+        from deployments.server.deploy import render_prefect_yaml
 
         prefect_yaml.write_text(render_prefect_yaml(load_catalog(path), prefect_yaml))
         out.print(f"wrote {prefect_yaml}")
         return
     api = connect_api()
-    from deployments.deploy import sync
+    from deployments.server.deploy import sync
 
     def once(catalog) -> None:
         changes = sync(catalog, prune=prune, limits=limits, prefect_yaml=prefect_yaml)
@@ -59,7 +59,7 @@ def deploy_command(
     if not watch:
         once(load_catalog(path))
         return
-    from deployments.watch import watch as watch_loop
+    from deployments.server.watch import watch as watch_loop
 
     def on_error(exc) -> None:
         err.print(f"[red]catalog not applied:[/] {exc}", highlight=False)

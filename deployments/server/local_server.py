@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from blocks.settings import get_settings
-from deployments.processes import PrefectServer, healthy
+from deployments.server.processes import PrefectServer, healthy
 
 START_TIMEOUT_S = 90
 
@@ -56,7 +56,7 @@ def _sweep_in_background(api_url: str) -> None:
     import subprocess
 
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    for module in ("deployments.cli sweep", "deployments.automations"):
+    for module in ("deployments.cli sweep", "deployments.server.automations"):
         # The zombie-run automation too (automations.py). Both in child processes: importing
         # Prefect here, before PREFECT_API_URL is set, would fix the wrong API for this command.
         subprocess.Popen(

@@ -15,12 +15,18 @@ bundle, which pip inside the build needs where HTTPS goes through a local CA) an
 
 An image is rebuilt only when it is missing or its recipe changed: each image carries a label
 with a hash of its context, build arguments and base image ids.
+
+images/ ships inside the package as `deployments.images` (package data; pyproject.toml maps
+it), so the builder works from a checkout, an editable install and a regular install alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.resources
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -30,16 +36,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import docker.errors
 import yaml
 
+import blocks
+import deployments
+import flows
+from blocks.engine import docker_client, engine_url
 from blocks.errors import ContainerEngineError, UserError
+from flows.catalog import load_catalog
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES_DIR = ROOT / "images"
+IMAGES_DIR = Path(str(importlib.resources.files("deployments.images")))
+"""images/: the recipes (images.yaml) and the Dockerfile folders."""
 HASH_LABEL = "io.jobcloud.recipe-hash"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-# JobCloud's own source, copied into runtime images (tests, .venv and the rest stay out).
-JOBCLOUD_SOURCE = ("pyproject.toml", "flows", "blocks", "deployments")
+# JobCloud's own packages, copied into runtime images (tests, .venv and the rest stay out).
+JOBCLOUD_PACKAGES = (flows, blocks, deployments)
 DEBIAN_SUITE = "bookworm"  # its python3 is 3.11, the same as the local torch wheel
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -55,10 +67,27 @@ def load_recipes(images_dir: Path = IMAGES_DIR) -> dict[str, dict[str, Any]]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def package_folder(package: Any) -> Path:
+    """The folder a JobCloud package was imported from (a checkout or site-packages)."""
+    return Path(next(iter(package.__path__)))
+
+
+def jobcloud_pyproject() -> str:
+    """A pyproject.toml that installs the staged packages in a runtime image: the one
+    installed (its name, version and dependencies), with images/ inside `deployments`."""
+    dist = importlib.metadata.distribution("jobcloud")
+    deps = [r for r in dist.requires or [] if "extra ==" not in r]
+    return (
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "jobcloud"\nversion = "{dist.version}"\nrequires-python = ">=3.11"\n'
+        f"dependencies = {json.dumps(deps)}\n\n"
+        '[tool.setuptools.packages.find]\ninclude = ["flows*", "blocks*", "deployments*"]\n\n'
+        '[tool.setuptools.package-data]\n"deployments.images" = ["**/*"]\n'
+    )
+
+
 def catalog_images(recipes: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
     """(recipe names whose tag the catalog refers to, catalog images no recipe builds)."""
-    from flows.catalog import load_catalog
-
     by_tag = {r["tag"]: n for n, r in recipes.items()}
     names: list[str] = []
     foreign: list[str] = []
@@ -171,21 +200,17 @@ def _import_debootstrap(client: Any, tag: str, log: Log) -> None:
 
 def has_image(client: Any, tag: str) -> bool:
     """Whether the engine holds an image with this tag."""
-    from docker.errors import ImageNotFound
-
     try:
         client.images.get(tag)
         return True
-    except ImageNotFound:
+    except docker.errors.ImageNotFound:
         return False
 
 
 def _image_id(client: Any, tag: str) -> str:
-    from docker.errors import ImageNotFound
-
     try:
         return client.images.get(tag).id
-    except ImageNotFound:
+    except docker.errors.ImageNotFound:
         return ""
 
 
@@ -211,18 +236,16 @@ def _recipe_hash(client: Any, recipe: dict[str, Any], args: dict[str, str], reci
     if stage.get("jobcloud"):
         # Only the dependency list: every code change would otherwise rebuild the runtimes
         # (minutes); `jobcloud images build NAME --force` refreshes the copied source.
-        h.update((ROOT / "pyproject.toml").read_bytes())
+        h.update(jobcloud_pyproject().encode())
     for dep in recipe.get("needs", []):
         h.update(_image_id(client, recipes[dep]["tag"]).encode())
     return h.hexdigest()[:16]
 
 
 def _up_to_date(client: Any, tag: str, digest: str) -> bool:
-    from docker.errors import ImageNotFound
-
     try:
         labels = client.images.get(tag).labels or {}
-    except ImageNotFound:
+    except docker.errors.ImageNotFound:
         return False
     return labels.get(HASH_LABEL) == digest
 
@@ -251,12 +274,13 @@ def _stage_context(recipe: dict[str, Any], dest: Path, log: Log) -> None:
     src = staged / "jobcloud"
     src.mkdir()
     if stage.get("jobcloud"):
-        for name in JOBCLOUD_SOURCE:
-            path = ROOT / name
-            if path.is_dir():
-                shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(path, src / name)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for package in JOBCLOUD_PACKAGES:
+            shutil.copytree(package_folder(package), src / package.__name__, ignore=ignore)
+        # deployments.images: images/ in a checkout, deployments/images/ once installed.
+        if not (src / "deployments" / "images").exists():
+            shutil.copytree(IMAGES_DIR, src / "deployments" / "images", ignore=ignore)
+        (src / "pyproject.toml").write_text(jobcloud_pyproject())
 
 
 def _build_dockerfile(client: Any, name: str, recipe: dict[str, Any], args: dict[str, str], digest: str, log: Log) -> None:
@@ -302,8 +326,6 @@ def _build_dockerfile(client: Any, name: str, recipe: dict[str, Any], args: dict
 
 def engine_client() -> Any:
     """A client of the engine that answers, or an error that says what is missing."""
-    from blocks.engine import docker_client, engine_url
-
     try:
         return docker_client(timeout=3600)
     except ContainerEngineError:

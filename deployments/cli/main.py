@@ -11,13 +11,14 @@ from typing import Optional
 import click
 import typer
 
-from deployments.cli_files import files_app
-from deployments.cli_images import images_app
-from deployments.cli_output import err, out, print_json
-from deployments.cli_run import run_command
-from deployments.cli_deploy import deploy_command
-from deployments.cli_jobs import jobs_app
 from blocks.errors import JobCloudError, UserError
+from deployments.cli.deploy import deploy_command
+from deployments.cli.files import files_app
+from deployments.cli.images import images_app
+from deployments.cli.jobs import jobs_app
+from deployments.cli.output import err, out, print_json
+from deployments.cli.pipelines import pipelines_app
+from deployments.cli.run import run_command
 
 app = typer.Typer(
     name="jobcloud",
@@ -31,6 +32,7 @@ app.add_typer(images_app, name="images")
 app.command("run")(run_command)
 app.command("deploy")(deploy_command)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(pipelines_app, name="pipelines")
 server_app = typer.Typer(help="JobCloud's local Prefect server (used by `run --local`).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
@@ -83,7 +85,7 @@ def check_command(
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server (UI and API) unless it runs."""
-    from deployments.local_server import start
+    from deployments.server.local_server import start
 
     url = start()
     out.print(f"Prefect API {url}  UI {url.removesuffix('/api')}")
@@ -92,7 +94,7 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server."""
-    from deployments.local_server import stop
+    from deployments.server.local_server import stop
 
     out.print("stopped" if stop() else "not running")
 
@@ -100,7 +102,7 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the local Prefect server runs, and where."""
-    from deployments.local_server import running_url
+    from deployments.server.local_server import running_url
 
     url = running_url()
     out.print(f"running at {url}" if url else "not running")
@@ -115,7 +117,7 @@ def sweep_command(
     does not know). Running and queued jobs are never touched."""
     from dataclasses import asdict
 
-    from deployments.submit import connect_api
+    from deployments.server.submit import connect_api
     from flows.sweeper import sweep_here
 
     connect_api()

@@ -1,13 +1,23 @@
-"""`jobcloud run`: start one job and wait for its final state."""
+"""`jobcloud run`: start one job and wait for its final state.
+
+Imports of what runs a job (the store, Prefect, the engine) sit inside the command: `jobcloud
+--help` and every other command import this module, and Prefect must not be imported before
+`connect_api` has fixed which API it talks to (see `local_server.ensure_api`).
+"""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from deployments.cli_output import err, human_size, out, print_json
 from blocks.errors import ParameterError
+from deployments.cli.output import err, human_size, out, print_json
+from deployments.server.pools import DEFAULT_PRIORITY, queue_name
+
+if TYPE_CHECKING:
+    from flows.catalog import Entrypoint, EntrypointRef
+    from flows.request import JobRequest
 
 
 def parse_env(pairs: list[str], option: str = "--env", value_word: str = "VALUE") -> dict[str, str]:
@@ -40,7 +50,12 @@ def run_command(
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
     from blocks.store.factory import store_from_settings
     from flows.catalog import EntrypointRef, load_catalog
-    from flows.request import HardwareOverride, JobRequest, validate_request
+    from flows.request import (
+        HardwareOverride,
+        JobRequest,
+        secret_blocks,
+        validate_request,
+    )
 
     ref = EntrypointRef.parse(entrypoint)
     entry = load_catalog().get(ref)
@@ -64,21 +79,18 @@ def run_command(
         store.require(key)
     if entry.app.secrets:
         # A missing Secret block is bad input: exit 2 before any flow run exists.
-        from deployments.submit import connect_api
-        from flows.request import secret_blocks
+        from deployments.server.submit import connect_api
 
         connect_api()  # before Prefect is imported (see local_server.ensure_api)
         from flows.secrets import require_secret_blocks
 
         require_secret_blocks(secret_blocks(entry, request))
     if not local:
-        from deployments.submit import submit_and_report
-
         return submit_and_report(ref, entry, request, wait=not no_wait, as_json=json_, priority=priority)
     if no_wait:
         raise ParameterError("--no-wait needs a server: drop --local, or drop --no-wait")
 
-    from deployments.run_local import run_local
+    from deployments.server.run_local import run_local
 
     # run_local checks the engine, the GPUs asked for and the image before any flow run exists.
     result = run_local(ref, entry, request, store)
@@ -99,3 +111,60 @@ def report(result, as_json: bool) -> None:
         for o in result.manifest.get("outputs", []):
             out.print(f"  {human_size(o['size']):>10}  {o['key']}", highlight=False)
     out.print(f"outputs: {result.outputs}/  (jobcloud files get {result.outputs} DIR)", highlight=False)
+
+
+def submit_and_report(
+    ref: "EntrypointRef",
+    entry: "Entrypoint",
+    request: "JobRequest",
+    wait: bool,
+    as_json: bool,
+    priority: int = DEFAULT_PRIORITY,
+) -> int:
+    """Submit to the deployment `<application>-<entrypoint>/<version>`; wait unless told not to.
+
+    Exit code: 0 Completed (or submitted with --no-wait), 1 any other final state.
+    """
+    from blocks.store.factory import store_from_settings
+    from deployments.server.job_result import state_label
+    from deployments.server.submit import (
+        connect_api,
+        deployment_name,
+        result_of,
+        submit,
+        wait_for,
+    )
+    from flows.manifest import job_prefix
+
+    api = connect_api()
+    # Prefect is imported once connect_api has fixed which API it talks to.
+    from prefect.client.orchestration import get_client
+
+    queue_name(priority)  # a bad priority fails before anything is created
+    with get_client(sync_client=True) as client:
+        run = submit(client, ref, request, priority)
+        if not wait:
+            if as_json:
+                print_json({"id": str(run.id), "state": state_label(run.state), "outputs": job_prefix(str(run.id)), "manifest": None})
+            else:
+                print(run.id)
+            return 0
+        if not as_json:
+            err.print(f"submitted job {run.id} to {deployment_name(ref)} ({queue_name(priority)}) at {api}", highlight=False)
+        try:
+            final = wait_for(
+                client,
+                run.id,
+                on_state=None if as_json else lambda s: err.print(f"  {s.name}", highlight=False),
+                on_still_queued=lambda: err.print(
+                    f"  still waiting for a worker on pool {entry.pool!r}: start one with "
+                    f"`prefect worker start --pool {entry.pool}` (Ctrl-C stops waiting, the job stays queued)",
+                    highlight=False,
+                ),
+            )
+        except KeyboardInterrupt:
+            err.print(f"stopped waiting; the job goes on. Cancel it with: jobcloud jobs cancel {run.id}")
+            raise
+    result = result_of(final, store_from_settings())
+    report(result, as_json=as_json)
+    return 0 if result.ok else 1

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from blocks.store.job_store import JobStore
 from blocks.errors import MissingKeyError
 from blocks.keys import join_key
+from blocks.store.job_store import JobStore
 from flows.manifest import job_prefix
 
 

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from flows.catalog import Catalog, load_catalog
 from blocks.errors import CatalogError
+from flows.catalog import Catalog, load_catalog
 
 
 def _digest(path: Path) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from blocks.store.job_store import JobStore
-from deployments.job_result import JobResult, result_for
+from deployments.server.job_result import JobResult, result_for
 from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.request import JobRequest
@@ -42,7 +42,7 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
 def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobResult:
     """Run the entrypoint's flow here and wait for its final state (`check_engine` first)."""
     check_engine(entry, request)
-    from deployments.local_server import ensure_api
+    from deployments.server.local_server import ensure_api
 
     ensure_api()
     from prefect import tags

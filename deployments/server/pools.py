@@ -1,7 +1,7 @@
 """Work pools `cpu` and `gpu`, and their priority work queues.
 
 Pools have the type `jobcloud`: Prefect's process worker with warm starts
-(`deployments.fast_worker`; `prefect worker start --pool cpu` picks it up through JobCloud's
+(`deployments.worker.fast_worker`; `prefect worker start --pool cpu` picks it up through JobCloud's
 `prefect.collections` entry point). A worker starts each flow run as a subprocess on its host;
 the flow runs the application's container through the Docker SDK (Docker, or Podman's
 Docker-compatible socket), staging inputs and uploading outputs around it. A process-style
@@ -58,7 +58,7 @@ def base_job_template(pool: str) -> dict[str, Any]:
     The flow run's environment is the worker's (JOBCLOUD_STORAGE, JOBCLOUD_CONFIG, DOCKER_HOST)
     plus `env` from this template and the deployment's job variables.
     """
-    from deployments.fast_worker import JobCloudWorker
+    from deployments.worker.fast_worker import JobCloudWorker
 
     template = JobCloudWorker.get_default_base_job_template()
     env = template["variables"]["properties"]["env"]

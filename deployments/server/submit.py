@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from deployments.pools import DEFAULT_PRIORITY, queue_name
-from deployments.job_result import JobResult, result_for, state_label
-from flows.catalog import Entrypoint, EntrypointRef
 from blocks.errors import JobCloudError, UserError
-from flows.manifest import job_prefix
+from deployments.server.job_result import JobResult, result_for
+from deployments.server.local_server import ensure_api
+from deployments.server.pools import DEFAULT_PRIORITY, queue_name
+from deployments.server.processes import healthy
+from flows.catalog import EntrypointRef
 from flows.request import JobRequest
 
 POLL_S = 0.5
@@ -27,9 +28,6 @@ class DeploymentMissingError(UserError):
 
 def connect_api() -> str:
     """The Prefect API to use (see `local_server.ensure_api`), checked to answer."""
-    from deployments.local_server import ensure_api
-    from deployments.processes import healthy
-
     api = ensure_api()
     if not healthy(api):
         raise JobCloudError(
@@ -51,6 +49,7 @@ def parameters_of(request: JobRequest) -> dict[str, Any]:
 
 def submit(client: Any, ref: EntrypointRef, request: JobRequest, priority: int = DEFAULT_PRIORITY) -> Any:
     """Create the flow run; returns Prefect's `FlowRun`."""
+    # Prefect is imported only once the API is fixed (local_server.ensure_api), here and below.
     from prefect.exceptions import ObjectNotFound
 
     queue = queue_name(priority)
@@ -101,51 +100,3 @@ def result_of(run: Any, store: Any) -> JobResult:
     """A finished flow run as a `JobResult` (the shape `jobcloud run --json` prints)."""
     return result_for(str(run.id), run.state, store)
 
-
-def submit_and_report(
-    ref: EntrypointRef,
-    entry: Entrypoint,
-    request: JobRequest,
-    wait: bool,
-    as_json: bool,
-    priority: int = DEFAULT_PRIORITY,
-) -> int:
-    """Submit to the deployment `<application>-<entrypoint>/<version>`; wait unless told not to.
-
-    Exit code: 0 Completed (or submitted with --no-wait), 1 any other final state.
-    """
-    api = connect_api()
-    from prefect.client.orchestration import get_client
-
-    from blocks.store.factory import store_from_settings
-    from deployments.cli_output import err, print_json
-    from deployments.cli_run import report
-
-    queue_name(priority)  # a bad priority fails before anything is created
-    with get_client(sync_client=True) as client:
-        run = submit(client, ref, request, priority)
-        if not wait:
-            if as_json:
-                print_json({"id": str(run.id), "state": state_label(run.state), "outputs": job_prefix(str(run.id)), "manifest": None})
-            else:
-                print(run.id)
-            return 0
-        if not as_json:
-            err.print(f"submitted job {run.id} to {deployment_name(ref)} ({queue_name(priority)}) at {api}", highlight=False)
-        try:
-            final = wait_for(
-                client,
-                run.id,
-                on_state=None if as_json else lambda s: err.print(f"  {s.name}", highlight=False),
-                on_still_queued=lambda: err.print(
-                    f"  still waiting for a worker on pool {entry.pool!r}: start one with "
-                    f"`prefect worker start --pool {entry.pool}` (Ctrl-C stops waiting, the job stays queued)",
-                    highlight=False,
-                ),
-            )
-        except KeyboardInterrupt:
-            err.print(f"stopped waiting; the job goes on. Cancel it with: jobcloud jobs cancel {run.id}")
-            raise
-    result = result_of(final, store_from_settings())
-    report(result, as_json=as_json)
-    return 0 if result.ok else 1

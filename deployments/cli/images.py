@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from deployments.cli_output import err, out, print_json
+from deployments.cli.output import err, out, print_json
 
 images_app = typer.Typer(help="Build and list the images of images/ (images/images.yaml).", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def build_command(
     Where no registry is reachable the bases are made here (busybox from the host, a Debian
     Python base with debootstrap) and torch comes from the local wheel in $PIP_FIND_LINKS.
     """
-    from deployments.images_build import build
+    from deployments.server.images_build import build
 
     if public:
         os.environ["JOBCLOUD_IMAGES_PUBLIC"] = "1"
@@ -41,7 +41,12 @@ def build_command(
 @images_app.command("ls")
 def ls_command(json_: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The images images/ can build: tag, whether the engine has it, whether the catalog uses it."""
-    from deployments.images_build import catalog_images, engine_client, has_image, load_recipes
+    from deployments.server.images_build import (
+        catalog_images,
+        engine_client,
+        has_image,
+        load_recipes,
+    )
 
     recipes = load_recipes()
     used, _ = catalog_images(recipes)

@@ -1,6 +1,6 @@
 """The Python API for notebooks and scripts.
 
-    from deployments.api import submit
+    from deployments.server.api import submit
     job = submit("linefit/v1/train", config="examples/config.yaml", data=["examples/points.csv"])
     job.wait()                  # the final state: "Completed", "Failed", ...
     job.outputs()               # keys of the uploaded files
@@ -17,13 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from deployments.pools import DEFAULT_PRIORITY
-from deployments.job_result import JobResult
+from deployments.server.job_result import JobResult
+from deployments.server.pools import DEFAULT_PRIORITY
 from flows.request import HardwareOverride, JobRequest
 
 
 def _client() -> Any:
-    from deployments.submit import connect_api
+    from deployments.server.submit import connect_api
 
     connect_api()
     from prefect.client.orchestration import get_client
@@ -50,7 +50,7 @@ class Job:
     def info(self) -> Any:
         """Everything `jobcloud jobs show` reports, as a `JobInfo`."""
         from blocks.store.factory import store_from_settings
-        from deployments.jobs import show_job
+        from deployments.server.jobs import show_job
 
         with _client() as client:
             return show_job(client, self.id, store_from_settings())
@@ -58,7 +58,7 @@ class Job:
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job ends; returns its final state (raises after ``timeout`` s)."""
         from blocks.store.factory import store_from_settings
-        from deployments.submit import result_of, wait_for
+        from deployments.server.submit import result_of, wait_for
 
         if self._result is None:
             with _client() as client:
@@ -79,21 +79,21 @@ class Job:
         keys = [o["key"] for o in manifest.get("outputs", [])]
         if dest is not None:
             from blocks.store.factory import store_from_settings
-            from deployments.jobs import download_outputs
+            from deployments.server.jobs import download_outputs
 
             download_outputs(store_from_settings(), self.id, Path(dest))
         return keys
 
     def logs(self) -> str:
         """The job's log so far (flow messages and the container's output)."""
-        from deployments.jobs import job_logs
+        from deployments.server.jobs import job_logs
 
         with _client() as client:
             return "\n".join(message for _, _, message in job_logs(client, self.id))
 
     def cancel(self) -> str:
         """Cancel the job; returns the state it was put in."""
-        from deployments.jobs import cancel_job
+        from deployments.server.jobs import cancel_job
 
         with _client() as client:
             return cancel_job(client, self.id)
@@ -117,7 +117,7 @@ def submit(
     before anything is created (a `blocks.errors.UserError` says what is wrong).
     """
     from blocks.store.factory import store_from_settings
-    from deployments.submit import submit as submit_run
+    from deployments.server.submit import submit as submit_run
     from flows.catalog import EntrypointRef, load_catalog
     from flows.request import validate_request
 
