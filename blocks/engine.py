@@ -24,8 +24,8 @@ from docker.errors import APIError, DockerException
 from docker.utils import version_lt
 from requests.exceptions import RequestException
 
-from blocks.settings import get_settings
 from blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError
+from blocks.settings import get_settings
 
 # Where Podman serves the Docker API when no Docker engine runs (rootful, then rootless).
 PODMAN_SOCKETS = (

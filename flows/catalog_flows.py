@@ -16,8 +16,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from flows.catalog import Catalog, EntrypointRef, load_catalog
 from blocks.errors import UserError
+from flows.catalog import Catalog, EntrypointRef, load_catalog
+
+# flows.job (Prefect, seconds) is imported only when a flow is built: deploy code reads the
+# catalog names without it.
 
 if TYPE_CHECKING:
     from prefect import Flow

@@ -16,9 +16,9 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException
 
 from blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
+from blocks.errors import ContainerEngineError, ImageNotFoundError
 from flows.cancel_watch import cancel_requested
 from flows.container_spec import ContainerSpec
-from blocks.errors import ContainerEngineError, ImageNotFoundError
 
 TAIL_LINES = 20
 STOP_GRACE_S = 10

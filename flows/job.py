@@ -20,17 +20,17 @@ from prefect.runtime import task_run as runtime_task_run
 from prefect.states import Cancelled, Failed, State
 
 from blocks.engine import docker_client
-from blocks.store.job_store import JobStore
-from blocks.store.factory import store_from_settings
+from blocks.errors import ContainerFailed, JobCloudError
+from blocks.keys import join_key, last_name
 from blocks.settings import get_settings
+from blocks.store.factory import store_from_settings
+from blocks.store.job_store import JobStore
 from flows.cache import CacheLookup, lookup, remember, reuse_outputs
 from flows.cancel_watch import JobCancelled, watch_for_cancel
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
-from flows.container_spec import build_spec, owning_api, shell_command
-from blocks.errors import ContainerFailed, JobCloudError
+from flows.container_spec import ContainerSpec, build_spec, owning_api, shell_command
 from flows.job_guard import JobGuard, keep_logs
-from blocks.keys import join_key, last_name
 from flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
 from flows.output_images import publish_images
 from flows.progress import TransferProgress
@@ -83,8 +83,6 @@ def run_container_step(
     are masked in every line of output. On a retry (Prefect's, see `RetryPolicy`) the
     ``clear`` folders are emptied and container.log starts again.
     """
-    from flows.container_spec import ContainerSpec
-
     logger = get_run_logger()
     attempt = max(1, runtime_task_run.run_count)
     spec = ContainerSpec(**spec_kwargs)
@@ -319,7 +317,6 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
 
 def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = store_from_settings) -> Flow:
     """The Prefect flow of one catalog entrypoint."""
-
     def job(
         config_id: str | None = None,
         data_ids: list[str] | None = None,

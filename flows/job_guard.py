@@ -29,6 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from blocks.errors import ContainerEngineError
+from blocks.keys import join_key
+
 JOB_LABEL = "io.jobcloud.job-id"
 PATIENCE_ENV = "JOBCLOUD_GUARD_PATIENCE_S"
 DEFAULT_PATIENCE_S = 600.0
@@ -37,7 +40,6 @@ SETTLE_S = 15.0  # how long a living job's process gets to set its run's final s
 
 class JobGuard:
     """The job side of a guard: start it, then tell it how the job ended."""
-
     def __init__(self, proc: subprocess.Popen[bytes], pipe: IO[bytes]) -> None:
         self.proc = proc
         self._pipe: IO[bytes] | None = pipe
@@ -88,7 +90,6 @@ def _patience() -> float:
 def remove_job_containers(job_id: str, patience_s: float) -> int:
     """Remove every container labelled with ``job_id``; retry while the engine is away."""
     from blocks.engine import docker_client
-    from blocks.errors import ContainerEngineError
 
     deadline = time.monotonic() + patience_s
     delay = 1.0
@@ -113,8 +114,6 @@ def remove_job_containers(job_id: str, patience_s: float) -> int:
 def keep_logs(store: Any, job_id: str, container_log: Path, log_dir: Path | None) -> list[dict[str, Any]]:
     """Upload what the job logged so far (its log folder and container.log); the records of
     what was uploaded, as `OutputRecord` fields."""
-    from blocks.keys import join_key
-
     prefix = f"jobs/{job_id}"
     records: list[dict[str, Any]] = []
     if log_dir is not None and log_dir.is_dir():

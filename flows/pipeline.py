@@ -38,10 +38,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.catalog import Catalog, EntrypointRef, load_catalog
 from blocks.errors import UserError
+from flows.catalog import Catalog, EntrypointRef, load_catalog
 from flows.manifest import job_prefix
 from flows.request import HardwareOverride
+
+# Prefect and flows.job are imported inside the functions: the CLI lists pipelines without them.
 
 PIPELINE_TAG = "jobcloud-pipeline"
 

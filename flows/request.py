@@ -6,9 +6,9 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint
 from blocks.errors import ParameterError
 from blocks.keys import check_key, last_name
+from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint
 
 MIN_MEMORY_MB = 6  # the smallest limit container engines accept
 

@@ -22,6 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blocks.engine import docker_client
+from blocks.errors import JobCloudError
+from blocks.settings import get_settings
+
+# Prefect is imported inside the functions: `jobcloud sweep` imports this module before the
+# API is fixed.
+
 JOB_LABEL = "io.jobcloud.job-id"
 API_LABEL = "io.jobcloud.api"
 WORK_MARKER = "job.json"
@@ -30,7 +37,6 @@ WORK_MARKER = "job.json"
 @dataclass
 class SweepReport:
     """What one sweep found and removed."""
-
     containers_removed: list[str] = field(default_factory=list)
     folders_removed: list[str] = field(default_factory=list)
     kept: int = 0
@@ -110,9 +116,6 @@ def sweep_here() -> SweepReport:
     """One sweep of this host's engine and work folders, for the Prefect API configured here."""
     from prefect.settings import get_current_settings
 
-    from blocks.engine import docker_client
-    from blocks.settings import get_settings
-    from blocks.errors import JobCloudError
 
     try:
         engine = docker_client(timeout=30)

@@ -83,8 +83,8 @@ def is_transient(exc: BaseException) -> bool:
         return getattr(exc, "transient", False)
     try:
         # botocore is optional (the s3 extra), so it is looked for only here.
-        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
-        from botocore.exceptions import HTTPClientError, ReadTimeoutError
+        from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         if isinstance(exc, (BotoConnectionError, HTTPClientError, ReadTimeoutError)):
             return True

@@ -11,6 +11,8 @@ from blocks.errors import ParameterError
 from deployments.cli.output import err, out, print_json
 from deployments.server.pools import POOLS
 
+# Imports inside the command: Prefect only after `connect_api` (see local_server.ensure_api).
+
 DEFAULT_PREFECT_YAML = Path("prefect.yaml")
 
 

@@ -10,6 +10,8 @@ import typer
 from blocks.errors import UserError
 from deployments.cli.output import byte_progress, human_size, out, print_json
 
+# The job store (fsspec) is imported inside the commands: `jobcloud --help` stays quick.
+
 files_app = typer.Typer(help="Upload, list, download and remove files in the job store.", no_args_is_help=True)
 
 

@@ -9,6 +9,8 @@ import typer
 
 from deployments.cli.output import err, out, print_json
 
+# The builder (the Docker SDK) is imported inside the commands: `jobcloud --help` stays quick.
+
 images_app = typer.Typer(help="Build and list the images of images/ (images/images.yaml).", no_args_is_help=True)
 
 
@@ -41,12 +43,7 @@ def build_command(
 @images_app.command("ls")
 def ls_command(json_: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The images images/ can build: tag, whether the engine has it, whether the catalog uses it."""
-    from deployments.server.images_build import (
-        catalog_images,
-        engine_client,
-        has_image,
-        load_recipes,
-    )
+    from deployments.server.images_build import catalog_images, engine_client, has_image, load_recipes
 
     recipes = load_recipes()
     used, _ = catalog_images(recipes)

@@ -10,6 +10,9 @@ import typer
 
 from deployments.cli.output import human_size, out, print_json
 
+# Imports inside the commands: Prefect only after `connect_api` (see local_server.ensure_api),
+# and `jobcloud --help` stays quick.
+
 jobs_app = typer.Typer(help="Jobs on the Prefect server: ls, show, logs, cancel, outputs.", no_args_is_help=True)
 
 STATE_COLOURS = {"Completed": "green", "Failed": "red", "Crashed": "red", "TimedOut": "red", "Cancelled": "yellow", "Running": "cyan"}

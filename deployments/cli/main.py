@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,10 @@ from deployments.cli.jobs import jobs_app
 from deployments.cli.output import err, out, print_json
 from deployments.cli.pipelines import pipelines_app
 from deployments.cli.run import run_command
+
+# Imports of what a command needs (the catalog, the engine, Prefect) sit inside it: every
+# `jobcloud` call imports this module, `--help` included, and Prefect must wait for
+# `connect_api` (see local_server.ensure_api).
 
 app = typer.Typer(
     name="jobcloud",
@@ -115,8 +120,6 @@ def sweep_command(
 ) -> None:
     """Remove containers and work folders of jobs whose runs have ended (or that the server
     does not know). Running and queued jobs are never touched."""
-    from dataclasses import asdict
-
     from deployments.server.submit import connect_api
     from flows.sweeper import sweep_here
 

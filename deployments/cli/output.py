@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -45,7 +39,6 @@ def byte_progress(description: str, total: int, enabled: bool = True) -> Iterato
     if not enabled or total < PROGRESS_MIN_BYTES:
         yield lambda n: None
         return
-    import threading
 
     lock = threading.Lock()
     with Progress(

@@ -57,12 +57,7 @@ def serve_command(
 ) -> None:
     """Serve pipelines as deployments (start them from the Prefect UI) until stopped."""
     from deployments.server.local_server import ensure_api
-    from flows.pipeline import (
-        PIPELINE_TAG,
-        PipelineError,
-        load_pipelines,
-        make_pipeline_flow,
-    )
+    from flows.pipeline import PIPELINE_TAG, PipelineError, load_pipelines, make_pipeline_flow
 
     pipelines = load_pipelines()
     names = list(names or []) or list(pipelines)

@@ -50,12 +50,7 @@ def run_command(
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
     from blocks.store.factory import store_from_settings
     from flows.catalog import EntrypointRef, load_catalog
-    from flows.request import (
-        HardwareOverride,
-        JobRequest,
-        secret_blocks,
-        validate_request,
-    )
+    from flows.request import HardwareOverride, JobRequest, secret_blocks, validate_request
 
     ref = EntrypointRef.parse(entrypoint)
     entry = load_catalog().get(ref)
@@ -127,13 +122,7 @@ def submit_and_report(
     """
     from blocks.store.factory import store_from_settings
     from deployments.server.job_result import state_label
-    from deployments.server.submit import (
-        connect_api,
-        deployment_name,
-        result_of,
-        submit,
-        wait_for,
-    )
+    from deployments.server.submit import connect_api, deployment_name, result_of, submit, wait_for
     from flows.manifest import job_prefix
 
     api = connect_api()

@@ -21,6 +21,8 @@ from deployments.server.job_result import JobResult
 from deployments.server.pools import DEFAULT_PRIORITY
 from flows.request import HardwareOverride, JobRequest
 
+# Prefect and the job store are imported inside the calls: `connect_api` decides the API first.
+
 
 def _client() -> Any:
     from deployments.server.submit import connect_api

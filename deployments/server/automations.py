@@ -16,6 +16,11 @@ import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from blocks.errors import UserError
+
+# Prefect is imported inside the functions: `python -m deployments.server.automations` and the
+# CLI import this module before the API is fixed.
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.events.schemas.automations import AutomationCore
@@ -38,8 +43,6 @@ FINAL_STATE_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Fail
 def zombie_after_s() -> int:
     """Seconds without a heartbeat after which a running flow run is declared Crashed
     (JOBCLOUD_ZOMBIE_AFTER_S, default 90)."""
-    from blocks.errors import UserError
-
     raw = os.environ.get(ZOMBIE_AFTER_ENV, "").strip()
     if not raw:
         return DEFAULT_ZOMBIE_AFTER_S

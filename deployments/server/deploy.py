@@ -22,19 +22,12 @@ import yaml
 from pydantic import BaseModel, Field
 
 from blocks.errors import UserError
-from deployments.server.automations import (
-    ZOMBIE_AUTOMATION,
-    sync_zombie_automation,
-    zombie_after_s,
-)
-from deployments.server.pools import (
-    DEFAULT_PRIORITY,
-    PoolChange,
-    ensure_pools,
-    queue_name,
-)
+from deployments.server.automations import ZOMBIE_AUTOMATION, sync_zombie_automation, zombie_after_s
+from deployments.server.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
 from flows.catalog import Catalog, EntrypointRef
-from flows.catalog_flows import entrypoint_of, ref_of_attribute
+from flows.catalog_flows import entrypoint_of, flow_for, ref_of_attribute
+
+# Prefect is imported inside the functions: never before `ensure_api` has fixed the API.
 
 MANAGED_TAG = "jobcloud"
 SCHEDULE_TAG = "schedule"
@@ -47,7 +40,6 @@ PULL_STEPS: list[dict[str, Any]] = [{"prefect.deployments.steps.set_working_dire
 
 class CronSchedule(BaseModel):
     """A cron schedule of a deployment, as `prefect.yaml` writes it."""
-
     cron: str
     timezone: str = "UTC"
     active: bool = True
@@ -55,7 +47,6 @@ class CronSchedule(BaseModel):
 
 class DeploymentSpec(BaseModel):
     """The managed fields of one deployment, from the catalog or prefect.yaml."""
-
     flow_name: str
     name: str
     ref: EntrypointRef
@@ -76,7 +67,6 @@ class DeploymentSpec(BaseModel):
 
 class DeployChange(BaseModel):
     """What `sync` did to one deployment (or pool/queue)."""
-
     name: str
     action: str  # created | updated | unchanged | deleted | warning
     detail: str = ""
@@ -85,7 +75,6 @@ class DeployChange(BaseModel):
 def _schema(ref: EntrypointRef, catalog: Catalog) -> dict[str, Any]:
     from prefect.utilities.callables import parameter_schema
 
-    from flows.catalog_flows import flow_for
 
     # The same function `prefect deploy` uses, so both paths give the same form.
     return parameter_schema(flow_for(ref, catalog)).model_dump(mode="json", exclude_unset=True)

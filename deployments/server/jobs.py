@@ -8,6 +8,7 @@ Running, the phase is the task that runs: stage-inputs (preprocessing), run-cont
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from blocks.errors import JobCloudError, UserError
+from blocks.errors import JobCloudError, MissingKeyError, UserError
+from deployments.server.job_result import read_manifest, state_label
 from flows.manifest import job_prefix
+from flows.sweeper import sweep_here
+
+# Prefect is imported inside the functions: never before `ensure_api` has fixed the API.
 
 PHASES = {"stage-inputs": "preprocessing", "run-container": "running", "upload-outputs": "postprocessing"}
 # DECODE's status words and Prefect's state names, both accepted by --state.
@@ -43,7 +48,6 @@ class UnknownJobError(UserError):
 
 class JobInfo(BaseModel):
     """One job as `jobs ls` / `jobs show` report it."""
-
     id: str
     name: str
     application: str | None = None
@@ -71,8 +75,6 @@ def _tag(run: Any, prefix: str) -> str | None:
 
 def info_of(run: Any) -> JobInfo:
     """A flow run as a `JobInfo` (without phase or manifest)."""
-    from deployments.server.job_result import state_label
-
     return JobInfo(
         id=str(run.id),
         name=run.name,
@@ -100,12 +102,7 @@ def state_types(word: str) -> list[str]:
 
 def list_jobs(client: Any, app: str | None = None, state: str | None = None, limit: int = LIST_LIMIT) -> list[JobInfo]:
     """Jobs, newest first, optionally of one application and in one state."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
@@ -145,8 +142,6 @@ def phase_of(client: Any, run: Any) -> str | None:
 
 def show_job(client: Any, job_id: str, store: Any) -> JobInfo:
     """Everything about one job: state, phase, timings, parameters, manifest."""
-    from deployments.server.job_result import read_manifest
-
     run = _run(client, job_id)
     info = info_of(run)
     info.phase = phase_of(client, run)
@@ -160,8 +155,6 @@ def job_logs(client: Any, job_id: str, settle_s: float = 5.0) -> list[tuple[date
     A flow run's last log lines reach the server a moment after its final state does; for an
     ended job this waits up to ``settle_s`` seconds for the flow's "Finished in state" line.
     """
-    import time
-
     run = _run(client, job_id)
     ended = run.state is not None and run.state.is_final()
     deadline = time.monotonic() + settle_s
@@ -218,8 +211,6 @@ def _settle_cancel(client: Any, run_id: Any, job_id: str) -> str:
     Cancelling after `CANCEL_SETTLE_S` has no process left to stop it (its host or worker is
     gone and so is its guard): it is marked Cancelled and this host's leftovers swept.
     """
-    import time
-
     from prefect.states import Cancelled
 
     deadline = time.monotonic() + CANCEL_SETTLE_S
@@ -233,7 +224,6 @@ def _settle_cancel(client: Any, run_id: Any, job_id: str) -> str:
         force=True,
     )
     try:
-        from flows.sweeper import sweep_here
 
         sweep_here()
     except Exception:  # noqa: BLE001 - the worker's sweeper removes what is left later
@@ -243,8 +233,6 @@ def _settle_cancel(client: Any, run_id: Any, job_id: str) -> str:
 
 def download_outputs(store: Any, job_id: str, dest: Path) -> list[Any]:
     """Copy everything under jobs/<id>/ into ``dest``: output/, log/, artifact/, manifest.json."""
-    from blocks.errors import MissingKeyError
-
     if not _is_uuid(job_id):
         raise UnknownJobError(f"{job_id!r} is not a job id (list them with `jobcloud jobs ls`)")
     try:

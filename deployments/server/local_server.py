@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from blocks.settings import get_settings
@@ -53,8 +55,6 @@ def _sweep_in_background(api_url: str) -> None:
     """Remove what jobs of earlier sessions of this server left (`jobcloud sweep`) and install
     the zombie-run automation, in processes of their own that end when they are done: this
     command does not wait for them."""
-    import subprocess
-
     env = {**os.environ, "PREFECT_API_URL": api_url}
     for module in ("deployments.cli sweep", "deployments.server.automations"):
         # The zombie-run automation too (automations.py). Both in child processes: importing
@@ -86,8 +86,6 @@ def stop() -> bool:
 
 def _profile_api_url() -> str | None:
     """PREFECT_API_URL of the active Prefect profile, read without importing Prefect."""
-    import tomllib
-
     prefect_home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
     try:
         profiles = tomllib.loads((prefect_home / "profiles.toml").read_text())

@@ -30,6 +30,8 @@ from pydantic import BaseModel
 
 from blocks.errors import ParameterError
 
+# Prefect (and the worker, which imports it) inside the functions: never before `ensure_api`.
+
 POOLS = ("cpu", "gpu")
 PRIORITIES = range(0, 6)
 DEFAULT_PRIORITY = 0

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 
+from blocks.engine import docker_client, require_gpus
 from blocks.store.job_store import JobStore
 from deployments.server.job_result import JobResult, result_for
+from deployments.server.local_server import ensure_api
 from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef
+from flows.container_run import ensure_image
 from flows.request import JobRequest
+
+# Prefect and the flow are imported after `ensure_api` has fixed the API.
 
 
 def requested_gpus(entry: Entrypoint, request: JobRequest) -> int:
@@ -26,9 +31,6 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
     request it cannot honour (`GpuUnavailableError`) is bad input with nothing started
     (`jobcloud` exits 2), not a Failed job.
     """
-    from blocks.engine import docker_client, require_gpus
-    from flows.container_run import ensure_image
-
     client = docker_client()
     try:
         gpus = requested_gpus(entry, request)
@@ -42,8 +44,6 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
 def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobResult:
     """Run the entrypoint's flow here and wait for its final state (`check_engine` first)."""
     check_engine(entry, request)
-    from deployments.server.local_server import ensure_api
-
     ensure_api()
     from prefect import tags
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings

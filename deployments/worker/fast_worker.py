@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prefect.client.orchestration import get_client
+from prefect.settings import get_current_settings
+from prefect.states import Cancelling
 from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
@@ -68,7 +71,6 @@ def absolute_paths(env: Any) -> None:
 
 class JobCloudJobConfiguration(ProcessJobConfiguration):
     """Process job configuration whose default command goes through the fork server."""
-
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None, **kwargs: Any) -> None:
         super().prepare_for_flow_run(flow_run, deployment, flow, **kwargs)
         # Flow-run heartbeats let the server's zombie automation end runs of a lost host.
@@ -80,7 +82,6 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
 
 class JobCloudWorker(ProcessWorker):
     """Prefect's process worker plus a fork server for warm flow-run starts."""
-
     type = WORKER_TYPE
     job_configuration = JobCloudJobConfiguration
     _description = "Runs JobCloud jobs as flow-run subprocesses, started warm from a fork server."
@@ -168,8 +169,6 @@ class JobCloudWorker(ProcessWorker):
             await asyncio.sleep(0.2)
 
     async def _cancel_active(self) -> None:
-        from prefect.client.orchestration import get_client
-        from prefect.states import Cancelling
 
         async with get_client() as client:
             for run_id in list(self._active):
@@ -205,7 +204,6 @@ class JobCloudWorker(ProcessWorker):
             self._logger.warning("could not label flow run %s with this worker: %s", flow_run_id, exc)
 
     def _start_warm(self) -> None:
-        from prefect.settings import get_current_settings
 
         folder = Path(tempfile.mkdtemp(prefix="jobcloud-warm-"))
         path = str(folder / "fork.sock")

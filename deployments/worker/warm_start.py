@@ -23,6 +23,9 @@ import socket
 import struct
 import sys
 
+# Imports inside functions: the client side of this module is every flow run's command and
+# must start in milliseconds; only the fork server and its children import more.
+
 SOCKET_ENV = "JOBCLOUD_WARM_SOCKET"
 FOLDER_PREFIX = "jobcloud-warm-"  # the worker's temporary folder for the socket
 # A run gets this long to end after SIGTERM when the fork server stops, then SIGKILL.
