@@ -63,7 +63,7 @@ def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_ap
     # The model learns: the standardised validation loss falls well below 1 (predicting the mean).
     assert metrics["validation_loss"] < 0.3, metrics
     png = store.read_bytes(f"{prefix}/output/loss_curve.png")
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (640, 400)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (800, 500)
     assert "epoch 25/25" in store.read_bytes(f"{prefix}/log/train.log").decode()
     assert "device cpu" in store.read_bytes(f"{prefix}/log/container.log").decode()
 

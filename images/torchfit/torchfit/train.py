@@ -1,7 +1,7 @@
 """`python -m torchfit.train`: fit the model to the .csv data with the YAML config.
 
 Writes the model (model.pt, model.json) to --model, metrics.json, losses.csv and
-loss_curve.png to --output, and train.log to --log.
+loss_curve.png (matplotlib, 800x500) to --output, and train.log to --log.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from torchfit.data import load_config, read_table
 from torchfit.model import Regressor, pick_device
-from torchfit.png import loss_curve_png
+from torchfit.plot import loss_curve_png
 
 log = logging.getLogger("torchfit.train")
 
