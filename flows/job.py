@@ -31,10 +31,25 @@ from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
 from flows.container_spec import ContainerSpec, build_spec, owning_api, shell_command
 from flows.job_guard import JobGuard, keep_logs
-from flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
-from flows.output_images import publish_images
+from flows.manifest import (
+    EndedManifest,
+    InputRecord,
+    JobManifest,
+    OutputRecord,
+    Timings,
+    human_size,
+    job_prefix,
+)
+from flows.output_images import prefect_key, publish_images
 from flows.progress import TransferProgress
-from flows.request import HardwareOverride, JobRequest, secret_blocks, validate_request
+from flows.request import (
+    JobRequest,
+    flow_signature,
+    parameter_descriptions,
+    request_from_parameters,
+    secret_blocks,
+    validate_request,
+)
 from flows.retries import RetryPolicy, empty_folders, folders_to_empty
 from flows.secrets import load_secret_values, masker, require_secret_blocks
 from flows.sweeper import mark_work_folder
@@ -62,7 +77,7 @@ def stage_inputs(
         folder = getattr(down, kind)
         files = store.download(key, files_dir / folder, progress.advance)
         staged_at = f"/files/{folder}/{last_name(key)}"
-        logger.info("staged %s (%d files, %d bytes) at %s", key, len(files), sum(f.size for f in files), staged_at)
+        logger.info("staged %s (%s, %s) at %s", key, _files(len(files)), human_size(sum(f.size for f in files)), staged_at)
         records.append(InputRecord(kind=kind, key=key, staged_at=staged_at, files=files))
     progress.done()
     return records
@@ -115,10 +130,12 @@ def run_container_step(
     if outcome.cancelled:
         return result  # not the app's failure: the job ends Cancelled (run_job)
     if not outcome.ok:
-        # A Failed state, not an exception: the app's failure is no JobCloud traceback.
+        # A Failed state, not an exception: the app's failure is no JobCloud traceback. Its
+        # message is the one line Prefect logs as `Finished in state Failed('...')`; the last
+        # lines go in the data, and the flow logs them once, as lines (run_job).
         tail = [mask(line) for line in outcome.tail]
-        failure = ContainerFailed(outcome.exit_code, tail, outcome.timed_out)
-        return Failed(message=str(failure), data={**result, "tail": tail})
+        head = str(ContainerFailed(outcome.exit_code, [], outcome.timed_out))
+        return Failed(message=head, data={**result, "tail": tail})
     return result
 
 
@@ -138,17 +155,33 @@ def upload_outputs(
     skipped: list[str] = []
     for kind, local in present.items():
         kind_skipped: list[str] = []
-        for rec in store.upload_tree(local, join_key(prefix, kind), progress.advance, kind_skipped):
-            records.append(OutputRecord(kind=kind, **rec.model_dump()))
+        uploaded = store.upload_tree(local, join_key(prefix, kind), progress.advance, kind_skipped)
+        records += [OutputRecord(kind=kind, **rec.model_dump()) for rec in uploaded]
         skipped += [f"{folders[kind]}/{s}" for s in kind_skipped]
+        where = f"{join_key(prefix, kind)}/"
+        if uploaded:
+            size = sum(r.size for r in uploaded)
+            logger.info("uploaded /files/%s/: %s, %s -> %s", folders[kind], _files(len(uploaded)), human_size(size), where)
+        else:
+            logger.info("/files/%s/ is empty: nothing uploaded to %s", folders[kind], where)
+        if kind_skipped:
+            logger.warning(
+                "not uploaded from /files/%s/ (links or special files, never followed): %s",
+                folders[kind], ", ".join(kind_skipped),
+            )
     if container_log.exists():
-        rec = store.upload_tree(container_log, join_key(prefix, "log"))[0]
-        records = [r for r in records if r.key != rec.key]
+        rec = store.upload_file(container_log, join_key(prefix, "log", "container.log"))
+        if any(r.key == rec.key for r in records):
+            logger.warning("the app's own /files/%s/container.log was replaced by the container's output", folders["log"])
+        records = [r for r in records if r.key != rec.key]  # each key once: the last upload wins
         records.append(OutputRecord(kind="log", **rec.model_dump()))
-    for s in skipped:
-        logger.warning("not uploaded (a link or special file): /files/%s", s)
+        logger.info("uploaded the container's output: %s -> %s", human_size(rec.size), rec.key)
     progress.done()
     return records, skipped
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def run_job(
@@ -170,7 +203,8 @@ def run_job(
     timed_out = False
     cancelled = False
     attempts = 0  # times the container started; 0 when it never ran (or outputs were reused)
-    failure: str | None = None
+    failure: str | None = None  # what went wrong, for the log and the manifest (may span lines)
+    summary: str | None = None  # the same on one line, for the final state's message
     cached = CacheLookup()
     request = validate_request(entry, request)
     secrets = secret_blocks(entry, request)
@@ -207,7 +241,11 @@ def run_job(
                 exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
                 if outcome.get("cancelled"):
                     raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
-            if not state.is_completed():
+            if not state.is_completed() and isinstance(outcome, dict):  # the app failed
+                tail = outcome.get("tail") or []
+                failure = str(ContainerFailed(exit_code, tail, timed_out))
+                summary = _with_last_lines(state.message or failure.splitlines()[0], tail)
+            elif not state.is_completed():  # the engine failed under it (after its retries)
                 failure = state.message or str(outcome)
             # Upload also after a failure: the log matters most then.
             t = time.perf_counter()
@@ -218,6 +256,7 @@ def run_job(
                 raise
             except JobCloudError as exc:
                 failure = (failure + "\n" if failure else "") + f"uploading outputs failed: {exc}"
+                summary = summary and f"{summary}; uploading outputs failed: {exc}"
             timings.upload_s = round(time.perf_counter() - t, 3)
     except JobCancelled as exc:
         failure, cancelled = str(exc), True
@@ -263,22 +302,73 @@ def run_job(
     remember(store, cached, manifest)
     _outputs_artifact(manifest)
     publish_images(store, manifest)  # pictures among the outputs (a loss curve) in the UI
+    if not failure:
+        return manifest
+    data = EndedManifest(manifest.model_dump(mode="json"))  # a dict with a one-line repr
+    # The message once in the log, its lines as lines; the final state's message is one line,
+    # as Prefect logs it in `Finished in state ...('...')` (where a newline shows as a literal \n).
+    message = _one_line(summary or failure)
     if cancelled:
         logger.warning(failure)
-        return Cancelled(message=failure, data=manifest.model_dump(mode="json"))
-    if failure:
-        logger.error(failure)
-        # "TimedOut" is how Prefect names its own timeout states (a Failed type: status error).
-        return Failed(name=manifest.state, message=failure, data=manifest.model_dump(mode="json"))
-    return manifest
+        return Cancelled(message=message, data=data)
+    logger.error(failure)
+    # "TimedOut" is how Prefect names its own timeout states (a Failed type: status error).
+    return Failed(name=manifest.state, message=message, data=data)
+
+
+# At most this many of the last lines (each cut to LINE_MAX characters) in a final state's
+# message; the log line of the failure and the manifest keep all of them (up to TAIL_LINES).
+STATE_TAIL_LINES = 5
+LINE_MAX = 200
+
+
+def _one_line(text: str) -> str:
+    """``text``'s non-blank lines joined with " | "."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _with_last_lines(head: str, tail: list[str]) -> str:
+    """``head`` and the last few lines of output, on one line."""
+    last = [line if len(line) <= LINE_MAX else line[:LINE_MAX] + "..." for line in tail[-STATE_TAIL_LINES:]]
+    shown = _one_line("\n".join(last))
+    return f"{head}; last lines: {shown}" if shown else head
 
 
 def _outputs_artifact(manifest: JobManifest) -> None:
-    rows = [{"kind": o.kind, "key": o.key, "size": o.size, "sha256": o.sha256[:12]} for o in manifest.outputs]
+    """The table of the job's files, keyed `<app>-<entrypoint>-outputs` (so the Artifacts page
+    lists it, the latest job's on top of the earlier ones)."""
+    rows = outputs_table(manifest)
+    total = human_size(sum(r["bytes"] for r in rows))
     create_table_artifact(
-        table=rows or [{"kind": "-", "key": "(no outputs)", "size": 0, "sha256": ""}],
-        description=f"Outputs of job {manifest.job_id} ({manifest.state}) under {manifest.prefix}/",
+        key=outputs_key(manifest),
+        table=rows or [{"kind": "-", "file": "(no outputs)", "size": "", "bytes": 0, "sha256": ""}],
+        description=(
+            f"Outputs of job `{manifest.job_id}` ({manifest.state}): {_files(len(rows))}, {total} "
+            f"under `{manifest.prefix}/`. Download: `jobcloud jobs outputs {manifest.job_id} DIR`."
+        ),
     )
+
+
+def outputs_key(manifest: JobManifest) -> str:
+    """The outputs table's artifact key: <app>-<entrypoint>-outputs, as Prefect allows keys."""
+    return prefect_key(manifest.application, manifest.entrypoint, "outputs")
+
+
+def outputs_table(manifest: JobManifest) -> list[dict[str, Any]]:
+    """One row per file of the job (a key listed twice keeps its last record, the one the store
+    holds): its kind, path under jobs/<id>/, size for people and in bytes, full SHA-256."""
+    latest = {o.key: o for o in manifest.outputs}
+    start = f"{manifest.prefix}/"
+    return [
+        {
+            "kind": o.kind,
+            "file": o.key.removeprefix(start),
+            "size": human_size(o.size),
+            "bytes": o.size,
+            "sha256": o.sha256,
+        }
+        for o in latest.values()
+    ]
 
 
 def log_dir(entry: Entrypoint, files_dir: Path) -> Path | None:
@@ -316,25 +406,15 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
 
 
 def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = store_from_settings) -> Flow:
-    """The Prefect flow of one catalog entrypoint."""
-    def job(
-        config_id: str | None = None,
-        data_ids: list[str] | None = None,
-        artifact_ids: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        secrets: dict[str, str] | None = None,
-        hardware: HardwareOverride | None = None,
-        timeout: int | None = None,
-    ) -> Any:
-        request = JobRequest(
-            config_id=config_id,
-            data_ids=data_ids or [],
-            artifact_ids=artifact_ids or [],
-            env=env or {},
-            secrets=secrets or {},
-            hardware=hardware,
-            timeout=timeout,
-        )
+    """The Prefect flow of one catalog entrypoint.
+
+    Its parameters are only those the entrypoint takes (`flows.request.flow_signature`, set as
+    the function's `__signature__`): Prefect's parameter schema, hence the run form, the
+    deployment's schema and the binding of `--param` names, all follow it.
+    """
+
+    def job(**parameters: Any) -> Any:
+        request = request_from_parameters(entry, parameters)
         guard = start_guard(ref, entry, request)
         try:
             with watch_for_cancel(str(runtime_flow_run.id)):
@@ -345,6 +425,7 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
         guard.finish("done")
         return result.model_dump(mode="json") if isinstance(result, JobManifest) else result
 
+    job.__signature__ = flow_signature(entry)  # type: ignore[attr-defined]
     job.__doc__ = _flow_doc(ref, entry)
     return Flow(
         fn=job,
@@ -357,14 +438,9 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
 
 
 def _flow_doc(ref: EntrypointRef, entry: Entrypoint) -> str:
+    # Prefect reads each parameter's description in the form from this docstring's Args.
+    args = "".join(f"\n        {name}: {text}" for name, text in parameter_descriptions(entry).items())
     return f"""Run {ref} ({entry.handler.image_url}).
 
-    Args:
-        config_id: Key of the configuration file or folder, staged under /files/{entry.handler.files_down.config_id}.
-        data_ids: Keys of data inputs, staged under /files/{entry.handler.files_down.data_ids}.
-        artifact_ids: Keys of artifacts (e.g. jobs/<id>/artifact), staged under /files/{entry.handler.files_down.artifact_ids}.
-        env: Environment variables for the container; allowed: {', '.join(entry.app.env) or 'none'}.
-        secrets: Secret variables -> the Prefect Secret block to read (names only, never values); declared: {', '.join(entry.app.secrets) or 'none'}.
-        hardware: Overrides of cpu (cores), memory (MB) and gpu (count).
-        timeout: Seconds before the job is stopped.
+    Args:{args}
     """

@@ -91,6 +91,32 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
 
 
+def human_size(n: int) -> str:
+    """``n`` bytes for people: 27 B, 1.3 KiB, 64.3 MiB (as `jobcloud files ls` prints them)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+class EndedManifest(dict):
+    """The data of the final state of a job that did not complete: its manifest (JSON-ready
+    data, as `manifest.model_dump(mode="json")`), whose repr is one short line.
+
+    When a worker runs a deployment's flow run that ends Failed or Cancelled, Prefect tries to
+    raise the state's data and, a dict being no exception, logs a TypeError that prints the
+    data's repr: "Unexpected result for failed state: <manifest of job ...: Failed, exit code 3>"
+    rather than the whole manifest, message and all, once more.
+    """
+
+    def __repr__(self) -> str:
+        code = self.get("exit_code")
+        how = f"{self.get('state')}, exit code {code}" if code not in (None, 0) else f"{self.get('state')}"
+        return f"<manifest of job {self.get('job_id')}: {how}>"
+
+
 def job_state(state: Any) -> JobState:
     """The manifest's `state` for a final Prefect state (TimedOut by name, else by type)."""
     if state.name == "TimedOut":

@@ -19,10 +19,16 @@ MAX_EMBED_BYTES = 2 * 1024 * 1024
 MAX_IMAGES = 10
 
 
-def artifact_key(manifest: JobManifest, name: str) -> str:
-    """A Prefect artifact key (lowercase letters, digits, dashes) for one picture of an entrypoint."""
-    raw = f"{manifest.application}-{manifest.entrypoint}-{PurePosixPath(name).stem}"
+def prefect_key(*parts: str) -> str:
+    """A Prefect artifact key from ``parts``: lowercase letters, digits and single dashes only
+    (anything else becomes a dash), e.g. ("torchfit", "train", "outputs") -> torchfit-train-outputs."""
+    raw = "-".join(parts)
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw.lower())).strip("-")
+
+
+def artifact_key(manifest: JobManifest, name: str) -> str:
+    """The artifact key of one picture of an entrypoint: <app>-<entrypoint>-<file stem>."""
+    return prefect_key(manifest.application, manifest.entrypoint, PurePosixPath(name).stem)
 
 
 def image_markdown(name: str, key: str, data: bytes | None, size: int) -> str:

@@ -217,3 +217,67 @@ def test_data_through_a_linked_folder_in_the_store_is_refused(job_cli, tmp_path:
     assert "'data/link' is a symbolic link inside the job store; links are never followed" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert job_cli("files", "ls", "jobs").returncode == 2  # no job folder was made
+
+
+def _run_records(prefect_api: str, job_id: str) -> tuple:
+    """The flow run, its log records and its artifacts, read back from the real server."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(job_id))
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    return run, logs, found
+
+
+def test_outputs_table_is_keyed_lists_each_file_once_with_full_sha256(job_cli, prefect_api) -> None:
+    proc, result = run_json(job_cli, "decodelike/v1/train", "--config", "config/param.yaml", "--data", "data/exp1")
+    assert proc.returncode == 0, proc.stderr
+    job = result["id"]
+    _, logs, found = _run_records(prefect_api, job)
+    (table,) = [a for a in found if a.type == "table"]
+    assert table.key == "decodelike-train-outputs"  # so the Artifacts page lists it
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    files = [r["file"] for r in rows]
+    assert len(files) == len(set(files)), files
+    expected = {o["key"].removeprefix(f"jobs/{job}/"): o for o in result["manifest"]["outputs"]}
+    assert sorted(files) == sorted(expected) and "log/container.log" in files
+    for r in rows:
+        assert r["sha256"] == expected[r["file"]]["sha256"] and len(r["sha256"]) == 64
+        assert r["bytes"] == expected[r["file"]]["size"]
+    # upload-outputs says what went where, and names what it left out.
+    messages = [log.message for log in logs]
+    assert f"uploaded /files/output/: 1 file, 10 B -> jobs/{job}/output/" in messages
+    assert any(m.startswith("uploaded the container's output: ") and m.endswith(f"-> jobs/{job}/log/container.log") for m in messages)
+    assert any("not uploaded from /files/output/" in m and "leak" in m for m in messages)
+
+
+def test_a_failed_runs_message_is_logged_once_with_its_lines(job_cli, prefect_api) -> None:
+    proc, result = run_json(job_cli, "decodelike/v1/fail")
+    assert proc.returncode == 1 and result["state"] == "Failed"
+    full = result["manifest"]["message"]
+    assert full == "container exited with code 7; last lines of output:\nstarting\nsomething broke"
+    run, logs, _ = _run_records(prefect_api, result["id"])
+    messages = [log.message for log in logs]
+    # One ERROR line of the flow: the exit code, then the last lines as real lines.
+    errors = [log for log in logs if log.level >= 40 and log.task_run_id is None]
+    assert [e.message for e in errors] == [full], messages
+    assert sum(full in m for m in messages) == 1
+    # The final state's message: one readable line; Prefect's "Finished in state" shows it once.
+    message = run.state.message
+    assert "\n" not in message and message == result["message"]
+    assert message == "container exited with code 7; last lines: starting | something broke"
+    assert sum(message in m for m in messages) == 1
+    # Beyond the container's own line, its last line appears in the ERROR line and the state's message only.
+    assert sum("something broke" in m for m in messages if m != "something broke") == 2, messages
+    for m in messages:
+        assert "\\n" not in m and "NoneType: None" not in m and "Traceback" not in m, m

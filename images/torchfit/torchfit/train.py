@@ -25,9 +25,13 @@ log = logging.getLogger("torchfit.train")
 
 def _setup_logging(log_dir: Path) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_dir / "train.log")):
-        handler.setFormatter(fmt)
+    # stdout has no time of its own: whoever collects it (JobCloud, a terminal) stamps each
+    # line already. train.log is read on its own later, so it keeps the time.
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    to_file = logging.FileHandler(log_dir / "train.log")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for handler in (console, to_file):
         logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
 
