@@ -106,7 +106,7 @@ def latency(server: PrefectServer, env: dict[str, str], tmp: Path, name: str, ru
     starts, dones, states = [], [], []
     try:
         with get_client(sync_client=True) as client:
-            dep = client.read_deployment_by_name("linefit-train/v1")
+            dep = client.read_deployment_by_name("linefit-train/linefit-v1-train")
             time.sleep(3)  # let the worker register and finish its first poll
             for i in range(runs + 1):  # the first run warms caches up and is not counted
                 # A random pause so that submissions fall anywhere in the worker's poll cycle.
@@ -187,7 +187,7 @@ def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int,
     sampler.start()
     try:
         with get_client(sync_client=True) as client:
-            dep = client.read_deployment_by_name("linefit-train/v1")
+            dep = client.read_deployment_by_name("linefit-train/linefit-v1-train")
             time.sleep(3)
             t0 = time.monotonic()
             ids = [_submit(client, dep.id)[0].id for _ in range(jobs)]

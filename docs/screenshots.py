@@ -512,7 +512,7 @@ def main() -> int:
         if bad.returncode != 1:
             log(f"note: the failing linefit job exited {bad.returncode} (1 expected): {bad.stdout.strip()[:300]}")
 
-        deployment_id = find_deployment(server.api_url, "torchfit-train", "v1")
+        deployment_id = find_deployment(server.api_url, "torchfit-train", "torchfit-v1-train")
         if not deployment_id:
             failures.append("no deployment of flow torchfit-train: run-form.png not taken")
         log(f"jobs done after {time.monotonic() - t_start:.1f} s; taking screenshots")

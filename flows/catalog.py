@@ -1,8 +1,8 @@
 """The application catalog (`application_config.yaml`), in DECODE OpenCloud's format.
 
 application -> version -> entrypoint -> {app, handler, aws_resources}, read unchanged, with a
-few optional extensions (description, cache, network, default_version, app.secrets,
-aws_resources.retries).
+few optional extensions (description, cache, network, required_inputs, default_version,
+app.secrets, aws_resources.retries).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ PATTERN_HINTS = {
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 BlockName = Annotated[str, Field(pattern=BLOCK_NAME_PATTERN, max_length=100)]
+# The kinds of input a job takes, as `handler.files_down` names them (and the job parameters).
+InputKind = Literal["config_id", "data_ids", "artifact_ids"]
+INPUT_KINDS: tuple[InputKind, ...] = ("config_id", "data_ids", "artifact_ids")
 
 
 def default_secret_block(name: str) -> str:
@@ -170,6 +173,28 @@ class Entrypoint(_Strict):
     network: Literal["bridge", "none"] = Field(
         "bridge", description="'none' cuts the container off the network."
     )
+    required_inputs: list[InputKind] = Field(
+        default_factory=list,
+        description="Inputs a job must give (each a files_down kind); the run form marks them "
+        "required and a job without one is refused before anything starts.",
+    )
+
+    @model_validator(mode="after")
+    def _required_are_taken(self) -> "Entrypoint":
+        down = self.handler.files_down
+        for kind in self.required_inputs:
+            if getattr(down, kind) is None:
+                raise ValueError(
+                    f"required_inputs: {kind!r} is not in handler.files_down, so no job could give it"
+                )
+        if len(set(self.required_inputs)) != len(self.required_inputs):
+            raise ValueError("required_inputs: an input is listed twice")
+        return self
+
+    @property
+    def inputs(self) -> list[InputKind]:
+        """The kinds of input this entrypoint takes (those with a files_down folder), in order."""
+        return [k for k in INPUT_KINDS if getattr(self.handler.files_down, k) is not None]
 
     @property
     def pool(self) -> str:
@@ -190,7 +215,19 @@ class EntrypointRef(BaseModel):
 
     @property
     def flow_name(self) -> str:
+        """The Prefect flow: `<application>-<entrypoint>` (one per entrypoint, all versions)."""
         return f"{self.application}-{self.entrypoint}"
+
+    @property
+    def deployment_name(self) -> str:
+        """The Prefect deployment: `<application>-<version>-<entrypoint>`, the address with '-'
+        for '/' (Prefect's full name is `<flow>/<deployment>`, so no '/' inside a name)."""
+        return f"{self.application}-{self.version}-{self.entrypoint}"
+
+    @property
+    def deployment_full_name(self) -> str:
+        """`<flow>/<deployment>`, as `prefect deployment run` and `run_deployment` take it."""
+        return f"{self.flow_name}/{self.deployment_name}"
 
     @property
     def tags(self) -> list[str]:

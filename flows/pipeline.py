@@ -191,8 +191,7 @@ def _run_step_deployment(step: Step, params: dict[str, Any]) -> tuple[str, Any]:
     from prefect.deployments import run_deployment
 
     ref = step.ref
-    name = f"{ref.flow_name}/{ref.version}"  # as `jobcloud deploy` names them
-    run = run_deployment(name, parameters=params, tags=ref.tags, as_subflow=True, timeout=None)
+    run = run_deployment(ref.deployment_full_name, parameters=params, tags=ref.tags, as_subflow=True, timeout=None)
     return str(run.id), run.state
 
 

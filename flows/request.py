@@ -1,14 +1,32 @@
-"""The parameters of one job, checked against its entrypoint before anything starts."""
+"""The parameters of one job, checked against its entrypoint before anything starts.
+
+`JobRequest` holds every job parameter; `flow_signature` gives one entrypoint's flow only the
+parameters that entrypoint takes, typed and with the catalog's defaults, so Prefect's run form
+(its parameter schema) offers exactly those, marks the required inputs required and opens each
+field as an input box.
+"""
 
 from __future__ import annotations
 
+import inspect
 import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
 
 from blocks.errors import ParameterError
 from blocks.keys import check_key, last_name
-from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint
+from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint, InputKind
 
 MIN_MEMORY_MB = 6  # the smallest limit container engines accept
 
@@ -42,6 +60,12 @@ class JobRequest(BaseModel):
     )
     hardware: HardwareOverride | None = Field(None, description="Hardware overrides.")
     timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
+
+    @field_validator("config_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # The run form's empty text box means "no config".
+        return None if value == "" else value
 
     def inputs(self) -> list[tuple[str, str]]:
         """(files_down kind, key) for every input, in order."""
@@ -101,6 +125,16 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
     hw = request.hardware
     if hw and hw.memory is not None and hw.memory < MIN_MEMORY_MB:
         raise ParameterError(f"memory must be at least {MIN_MEMORY_MB} MB, got {hw.memory}")
+    # Last: a wrong input (an unsafe key, a kind the entrypoint lacks) says so before this.
+    missing = [kind for kind in entry.required_inputs if not getattr(request, kind)]
+    if missing:
+        raise ParameterError(
+            "missing required input" + ("s" if len(missing) > 1 else "") + ": "
+            + "; ".join(f"{kind} ({REQUIRED_HINTS[kind]})" for kind in missing)
+            + ". This entrypoint cannot run without "
+            + ("them" if len(missing) > 1 else "it")
+            + " (required_inputs in the catalog)"
+        )
     return request.model_copy(
         update={
             "config_id": canonical["config_id"][0] if canonical["config_id"] else None,
@@ -108,6 +142,127 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
             "artifact_ids": canonical["artifact_ids"],
         }
     )
+
+
+# How to give each input: the command line option, and an example key that the Prefect UI
+# shows as written (it drops anything in angle brackets, so no `<id>`).
+REQUIRED_HINTS: dict[str, str] = {
+    "config_id": "--config KEY, e.g. config/train.yaml",
+    "data_ids": "--data KEY, e.g. data/exp1",
+    "artifact_ids": "--artifact KEY, e.g. jobs/RUN_ID/artifact of an earlier job",
+}
+
+
+def hardware_model(entry: Entrypoint) -> type[HardwareOverride]:
+    """`HardwareOverride` with the entrypoint's catalog hardware as its defaults (for the form)."""
+    hw = entry.aws_resources.hardware
+
+    def field(name: str, kind: Any, default: Any, description: str) -> tuple[Any, Any]:
+        # A plain type where the catalog has a value: the form opens an input box holding it.
+        # Titled with the name a run passes (`hardware={"cpu": 4}`), not pydantic's "Cpu".
+        return (kind if default is not None else kind | None, Field(default, title=name, description=description))
+
+    return create_model(
+        "Hardware",
+        __base__=HardwareOverride,
+        __doc__="Resources of this job; the defaults are the catalog's.",
+        cpu=field("cpu", PositiveFloat, float(hw.VCPU) if hw.VCPU is not None else None, "CPU cores (e.g. 2 or 0.5)."),
+        memory=field("memory", PositiveInt, hw.MEMORY, "Memory limit in MB."),
+        gpu=field("gpu", NonNegativeInt, hw.GPU, "Number of GPUs (more than 0 needs a GPU host)."),
+    )
+
+
+def flow_signature(entry: Entrypoint) -> inspect.Signature:
+    """The job flow's parameters for ``entry``: only the inputs it takes (those in files_down),
+    `env` / `secrets` only where the catalog allows any, then `hardware` and `timeout`.
+
+    A required input (`required_inputs`) has no default, and a required list needs at least one
+    key; an optional one defaults to an empty text or list. `env` and `secrets` default to {},
+    `hardware` and `timeout` to the catalog's values. The names are `JobRequest`'s.
+    """
+    required = set(entry.required_inputs)
+    params: list[tuple[str, Any, Any]] = []
+    for kind in entry.inputs:
+        if kind == "config_id":
+            kind_type: Any = str
+            empty: Any = ""
+        else:
+            kind_type, empty = list[str], []
+        if kind in required:
+            params.append((kind, Annotated[kind_type, Field(min_length=1)], inspect.Parameter.empty))
+        else:
+            params.append((kind, kind_type, empty))
+    if entry.app.env:
+        params.append(("env", dict[str, str], {}))
+    if entry.app.secrets:
+        params.append(("secrets", dict[str, str], {}))
+    hardware = hardware_model(entry)
+    # The model's schema inline (an object with its properties) rather than a $ref: the form
+    # shows the same fields either way, and the deployment's Parameters tab then has its type.
+    inline = {k: v for k, v in hardware.model_json_schema().items() if k not in ("title", "description")}
+    params.append(("hardware", Annotated[hardware, WithJsonSchema(inline)], hardware()))
+    timeout = entry.aws_resources.timeout
+    params.append(("timeout", PositiveInt if timeout else PositiveInt | None, timeout))
+    return inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default) for name, kind, default in params]
+    )
+
+
+def request_from_parameters(entry: Entrypoint, parameters: dict[str, Any]) -> JobRequest:
+    """The `JobRequest` of a flow call's parameters (names from `flow_signature`)."""
+    taken = set(flow_signature(entry).parameters)
+    unknown = sorted(set(parameters) - taken)
+    if unknown:
+        raise ParameterError(
+            f"this entrypoint takes no {', '.join(unknown)}; its parameters are {', '.join(sorted(taken))}"
+        )
+    hardware = parameters.get("hardware")
+    if isinstance(hardware, BaseModel):
+        hardware = hardware.model_dump()
+    return JobRequest(
+        config_id=parameters.get("config_id"),
+        data_ids=list(parameters.get("data_ids") or []),
+        artifact_ids=list(parameters.get("artifact_ids") or []),
+        env=dict(parameters.get("env") or {}),
+        secrets=dict(parameters.get("secrets") or {}),
+        hardware=hardware,
+        timeout=parameters.get("timeout"),
+    )
+
+
+def parameter_descriptions(entry: Entrypoint) -> dict[str, str]:
+    """What the run form says about each parameter of ``entry``'s flow (no angle brackets: the
+    Prefect UI drops them)."""
+    down = entry.handler.files_down
+    required = set(entry.required_inputs)
+
+    def need(kind: InputKind, optional: str) -> str:
+        return "Required." if kind in required else optional
+
+    hw = entry.aws_resources.hardware
+    timeout = entry.aws_resources.timeout
+    texts = {
+        "config_id": f"Key of the configuration file or folder in the job store, e.g. config/train.yaml; "
+        f"staged under /files/{down.config_id}. {need('config_id', 'Leave empty for none.')}",
+        "data_ids": f"Keys of the data inputs (files or folders), e.g. data/exp1; each is staged under "
+        f"/files/{down.data_ids} with its last name (data/exp1 becomes /files/{down.data_ids}/exp1). "
+        f"{need('data_ids', 'Optional.')}",
+        "artifact_ids": f"Keys of artifacts of earlier jobs, e.g. jobs/RUN_ID/artifact (RUN_ID: that job's "
+        f"flow run id); staged under /files/{down.artifact_ids}. {need('artifact_ids', 'Optional.')}",
+        "env": f"Environment variables for the container, NAME: value; allowed names: {', '.join(entry.app.env)}.",
+        "secrets": "Secret variables, NAME: name of the Prefect Secret block to read (block names, never "
+        f"values); declared: {', '.join(f'{k} (default block {v})' for k, v in entry.app.secrets.items())}.",
+        "hardware": "CPU cores, memory (MB) and GPUs of this job; the defaults are the catalog's "
+        f"(VCPU {_shown(hw.VCPU)}, MEMORY {_shown(hw.MEMORY)}, GPU {hw.GPU}).",
+        "timeout": f"Seconds before the job is stopped; the catalog's default is {timeout}."
+        if timeout
+        else "Seconds before the job is stopped; empty: no limit.",
+    }
+    return {name: texts[name] for name in flow_signature(entry).parameters}
+
+
+def _shown(value: float | None) -> str:
+    return "no limit" if value is None else f"{value:g}"
 
 
 def secret_blocks(entry: Entrypoint, request: JobRequest) -> dict[str, str]:

@@ -1,16 +1,21 @@
 """`jobcloud deploy`: make the Prefect server match the catalog.
 
 One deployment per (application, version, entrypoint): flow `<application>-<entrypoint>`,
-deployment `<version>`, entrypoint `flows.catalog_flows.<app>/<version>/<entrypoint>`, on pool
-`gpu` if the entrypoint asks for a GPU, else `cpu`, default queue `priority-0`. Each has the
-catalog's description, tags `jobcloud app:… version:… entrypoint:…` (flow runs inherit them),
-and the flow's typed parameter schema (every field described), enforced by the server.
+deployment `<application>-<version>-<entrypoint>` (so the deployments list says what each row
+is; Prefect's full name is `<flow>/<deployment>`, e.g. `linefit-train/linefit-v1-train`),
+entrypoint `flows.catalog_flows.<app>/<version>/<entrypoint>`, on pool `gpu` if the entrypoint
+asks for a GPU, else `cpu`, default queue `priority-0`. Each has the catalog's description, tags
+`jobcloud app:… version:… entrypoint:…` (flow runs inherit them), and the flow's parameter
+schema, enforced by the server: only the inputs the entrypoint takes, the required ones
+required, each field typed, described and with its default (the catalog's hardware and
+timeout); see `flows.request.flow_signature`.
 
 Scheduled jobs are declared in `prefect.yaml` (a deployment with `schedules:`); `deploy` applies
 those too, so a schedule exists after `jobcloud deploy` as after `prefect deploy --all`.
 
 Idempotent: a deployment whose managed fields already match is not written. `prune` deletes
-deployments tagged `jobcloud` that are no longer wanted.
+deployments tagged `jobcloud` that are no longer wanted (also those under names of an earlier
+JobCloud release, e.g. `linefit-train/v1`); without it each is reported as a `warning`.
 """
 
 from __future__ import annotations
@@ -84,19 +89,18 @@ def catalog_deployments(catalog: Catalog) -> list[DeploymentSpec]:
     """The deployment of every catalog entrypoint."""
     specs = []
     for ref, entry in catalog.entries():
-        gpus = entry.aws_resources.hardware.GPU
         specs.append(
             DeploymentSpec(
                 flow_name=ref.flow_name,
-                name=ref.version,
+                name=ref.deployment_name,
                 ref=ref,
                 entrypoint=entrypoint_of(ref),
                 work_pool_name=entry.pool,
                 work_queue_name=queue_name(DEFAULT_PRIORITY),
                 description=entry.description or f"{ref} in {entry.handler.image_url}",
                 tags=[MANAGED_TAG, *ref.tags],
-                # GPU deployments show (and pass) their GPU request in the form; a run may override it.
-                parameters={"hardware": {"gpu": gpus}} if gpus else {},
+                # The form's defaults (hardware and timeout from the catalog) are the flow's own.
+                parameters={},
                 parameter_openapi_schema=_schema(ref, catalog),
             )
         )
@@ -140,7 +144,16 @@ def scheduled_deployments(prefect_yaml: Path | None, catalog: Catalog) -> list[D
 
 def desired_deployments(catalog: Catalog, prefect_yaml: Path | None = None) -> list[DeploymentSpec]:
     """Everything `deploy` makes: the catalog's deployments, then prefect.yaml's schedules."""
-    return catalog_deployments(catalog) + scheduled_deployments(prefect_yaml, catalog)
+    specs = catalog_deployments(catalog) + scheduled_deployments(prefect_yaml, catalog)
+    seen: dict[str, DeploymentSpec] = {}
+    for spec in specs:
+        if spec.full_name in seen:
+            raise UserError(
+                f"{spec.ref} and {seen[spec.full_name].ref} would both be deployment {spec.full_name!r}; "
+                "rename one of them (or the scheduled deployment in prefect.yaml)"
+            )
+        seen[spec.full_name] = spec
+    return specs
 
 
 def _current(dep: Any) -> dict[str, Any]:
@@ -226,20 +239,36 @@ def _apply(client: Any, spec: DeploymentSpec) -> DeployChange:
     return DeployChange(name=spec.full_name, action="created" if existing is None else "updated", detail=spec.work_pool_name)
 
 
-def _prune(client: Any, wanted: set[str]) -> list[DeployChange]:
+def _unwanted(client: Any, wanted: set[str]) -> list[tuple[Any, str]]:
+    """(id, full name) of every deployment tagged `jobcloud` that is not in ``wanted``: its
+    entrypoint left the catalog, or it has a name of an earlier release (`linefit-train/v1`)."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
-    changes = []
     deps = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[MANAGED_TAG])))
-    flows = {}
+    flows: dict[Any, str] = {}
+    out = []
     for dep in deps:
         if dep.flow_id not in flows:
             flows[dep.flow_id] = client.read_flow(dep.flow_id).name
         full = f"{flows[dep.flow_id]}/{dep.name}"
         if full not in wanted:
-            client.delete_deployment(dep.id)
-            changes.append(DeployChange(name=full, action="deleted"))
+            out.append((dep.id, full))
+    return out
+
+
+def _prune(client: Any, wanted: set[str]) -> list[DeployChange]:
+    changes = []
+    for dep_id, full in _unwanted(client, wanted):
+        client.delete_deployment(dep_id)
+        changes.append(DeployChange(name=full, action="deleted"))
     return changes
+
+
+def _stale(client: Any, wanted: set[str]) -> list[DeployChange]:
+    return [
+        DeployChange(name=full, action="warning", detail="not wanted (left the catalog, or an old name); --prune deletes it")
+        for _, full in _unwanted(client, wanted)
+    ]
 
 
 def sync(
@@ -261,8 +290,8 @@ def sync(
         zombie = sync_zombie_automation(client, zombie_after)
         changes.append(DeployChange(name=f"automation {ZOMBIE_AUTOMATION}", action=zombie, detail=f"crash runs silent {zombie_after} s"))
         changes += [_apply(client, spec) for spec in specs]
-        if prune:
-            changes += _prune(client, {s.full_name for s in specs})
+        wanted = {s.full_name for s in specs}
+        changes += _prune(client, wanted) if prune else _stale(client, wanted)
     return changes
 
 

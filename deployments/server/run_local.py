@@ -51,7 +51,8 @@ def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store:
     from flows.job import make_flow
 
     flow = make_flow(ref, entry, lambda: store)
-    params = request.model_dump(exclude_none=True)
+    # Only what the job sets: the flow takes only the parameters its entrypoint has.
+    params = request.model_dump(exclude_none=True, exclude_defaults=True)
     # No worker watches this run: the job polls its own state so `jobs cancel` reaches it.
     os.environ[WATCH_ENV] = "1"
     # Prefect's heartbeats (30 s at least) would only tell a server that this process died;

@@ -1,9 +1,10 @@
 """Submitting jobs to deployments on a Prefect server (`jobcloud run` without `--local`).
 
-A job is a flow run of deployment `<application>-<entrypoint>/<version>`, created with the
-six job parameters on the pool's queue `priority-<n>`; the flow run inherits the deployment's
-tags (`app:`, `version:`, `entrypoint:`). The same run can be made with
-`prefect deployment run '<application>-<entrypoint>/<version>' --param ...`.
+A job is a flow run of deployment `<application>-<entrypoint>/<application>-<version>-<entrypoint>`
+(e.g. `linefit-train/linefit-v1-train`), created with the job parameters the entrypoint takes
+on the pool's queue `priority-<n>`; the flow run inherits the deployment's tags (`app:`,
+`version:`, `entrypoint:`). The same run can be made with
+`prefect deployment run 'linefit-train/linefit-v1-train' --param ...`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def connect_api() -> str:
 
 
 def deployment_name(ref: EntrypointRef) -> str:
-    """`<application>-<entrypoint>/<version>`, as `prefect deployment run` takes it."""
-    return f"{ref.flow_name}/{ref.version}"
+    """`<flow>/<deployment>` (`linefit-train/linefit-v1-train`), as `prefect deployment run` takes it."""
+    return ref.deployment_full_name
 
 
 def parameters_of(request: JobRequest) -> dict[str, Any]:

@@ -87,10 +87,10 @@ def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_ap
 def test_predict_without_a_model_fails_and_says_what_to_pass(torchfit_image, prefect_api, cli) -> None:
     assert cli("files", "put", str(SAMPLE / "data"), "samples/torchfit").returncode == 0
     proc = cli("run", "torchfit/v1/predict", "--data", "samples/torchfit/data", "--local", "--json", timeout=300)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    job = _json(proc)
-    assert job["state"] == "Failed"
-    assert "--artifact jobs/<id>/artifact" in (job["message"] or "") + proc.stderr, job
+    # The model is a required input (catalog `required_inputs`): bad input, nothing started.
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "missing required input: artifact_ids" in proc.stderr and "--artifact" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_images_build_skips_an_up_to_date_image(torchfit_image, cli) -> None:

@@ -53,10 +53,12 @@ def test_train_predict_pipeline_runs_each_step_as_its_own_job(images, prefect_ap
     assert store.read_bytes(f"jobs/{jobs['predict']}/output/predictions.csv").strip()
 
 
-def test_a_failed_step_stops_the_pipeline_and_names_the_job(images, prefect_api, cli) -> None:
-    assert cli("files", "put", str(EXAMPLE / "points.csv"), "ex").returncode == 0
-    # No config: linefit's train exits 4, so predict must not start.
-    proc = _pipeline(cli, "run", "linefit-train-predict", "--data", "ex/points.csv")
+def test_a_failed_step_stops_the_pipeline_and_names_the_job(images, prefect_api, cli, tmp_path: Path) -> None:
+    one_row = tmp_path / "one-row.csv"
+    one_row.write_text("1,2\n")  # a line needs two points: linefit's train exits non-zero
+    assert cli("files", "put", str(one_row), str(EXAMPLE / "config.yaml"), "bad").returncode == 0
+    # So predict must not start.
+    proc = _pipeline(cli, "run", "linefit-train-predict", "--config", "bad/config.yaml", "--data", "bad/one-row.csv")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["state"] == "Failed"

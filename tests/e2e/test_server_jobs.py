@@ -116,10 +116,10 @@ def test_deploy_made_pools_queues_deployments_and_schedule(stack: Stack) -> None
             assert client.read_work_pool(pool).type == "jobcloud"
             queues = {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
             assert all(queues[f"priority-{p}"] == 6 - p for p in range(6)), queues
-        dep = client.read_deployment_by_name("linefit-train/v1")
+        dep = client.read_deployment_by_name("linefit-train/linefit-v1-train")
         assert dep.work_pool_name == "cpu" and "app:linefit" in dep.tags
         assert dep.parameter_openapi_schema["properties"]["data_ids"]["description"]
-        nightly = client.read_deployment_by_name("linefit-train/nightly")
+        nightly = client.read_deployment_by_name("linefit-train/linefit-v1-train-nightly")
         crons = [s.schedule.cron for s in client.read_deployment_schedules(nightly.id)]
         assert crons == ["0 3 * * *"]
         assert nightly.parameters["config_id"] == "examples/config.yaml"
@@ -135,7 +135,7 @@ def test_prefect_deploy_all_agrees_with_jobcloud_deploy(stack: Stack) -> None:
 def test_prefect_deployment_run_watch(stack: Stack) -> None:
     proc = _ok(
         stack.prefect(
-            "deployment", "run", "linefit-train/v1", "--param", "config_id=examples/config.yaml",
+            "deployment", "run", "linefit-train/linefit-v1-train", "--param", "config_id=examples/config.yaml",
             "--param", 'data_ids=["examples/points.csv"]', "--watch",
         )
     )
@@ -171,7 +171,8 @@ def test_jobcloud_run_jobs_show_logs_outputs(stack: Stack, tmp_path: Path) -> No
 
 
 def test_failing_job_is_failed_in_jobs_ls(stack: Stack) -> None:
-    proc = stack.cli("run", "linefit/v1/train", "--data", "examples/points.csv", "--json")  # no config: exit 4
+    # A config that is no .yaml (config is a required input, so it cannot be left out): exit 4.
+    proc = stack.cli("run", "linefit/v1/train", "--config", "examples/points.csv", "--data", "examples/points.csv", "--json")
     assert proc.returncode == 1, proc.stderr
     job_id = json.loads(proc.stdout)["id"]
     failed = json.loads(_ok(stack.cli("jobs", "ls", "--state", "failed", "--json")).stdout)["jobs"]
@@ -230,7 +231,7 @@ def test_deploy_watch_picks_catalog_changes_up(stack: Stack) -> None:
 
             def exists() -> bool:
                 try:
-                    client.read_deployment_by_name("extra-hello/v1")
+                    client.read_deployment_by_name("extra-hello/extra-v1-hello")
                 except ObjectNotFound:
                     return False
                 return True

@@ -192,7 +192,7 @@ def test_cancel_queued(stage: Stage) -> None:
 
     env = stage.case_env()
     with stage.client() as client:
-        dep = client.read_deployment_by_name("faults-nap/v1")
+        dep = client.read_deployment_by_name("faults-nap/faults-v1-nap")
         run = client.create_flow_run_from_deployment(dep.id, state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(hours=1)))
     t0 = _cancel(stage, env, str(run.id))
     state = wait_for(lambda: final_state(stage, str(run.id)), CANCEL_DEADLINE_S, "cancel")

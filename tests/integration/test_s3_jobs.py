@@ -83,7 +83,7 @@ def test_linefit_on_s3_end_to_end_then_reused(s3_cli, seaweed: Seaweed, tmp_path
 
 def test_bad_credentials_stop_the_job_before_it_starts(s3_cli, tmp_path: Path) -> None:
     s3_cli.env["AWS_SECRET_ACCESS_KEY"] = "wrong"
-    proc = s3_cli("run", "linefit/v1/train", "--data", "data/points.csv", "--local")
+    proc = s3_cli("run", "linefit/v1/train", "--data", "data/points.csv", "--config", "config/config.yaml", "--local")
     assert proc.returncode == 2, proc.stderr
     assert "refused" in proc.stderr and "credentials" in proc.stderr
     assert "Traceback" not in proc.stderr

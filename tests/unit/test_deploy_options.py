@@ -35,7 +35,9 @@ def test_parameters_leave_unset_out() -> None:
 
 def test_deployment_name() -> None:
     ref = EntrypointRef(application="linefit", version="v1", entrypoint="train")
-    assert deployment_name(ref) == "linefit-train/v1"
+    # `<flow>/<deployment>`: the deployments list shows `linefit-v1-train`, not a bare `v1`.
+    assert deployment_name(ref) == "linefit-train/linefit-v1-train"
+    assert (ref.flow_name, ref.deployment_name) == ("linefit-train", "linefit-v1-train")
 
 
 def test_state_words() -> None:

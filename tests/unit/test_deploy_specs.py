@@ -37,29 +37,33 @@ def catalog_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_one_deployment_per_entrypoint_on_the_right_pool(catalog_file: Path) -> None:
     specs = {s.full_name: s for s in catalog_deployments(parse_catalog(CATALOG))}
-    assert set(specs) == {"decode-train/v0.10.1", "decode-fit/v0.10.1"}
-    train, fit = specs["decode-train/v0.10.1"], specs["decode-fit/v0.10.1"]
+    assert set(specs) == {"decode-train/decode-v0.10.1-train", "decode-fit/decode-v0.10.1-fit"}
+    train, fit = specs["decode-train/decode-v0.10.1-train"], specs["decode-fit/decode-v0.10.1-fit"]
+    assert train.name == "decode-v0.10.1-train" and train.flow_name == "decode-train"
     assert train.work_pool_name == "gpu" and fit.work_pool_name == "cpu"
     assert train.description == "Train DECODE on a GPU."
     assert fit.description  # a default description when the catalog has none
     assert train.tags == [MANAGED_TAG, "app:decode", "version:v0.10.1", "entrypoint:train"]
     assert train.work_queue_name == "priority-0"
-    assert train.parameters == {"hardware": {"gpu": 2}}
-    assert fit.parameters == {}
+    # The GPU request is the form's default for hardware (the flow's), not a fixed parameter.
+    assert train.parameters == {} and fit.parameters == {}
+    assert train.parameter_openapi_schema["properties"]["hardware"]["default"] == {"cpu": 2.0, "memory": 1024, "gpu": 2}
 
 
 def test_parameter_form_is_typed_and_every_field_described(catalog_file: Path) -> None:
     spec = catalog_deployments(parse_catalog(CATALOG))[0]
     schema = spec.parameter_openapi_schema
     props = schema["properties"]
-    assert list(props) == ["config_id", "data_ids", "artifact_ids", "env", "secrets", "hardware", "timeout"]
+    # Only what decode/train takes: no artifact_ids (no files_down folder), no secrets (none declared).
+    assert list(props) == ["config_id", "data_ids", "env", "hardware", "timeout"]
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
-    assert {"type": "string"} in props["config_id"]["anyOf"]
-    assert any(a.get("type") == "array" and a["items"] == {"type": "string"} for a in props["data_ids"]["anyOf"])
-    assert any(a.get("type") == "integer" for a in props["timeout"]["anyOf"])
+    assert props["config_id"]["type"] == "string"
+    assert props["data_ids"]["type"] == "array" and props["data_ids"]["items"] == {"type": "string"}
+    assert props["timeout"]["type"] == "integer" and props["timeout"]["default"] == 60
     assert "SEED" in props["env"]["description"]  # the allow-list is shown in the form
-    hardware = schema["definitions"]["HardwareOverride"]["properties"]
+    assert props["hardware"]["type"] == "object"
+    hardware = props["hardware"]["properties"]
     assert set(hardware) == {"cpu", "memory", "gpu"}
     assert all(p.get("description") for p in hardware.values())
 

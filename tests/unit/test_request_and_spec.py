@@ -20,8 +20,11 @@ def entry():
     return load_catalog(ROOT / "application_config.yaml").get(REF)
 
 
+INPUTS = {"config_id": "config/a.yaml", "data_ids": ["data/exp1"]}  # linefit/train requires both
+
+
 def test_allowed_env_passes_and_others_are_refused(entry) -> None:
-    ok = validate_request(entry, JobRequest(env={"LINEFIT_EPOCHS": "3"}))
+    ok = validate_request(entry, JobRequest(env={"LINEFIT_EPOCHS": "3"}, **INPUTS))
     assert ok.env == {"LINEFIT_EPOCHS": "3"}
     with pytest.raises(ParameterError) as exc:
         validate_request(entry, JobRequest(env={"LINEFIT_EPOCHS": "3", "LD_PRELOAD": "/x.so"}))
@@ -30,7 +33,7 @@ def test_allowed_env_passes_and_others_are_refused(entry) -> None:
 
 def test_env_values_never_enter_the_command(entry) -> None:
     evil = "$(touch /files/pwned); `id`"
-    req = validate_request(entry, JobRequest(env={"LINEFIT_EPOCHS": evil}))
+    req = validate_request(entry, JobRequest(env={"LINEFIT_EPOCHS": evil}, **INPUTS))
     spec = build_spec(REF, entry, req, Path("/tmp/x"), "job-1")
     assert evil not in " ".join(spec.command)
     assert spec.environment == {"LINEFIT_EPOCHS": evil}
