@@ -434,6 +434,8 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
         version=ref.version,
         validate_parameters=True,
         persist_result=False,
+        # "torchfit/v1/train 1f2e3d4c" in the runs list says more than Prefect's "fresh-bumblebee".
+        flow_run_name=lambda: f"{ref} {str(runtime_flow_run.id)[:8]}",
     )
 
 
