@@ -284,7 +284,8 @@ def sync(
     specs = desired_deployments(catalog, prefect_yaml)
     zombie_after = zombie_after_s()  # a bad JOBCLOUD_ZOMBIE_AFTER_S fails before anything is written
     with get_client(sync_client=True) as client:
-        pool_changes: list[PoolChange] = ensure_pools(client, limits)
+        # The catalog deployed is the one the pools' flow runs read (`jobcloud deploy --catalog X`).
+        pool_changes: list[PoolChange] = ensure_pools(client, limits, catalog_path=catalog.source)
         changes = [DeployChange(name=f"pool {c.name}", action=c.action, detail=c.detail) for c in pool_changes]
         # Server-side: crashes runs whose host died (their heartbeats stop); see automations.py.
         zombie = sync_zombie_automation(client, zombie_after)

@@ -17,6 +17,16 @@ worker rather than a Docker one, because:
 A pool made earlier with type `process` keeps working with stock process workers (`deploy`
 warns and leaves it).
 
+The pool carries what a job's flow run needs beyond the host: its job template's `env` defaults
+hold JOBCLOUD_STORAGE (the job store: a URL, a folder, or `block:<name>`) and JOBCLOUD_CONFIG
+(the catalog's path: a flow run still reads the catalog, `flows.catalog_flows`, so the file must
+be at that path on every worker host), as `jobcloud deploy` sees them, made absolute. So a
+worker host runs the bare `prefect worker start --pool cpu` that the Prefect UI suggests, with
+nothing of JobCloud's in its environment (the container engine is found on the host). Prefect
+puts the template's `env` over the worker's own environment; a deployment's `env` job variable
+goes over the pool's. A local folder as the store fits one host only (every worker would use
+its own disk).
+
 Priorities: a job's priority 0-5 (DECODE's; 5 is the most urgent, 0 the default) picks queue
 `priority-<n>` of the pool. Prefect serves the queue with the lowest priority *number* first,
 so `priority-5` gets Prefect priority 1 and `priority-0` Prefect priority 6.
@@ -24,11 +34,13 @@ so `priority-5` gets Prefect priority 1 and `priority-0` Prefect priority 6.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel
 
 from blocks.errors import ParameterError
+from blocks.settings import get_settings
 
 # Prefect (and the worker, which imports it) inside the functions: never before `ensure_api`.
 
@@ -54,18 +66,58 @@ def prefect_priority(priority: int) -> int:
     return len(PRIORITIES) - priority
 
 
-def base_job_template(pool: str) -> dict[str, Any]:
-    """The pool's job template: the process worker's, with a JOBCLOUD_POOL variable.
+# The `env` defaults of a pool's job template that `jobcloud deploy` manages; others are left.
+MANAGED_ENV = ("JOBCLOUD_POOL", "JOBCLOUD_STORAGE", "JOBCLOUD_CONFIG")
+ENV_DESCRIPTION = (
+    "Environment of each flow run, over the worker host's own. JobCloud's defaults, written by "
+    "`jobcloud deploy`: JOBCLOUD_STORAGE (the job store every run uses: s3://, gs://, "
+    "block:<name>, or a folder, which fits one host only), JOBCLOUD_CONFIG (the catalog's path on "
+    "the worker host), JOBCLOUD_POOL. A worker host needs none of them in its own environment."
+)
 
-    The flow run's environment is the worker's (JOBCLOUD_STORAGE, JOBCLOUD_CONFIG, DOCKER_HOST)
-    plus `env` from this template and the deployment's job variables.
+
+def pool_env(pool: str, catalog_path: str | None = None) -> dict[str, str]:
+    """The settings a flow run of ``pool`` gets from the pool: this process's job store and
+    catalog (``catalog_path``, default JOBCLOUD_CONFIG), relative paths made absolute here."""
+    from deployments.worker.fast_worker import absolute_setting
+
+    settings = get_settings()
+    return {
+        "JOBCLOUD_POOL": pool,
+        "JOBCLOUD_STORAGE": absolute_setting(settings.storage_url),
+        "JOBCLOUD_CONFIG": absolute_setting(str(catalog_path or settings.config)),
+    }
+
+
+def base_job_template(pool: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The pool's job template: the process worker's, with `env` defaults (JOBCLOUD_POOL, and
+    ``env``: `pool_env` when `ensure_pools` writes it).
+
+    A flow run's environment is the worker host's, then this template's `env`, then the
+    deployment's `env` job variable, each over the one before.
     """
     from deployments.worker.fast_worker import JobCloudWorker
 
     template = JobCloudWorker.get_default_base_job_template()
-    env = template["variables"]["properties"]["env"]
-    env["default"] = {"JOBCLOUD_POOL": pool}
+    return with_env(template, {"JOBCLOUD_POOL": pool, **(env or {})})
+
+
+def with_env(template: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """A copy of ``template`` whose `env` defaults carry ``env`` (other defaults kept)."""
+    template = copy.deepcopy(template)
+    prop = template["variables"]["properties"]["env"]
+    prop["default"] = {**(prop.get("default") or {}), **env}
+    prop["description"] = ENV_DESCRIPTION
     return template
+
+
+def pool_settings(template: dict[str, Any] | None) -> dict[str, str]:
+    """JobCloud's managed `env` defaults in a pool's job template."""
+    try:
+        defaults = template["variables"]["properties"]["env"].get("default") or {}  # type: ignore[index]
+    except (KeyError, TypeError, AttributeError):
+        return {}
+    return {k: v for k, v in defaults.items() if k in MANAGED_ENV}
 
 
 class PoolChange(BaseModel):
@@ -76,8 +128,12 @@ class PoolChange(BaseModel):
     detail: str = ""
 
 
-def ensure_pools(client: Any, limits: dict[str, int | None] | None = None) -> list[PoolChange]:
-    """Create pools `cpu`/`gpu` and their queues if missing; apply concurrency limits given.
+def ensure_pools(
+    client: Any, limits: dict[str, int | None] | None = None, catalog_path: str | None = None
+) -> list[PoolChange]:
+    """Create pools `cpu`/`gpu` and their queues if missing; apply concurrency limits given;
+    write this process's job store and catalog path (``catalog_path``, default JOBCLOUD_CONFIG)
+    into each pool's job template (`pool_env`).
 
     A limit of None leaves the pool's limit as it is; 0 removes it. Idempotent.
     """
@@ -91,6 +147,8 @@ def ensure_pools(client: Any, limits: dict[str, int | None] | None = None) -> li
     changes: list[PoolChange] = []
     for pool in POOLS:
         limit = limits.get(pool)
+        env = pool_env(pool, catalog_path)
+        said = f"store {env['JOBCLOUD_STORAGE']}, catalog {env['JOBCLOUD_CONFIG']}"
         try:
             existing = client.read_work_pool(pool)
         except ObjectNotFound:
@@ -99,20 +157,31 @@ def ensure_pools(client: Any, limits: dict[str, int | None] | None = None) -> li
                     name=pool,
                     type=POOL_TYPE,
                     description=POOL_DESCRIPTIONS[pool],
-                    base_job_template=base_job_template(pool),
+                    base_job_template=base_job_template(pool, env),
                     concurrency_limit=limit or None,
                 )
             )
-            changes.append(PoolChange(name=pool, action="created", detail=f"limit {limit or 'none'}"))
+            changes.append(PoolChange(name=pool, action="created", detail=f"limit {limit or 'none'}; {said}"))
         else:
-            if existing.type != POOL_TYPE:
+            ours = existing.type == POOL_TYPE
+            if not ours:
                 changes.append(
                     PoolChange(name=pool, action="warning", detail=f"is a {existing.type!r} pool, not {POOL_TYPE!r}; left as it is")
                 )
+            update: dict[str, Any] = {}
+            details = []
             wanted = limit or None
             if limit is not None and existing.concurrency_limit != wanted:
-                client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=wanted))
-                changes.append(PoolChange(name=pool, action="updated", detail=f"limit {wanted or 'none'}"))
+                update["concurrency_limit"] = wanted
+                details.append(f"limit {wanted or 'none'}")
+            if ours and pool_settings(existing.base_job_template) != env:
+                template = existing.base_job_template or {}
+                has_env = isinstance(template.get("variables", {}).get("properties", {}).get("env"), dict)
+                update["base_job_template"] = with_env(template, env) if has_env else base_job_template(pool, env)
+                details.append(said)
+            if update:
+                client.update_work_pool(pool, WorkPoolUpdate(**update))
+                changes.append(PoolChange(name=pool, action="updated", detail="; ".join(details)))
             else:
                 changes.append(PoolChange(name=pool, action="unchanged"))
         changes += _ensure_queues(client, pool)

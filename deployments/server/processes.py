@@ -18,7 +18,8 @@ from pathlib import Path
 
 from blocks.errors import JobCloudError
 
-# Fast pickup: the stock process worker asks for new runs every 10 s; these poll every second.
+# Fast pickup: the stock process worker asks for new runs every 10 s; these poll every second
+# (the `jobcloud` worker type does so by default; the settings matter for `--type process`).
 FAST_WORKER_ENV = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_PREFETCH_SECONDS": "10",
@@ -144,8 +145,11 @@ def start_worker(
 ) -> Proc:
     """`prefect worker start --pool POOL` against ``server``.
 
-    ``env`` must carry what the flow runs need (JOBCLOUD_STORAGE, JOBCLOUD_CONFIG, DOCKER_HOST);
-    ``fast`` adds `FAST_WORKER_ENV` (poll every second), else the stock settings apply.
+    ``env`` is the worker host's environment (its PREFECT_* are replaced by ``server``'s). The
+    flow runs' JobCloud settings (job store, catalog) come from the pool, which `jobcloud
+    deploy` wrote; the engine from DOCKER_HOST or the host's default socket. ``fast`` adds
+    `FAST_WORKER_ENV` (poll every second, also for a stock `--type process` worker); else
+    Prefect's settings, or the `jobcloud` worker type's own 1 s, apply.
     """
     wenv = server.env(env)
     if fast:

@@ -27,6 +27,7 @@ import sys
 # must start in milliseconds; only the fork server and its children import more.
 
 SOCKET_ENV = "JOBCLOUD_WARM_SOCKET"
+RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"  # set by Prefect's worker in each flow run's environment
 FOLDER_PREFIX = "jobcloud-warm-"  # the worker's temporary folder for the socket
 # A run gets this long to end after SIGTERM when the fork server stops, then SIGKILL.
 STOP_GRACE_S = float(os.environ.get("JOBCLOUD_RUN_STOP_GRACE_S", "10"))
@@ -124,45 +125,45 @@ def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(bytes(buf[HEADER.size : HEADER.size + size])), list(fds)
 
 
-def _child(request: dict, fds: list[int], module: str) -> None:
-    """In the forked child: become the flow run's process and run ``module`` (prefect.engine)."""
-    import runpy
-    import traceback
+class ForkedRun:
+    """What a forked child of the fork server runs: one flow run, as `python -m MODULE` would.
 
-    code = 1
-    try:
-        os.setsid()  # its own process group: stopping it stops what it starts
-        for target, fd in enumerate(fds[:3]):
-            os.dup2(fd, target)
-        for fd in fds:
-            if fd > 2:
-                os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        import prefect.context
+    `serve` returns one of these in the child only, out of all of its own frames (so none of the
+    server's clean-up runs in the child); the module's `__main__` then calls `run` and exits
+    through `sys.exit`, a normal interpreter exit: Prefect drains its log and event workers to
+    the API in its `atexit` handlers, as it does after a cold start."""
 
-        # Settings as this run's environment gives them, not as the server's did.
-        prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
-        sys.argv = [module, *request["argv"]]
+    def __init__(self, request: dict, fds: list[int], module: str) -> None:
+        self.request, self.fds, self.module = request, fds, module
+
+    def run(self) -> int:
+        """Become the flow run's process and run the module; its exit code."""
+        import runpy
+        import traceback
+
         try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - report anything, then exit with 1
-        traceback.print_exc()
-    finally:
-        try:
-            # What a normal interpreter exit does: Prefect drains its log and event
-            # workers to the API in atexit handlers; os._exit alone would drop them.
-            import atexit
+            os.setsid()  # its own process group: stopping it stops what it starts
+            for target, fd in enumerate(self.fds[:3]):
+                os.dup2(fd, target)
+            for fd in self.fds:
+                if fd > 2:
+                    os.close(fd)
+            os.chdir(self.request["cwd"])
+            os.environ.clear()
+            os.environ.update(self.request["env"])
+            import prefect.context
 
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+            # Settings as this run's environment gives them, not as the server's did.
+            prefect.context.refresh_global_settings_context()
+            sys.argv = [self.module, *self.request["argv"]]
+            try:
+                runpy.run_module(self.module, run_name="__main__", alter_sys=True)
+            except SystemExit as exc:
+                return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            return 0
+        except BaseException:  # noqa: BLE001 - report anything, then exit with 1
+            traceback.print_exc()
+            return 1
 
 
 def _die_with_parent() -> int:
@@ -186,19 +187,22 @@ def _signal_on_parent_death(sig: int) -> None:
             pass
 
 
-def serve(path: str, module: str = "prefect.engine") -> None:
+def serve(path: str, module: str = "prefect.engine") -> ForkedRun | None:
     """Preload, then fork one child per request on the Unix socket ``path``, until SIGTERM or
     until the process that started it (the worker) is gone.
 
     On the way out it stops every run it started: SIGTERM to each run's process group, SIGKILL
-    after `STOP_GRACE_S`, and it removes the socket's folder. Each child runs ``module`` as
-    `python -m` would (another module only in tests)."""
+    after `STOP_GRACE_S`, and it removes the socket's folder; then it returns None. In each
+    forked child it returns the `ForkedRun` to run instead (``module`` as `python -m` would run
+    it; another module only in tests). It leaves a line per run in its log (stderr):
+    `warm_start: flow run <id> forked as pid <pid>`, the mark that a run started warm."""
     import importlib
     import selectors
 
     parent = _die_with_parent()
     if os.getppid() != parent:  # the worker died before the signal was armed
-        return
+        return None
+    me = os.getpid()
 
     for name in PRELOAD:
         try:
@@ -258,10 +262,14 @@ def serve(path: str, module: str = "prefect.engine") -> None:
                         conn.close()
                         for c in children.values():
                             c.close()
-                        _child(request, fds, module)
+                        for fd in (wake_r, wake_w):
+                            os.close(fd)
+                        return ForkedRun(request, fds, module)  # the `finally` below skips the child
                     for fd in fds:
                         os.close(fd)
                     children[pid] = conn
+                    run_id = request.get("env", {}).get(RUN_ID_ENV, "?")
+                    print(f"warm_start: flow run {run_id} forked as pid {pid}", file=sys.stderr, flush=True)
                     conn.sendall(f"pid {pid}\n".encode())
                     sel.register(conn, selectors.EVENT_READ, pid)
                 elif key.data == "signal":
@@ -279,15 +287,22 @@ def serve(path: str, module: str = "prefect.engine") -> None:
             if os.getppid() != parent:
                 stopping = True
     finally:
-        srv.close()
-        if os.path.exists(path):
-            os.unlink(path)
-        _stop_children(children, sel)
-        folder = os.path.dirname(path)
-        if os.path.basename(folder).startswith(FOLDER_PREFIX):
-            import shutil
+        if os.getpid() == me:  # the server, not a child on its way to its run
+            _shut_down(path, srv, children, sel)
+    return None
 
-            shutil.rmtree(folder, ignore_errors=True)
+
+def _shut_down(path: str, srv: socket.socket, children: dict[int, socket.socket], sel: object) -> None:
+    """The fork server's way out: the socket, every run it started, its temporary folder."""
+    srv.close()
+    if os.path.exists(path):
+        os.unlink(path)
+    _stop_children(children, sel)
+    folder = os.path.dirname(path)
+    if os.path.basename(folder).startswith(FOLDER_PREFIX):
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stop_children(children: dict[int, socket.socket], sel: object) -> None:
@@ -341,6 +356,8 @@ def _reap(children: dict[int, socket.socket], sel: object) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], *sys.argv[3:4])
+        forked = serve(sys.argv[2], *sys.argv[3:4])
+        if forked is not None:
+            sys.exit(forked.run())  # a forked child: exits as the flow run would
     else:
         sys.exit(client_main(sys.argv[1:]))

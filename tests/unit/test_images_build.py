@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from docker.errors import ImageNotFound
 
-from deployments.server import images_build as ib
 from blocks.errors import UserError
+from deployments.server import images_build as ib
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -84,8 +84,43 @@ def test_a_missing_wheel_is_said_and_the_index_used(tmp_path: Path, monkeypatch:
     assert any("no local wheel for torch-2.13.0+cpu" in m for m in said)
 
 
-def test_debian_mirror_is_an_http_url() -> None:
-    assert ib.debian_mirror().startswith(("http://", "https://"))
+def _apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
+    """Make `debian_mirror` read ``files`` (paths under /etc/apt) from ``tmp_path`` instead."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(ib, "Path", lambda p: tmp_path / str(p).lstrip("/"))
+
+
+DEB822 = """Types: deb
+# http://snapshot.debian.org/archive/debian-security/20250520T000000Z
+URIs: http://security.example.org/debian-security
+Suites: bookworm-security
+
+Types: deb
+URIs: http://mirror.example.org/debian
+Suites: bookworm bookworm-updates
+"""
+
+
+def test_debian_mirror_is_read_from_deb822_sources_skipping_security(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _apt(tmp_path, monkeypatch, {"etc/apt/sources.list.d/debian.sources": DEB822})
+    assert ib.debian_mirror() == "http://mirror.example.org/debian"
+
+
+def test_debian_mirror_is_read_from_a_sources_list_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _apt(tmp_path, monkeypatch, {
+        "etc/apt/sources.list": "# deb http://commented.example.org/debian bookworm main\n"
+        "deb [signed-by=/usr/share/keyrings/debian.gpg] https://list.example.org/debian bookworm main\n",
+    })
+    assert ib.debian_mirror() == "https://list.example.org/debian"
+
+
+def test_debian_mirror_without_a_usable_source_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _apt(tmp_path, monkeypatch, {"etc/apt/sources.list": "deb http://security.example.org/debian-security bookworm-security main\n"})
+    assert ib.debian_mirror() == ib.DEFAULT_MIRROR
+    assert ib.DEFAULT_MIRROR not in ("http://mirror.example.org/debian", "https://list.example.org/debian")
 
 
 def test_no_engine_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

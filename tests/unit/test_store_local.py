@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.transfer import local as transfer
-from blocks.store.job_store import JobStore, local_files
 from blocks.errors import MissingKeyError, UnsafeKeyError, UserError
+from blocks.store.job_store import JobStore, local_files
+from blocks.transfer import local as transfer
 
 MiB = 1024 * 1024
 
@@ -56,6 +56,12 @@ def test_staging_again_trusts_the_recorded_checksum_only_while_the_file_is_uncha
     if transfer.read_hash_xattr(stored) is None:
         pytest.skip("this filesystem keeps no user xattrs")
     assert transfer.read_hash_xattr(stored) == rec.sha256
+    # While the file is unchanged, staging it again takes the recorded checksum, without
+    # hashing: a record that fits the file's size and mtime is what comes back.
+    st = stored.stat()
+    os.setxattr(stored, transfer.HASH_XATTR, f"{st.st_size}:{st.st_mtime_ns}:{'f' * 64}".encode())
+    assert stored.stat().st_mtime_ns == st.st_mtime_ns
+    assert store.download("in/big.bin", tmp_path / "d0")[0].sha256 == "f" * 64
     # Rewrite the stored file behind JobCloud's back: the recorded hash no longer applies.
     data = os.urandom(9 * MiB)
     stored.write_bytes(data)
@@ -118,17 +124,18 @@ def test_bad_keys_never_reach_the_disk(store: JobStore, tmp_path: Path) -> None:
     assert not (tmp_path / "escape").exists()
 
 
-def test_a_long_local_name_is_refused_as_a_key(store: JobStore, tmp_path: Path) -> None:
+def test_long_names_upload_and_a_key_segment_over_255_bytes_is_refused(store: JobStore, tmp_path: Path) -> None:
+    # A local name cannot pass 255 bytes (the filesystem's limit), so a too-long segment can only
+    # come from a key: checked on the key; long local names (counted in bytes) still upload.
     out = tmp_path / "out"
     out.mkdir()
-    # 200 characters of 2 bytes each: a legal local name on most filesystems? No: 400 bytes is
-    # over ext4's 255 too, so build the long key through a folder name at the limit instead.
     (out / ("d" * 200)).mkdir()
-    (out / ("d" * 200) / ("é" * 60 + ".txt")).write_text("x")  # 124 bytes: fine
+    (out / ("d" * 200) / ("é" * 60 + ".txt")).write_text("x")  # 124 bytes
     recs = store.upload_tree(out, "p")
-    assert len(recs) == 1
+    assert [r.key for r in recs] == ["p/" + "d" * 200 + "/" + "é" * 60 + ".txt"]
     with pytest.raises(UnsafeKeyError, match="longer than 255 bytes"):
-        store.write_bytes("p/" + "é" * 128, b"x")
+        store.write_bytes("p/" + "é" * 128, b"x")  # 256 bytes
+    assert [e.key for e in store.list("p")] == ["p/" + "d" * 200]  # nothing else was written
 
 
 def test_missing_keys_say_so(store: JobStore, tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from blocks.errors import MissingKeyError
 from blocks.transfer import base as transfer
 from blocks.transfer.base import StoreAccessError, TransferError, is_transient, retrying
-from blocks.errors import MissingKeyError
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -50,17 +50,29 @@ def test_a_short_transfer_is_transient_and_retried(monkeypatch: pytest.MonkeyPat
     assert len(calls) == 3
 
 
-def test_retries_back_off_and_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def _waits(monkeypatch: pytest.MonkeyPatch, attempts: int, jitter: float, base: float = 0.5) -> list[float]:
+    """The sleeps of `retrying` over ``attempts`` failed calls, with random() fixed at ``jitter``."""
     waits: list[float] = []
     monkeypatch.setattr(transfer.time, "sleep", waits.append)
+    monkeypatch.setattr(transfer.random, "random", lambda: jitter)
+    calls: list[int] = []
 
     def down() -> None:
+        calls.append(1)
         raise _client_error("ServiceUnavailable", 503)
 
     with pytest.raises(ClientError):
-        retrying("upload of f", down, attempts=4)
-    assert len(waits) == 3
-    assert waits[0] < waits[-1] * 2  # grows (with jitter)
+        retrying("upload of f", down, attempts=attempts, base=base)
+    assert len(calls) == attempts  # every attempt made, then the last error raised
+    return waits
+
+
+def test_retries_back_off_exponentially_and_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The schedule: base * 2**(n-1), at most 8 s, times a jitter factor 0.5..1.5.
+    assert _waits(monkeypatch, 4, jitter=0.5) == [0.5, 1.0, 2.0]  # factor 1: the bare schedule
+    assert _waits(monkeypatch, 7, jitter=0.5, base=1.0) == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # capped at 8 s
+    assert _waits(monkeypatch, 3, jitter=0.0) == [0.25, 0.5]  # the least jitter halves a wait
+    assert _waits(monkeypatch, 3, jitter=0.999) == pytest.approx([0.7495, 1.499])  # the most adds half
 
 
 def test_permanent_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
