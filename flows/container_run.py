@@ -19,6 +19,7 @@ from blocks.engine import engine_lost, engine_unavailable, engine_url_of, requir
 from blocks.errors import ContainerEngineError, ImageNotFoundError
 from flows.cancel_watch import cancel_requested
 from flows.container_spec import ContainerSpec
+from flows.job_guard import note_left_container
 
 TAIL_LINES = 20
 STOP_GRACE_S = 10
@@ -194,5 +195,8 @@ def run_container(
     finally:
         try:
             container.remove(force=True)
-        except (APIError, NotFound, RequestsConnectionError):
+        except NotFound:
             pass
+        except (APIError, RequestException):
+            # The engine is away: the job's guard removes it once the engine answers again.
+            note_left_container(container.id)

@@ -30,7 +30,7 @@ from flows.cancel_watch import JobCancelled, watch_for_cancel
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
 from flows.container_spec import ContainerSpec, build_spec, owning_api, shell_command
-from flows.job_guard import JobGuard, keep_logs
+from flows.job_guard import JobGuard, keep_logs, tracking_left_containers
 from flows.manifest import (
     EndedManifest,
     InputRecord,
@@ -417,12 +417,12 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
         request = request_from_parameters(entry, parameters)
         guard = start_guard(ref, entry, request)
         try:
-            with watch_for_cancel(str(runtime_flow_run.id)):
+            with watch_for_cancel(str(runtime_flow_run.id)), tracking_left_containers() as left:
                 result = run_job(ref, entry, request, store_factory())
         except BaseException:
             guard.finish("error")
             raise
-        guard.finish("done")
+        guard.finish("left" if left else "done")
         return result.model_dump(mode="json") if isinstance(result, JobManifest) else result
 
     job.__signature__ = flow_signature(entry)  # type: ignore[attr-defined]

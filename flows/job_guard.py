@@ -4,8 +4,10 @@
 stopping the job's process group does not stop it, with a pipe from the job's process on its
 stdin. The job writes one JSON line (what to clean) and, when it ends normally, `done`.
 
-- `done`: the job cleaned up itself. The guard only checks that no container with the job's
-  label is left (the engine may have been down when the job tried to remove it) and exits.
+- `done`: the job cleaned up itself. The guard looks once for a container with the job's label
+  and exits.
+- `left`: the job ended but could not remove its container (the engine went away): the guard
+  removes it once the engine answers again.
 - `error`: the job's process lives on but the job body raised; Prefect sets the run's state.
   The guard removes what is left (container, work folder), keeps the log, writes the manifest.
 - end of file with no word: the job's process died (SIGKILL, OOM killer, a lost worker). The
@@ -19,6 +21,7 @@ The guard imports nothing heavy until it has work to do: a clean job costs one e
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import shutil
@@ -27,7 +30,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
 
 from blocks.errors import ContainerEngineError
 from blocks.keys import join_key
@@ -36,6 +40,28 @@ JOB_LABEL = "io.jobcloud.job-id"
 PATIENCE_ENV = "JOBCLOUD_GUARD_PATIENCE_S"
 DEFAULT_PATIENCE_S = 600.0
 SETTLE_S = 15.0  # how long a living job's process gets to set its run's final state
+
+
+_left: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("jobcloud_left_containers", default=None)
+
+
+@contextmanager
+def tracking_left_containers() -> Iterator[list[str]]:
+    """Within this block `note_left_container` records into the list it yields (shared, so
+    Prefect's copied task contexts still add to it)."""
+    left: list[str] = []
+    token = _left.set(left)
+    try:
+        yield left
+    finally:
+        _left.reset(token)
+
+
+def note_left_container(container_id: str) -> None:
+    """Say that the job could not remove this container (its engine was away)."""
+    left = _left.get()
+    if left is not None:
+        left.append(container_id)
 
 
 class JobGuard:
@@ -64,7 +90,8 @@ class JobGuard:
         return cls(proc, proc.stdin)
 
     def finish(self, word: str) -> None:
-        """Say `done` (the job cleaned up) or `error` (it raised), and let the guard go."""
+        """Say `done` (the job cleaned up), `left` (it ended but could not remove its container:
+        the engine was away) or `error` (it raised), and let the guard go."""
         if self._pipe is None:
             return
         try:
@@ -170,6 +197,11 @@ def _clean_up(plan: dict[str, Any], word: str) -> None:
     job_id = plan["job_id"]
     patience = _patience()
     if word == "done":
+        # The job removed its container itself: one look, no waiting for an engine that is away
+        # (a job whose engine never answered must not leave a guard behind for long).
+        remove_job_containers(job_id, 0)
+        return
+    if word == "left":
         remove_job_containers(job_id, patience)
         return
     died = word == ""
