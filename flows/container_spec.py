@@ -11,6 +11,9 @@ from flows.request import JobRequest
 
 FILES = "/files"
 LABEL_PREFIX = "io.jobcloud"
+# What a sweeper or a job's guard finds a job's containers by.
+JOB_LABEL = f"{LABEL_PREFIX}.job-id"
+API_LABEL = f"{LABEL_PREFIX}.api"
 
 
 class ContainerSpec(BaseModel):
@@ -101,13 +104,13 @@ def build_spec(
         mem_limit_bytes=memory * 1024 * 1024 if memory else None,
         gpus=gpus,
         labels={
-            f"{LABEL_PREFIX}.job-id": job_id,
+            JOB_LABEL: job_id,
             f"{LABEL_PREFIX}.flow-run-id": job_id,
             f"{LABEL_PREFIX}.application": ref.application,
             f"{LABEL_PREFIX}.version": ref.version,
             f"{LABEL_PREFIX}.entrypoint": ref.entrypoint,
             # The server that owns the run: a sweeper only judges its own server's containers.
-            f"{LABEL_PREFIX}.api": owning_api(),
+            API_LABEL: owning_api(),
         },
         network_mode="none" if entry.network == "none" else None,
         timeout=request.timeout or entry.aws_resources.timeout,

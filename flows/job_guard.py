@@ -28,15 +28,14 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import contextmanager
 from typing import IO, Any, Iterator
 
 from blocks.errors import ContainerEngineError
 from blocks.keys import join_key
 
-JOB_LABEL = "io.jobcloud.job-id"
 PATIENCE_ENV = "JOBCLOUD_GUARD_PATIENCE_S"
 DEFAULT_PATIENCE_S = 600.0
 SETTLE_S = 15.0  # how long a living job's process gets to set its run's final state
@@ -117,6 +116,7 @@ def _patience() -> float:
 def remove_job_containers(job_id: str, patience_s: float) -> int:
     """Remove every container labelled with ``job_id``; retry while the engine is away."""
     from blocks.engine import docker_client
+    from flows.container_spec import JOB_LABEL
 
     deadline = time.monotonic() + patience_s
     delay = 1.0

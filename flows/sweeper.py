@@ -25,12 +25,11 @@ from typing import Any
 from blocks.engine import docker_client
 from blocks.errors import JobCloudError
 from blocks.settings import get_settings
+from flows.container_spec import API_LABEL, JOB_LABEL
 
 # Prefect is imported inside the functions: `jobcloud sweep` imports this module before the
 # API is fixed.
 
-JOB_LABEL = "io.jobcloud.job-id"
-API_LABEL = "io.jobcloud.api"
 WORK_MARKER = "job.json"
 
 
