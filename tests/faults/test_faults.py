@@ -317,11 +317,14 @@ def test_engine_dies_mid_job(stage: Stage, tmp_path: Path) -> None:
         state = final_state(stage, job)
         message = run_state(stage, job).message or ""
         assert state == "Failed" and "DOCKER_HOST" in message and "Traceback" not in message, message
-        assert containers_of(stage.engine_host, job), "the container should outlive its engine's API"
-        engine = start()  # the engine comes back: the job's guard removes the container
+        # Usually the container outlives its engine's API process (conmon keeps it); now and then
+        # Podman takes it down with the service. Either way nothing may be left once it is back.
+        survived = bool(containers_of(stage.engine_host, job))
+        engine = start()  # the engine comes back: the job's guard removes a surviving container
         _, secs = settle(stage, job, home, t0, 60)
         left = leftovers(stage, job, home)
-        record("container engine killed mid-job, back after the job failed", state, secs, None, left)
+        how = "removed by the guard once the engine was back" if survived else "gone with the engine"
+        record(f"container engine killed mid-job (container {how})", state, secs, None, left)
         assert left == "none"
     finally:
         engine.kill()
