@@ -121,3 +121,9 @@ def sweep_here() -> SweepReport:
     except JobCloudError:
         engine = None  # no engine here: folders only
     return sweep(str(get_current_settings().api.url), get_settings().work_root, engine)
+
+
+if __name__ == "__main__":
+    # `python -m flows.sweeper`: one sweep for the API in PREFECT_API_URL (the local server
+    # starts this in the background; `jobcloud sweep` is the same with a report).
+    sweep_here()
