@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,23 @@ class JobCloudSettings(BaseSettings):
         description="Where a job's /files folder is prepared on the worker. Default: <home>/work.",
     )
     keep_workdir: bool = Field(False, description="Keep a job's work folder after it ends.")
+    runner: Literal["engine", "process"] = Field(
+        "engine",
+        description="How a job's command runs: `engine` starts the application's container beside "
+        "the flow (host mode, the `jobcloud` pools); `process` runs it as a subprocess of the flow, "
+        "which itself runs inside the application's image (in-container mode, set by the job "
+        "templates of Prefect's own worker types).",
+    )
+    files_dir: Path = Field(
+        Path("/files"),
+        description="In-container mode: the folder the inputs are staged to and the outputs "
+        "uploaded from (the catalog's commands name /files).",
+    )
+    pool_types: str | None = Field(
+        None,
+        description="Worker type of each pool, `cpu=docker,gpu=kubernetes` (the same as "
+        "`jobcloud deploy --pool-type`). Default: `jobcloud` for both.",
+    )
 
     @property
     def storage_url(self) -> str:
