@@ -3,8 +3,10 @@
 A deployment's entrypoint is the module path `flows.catalog_flows.<app>/<version>/<entrypoint>`
 (dots in names written as `%2E`). Prefect imports `flows.catalog_flows` and asks it for that
 attribute; the module's `__getattr__` reads the catalog (`JOBCLOUD_CONFIG`) at that moment and
-builds the flow with `flows.job.make_flow`. So a worker needs no generated code, and every flow
-run sees the catalog as it is when the run starts (each run is a fresh process).
+builds the flow with `flows.job.make_flow`. So a worker needs no generated code. The entrypoint's
+definition is the one its deployment carries (`flows.definition`: env `JOBCLOUD_ENTRYPOINT`,
+written by `jobcloud deploy`); only a run without one reads the catalog file (`JOBCLOUD_CONFIG`)
+as it is when the run starts.
 
 A module path (no ':') is used on purpose: with `file.py:name` entrypoints and no pull steps,
 Prefect copies the deployment's `path` into the run's working folder first; a module path
@@ -18,6 +20,7 @@ from urllib.parse import unquote
 
 from blocks.errors import UserError
 from flows.catalog import Catalog, EntrypointRef, load_catalog
+from flows.definition import deployed_entry
 
 # flows.job (Prefect, seconds) is imported only when a flow is built: deploy code reads the
 # catalog names without it.
@@ -56,7 +59,13 @@ def __getattr__(name: str) -> "Flow":
     if name.startswith("__") or "/" not in name:
         raise AttributeError(name)
     try:
-        return flow_for(ref_of_attribute(name))
+        ref = ref_of_attribute(name)
+        deployed = deployed_entry(ref)
+        if deployed is not None:
+            from flows.job import make_flow
+
+            return make_flow(ref, deployed)
+        return flow_for(ref)
     except UserError as exc:
         # Prefect turns an AttributeError into "flow not found"; keep our reason attached.
         raise AttributeError(f"{name}: {exc}") from exc

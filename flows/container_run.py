@@ -7,8 +7,7 @@ import contextvars
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -20,27 +19,16 @@ from blocks.errors import ContainerEngineError, ImageNotFoundError
 from flows.cancel_watch import cancel_requested
 from flows.container_spec import ContainerSpec
 from flows.job_guard import note_left_container
+from flows.run_outcome import (
+    CANCEL_GRACE_S,
+    STOP_GRACE_S,
+    TAIL_LINES,
+    LineSplitter,
+    RunOutcome,
+)
 
-TAIL_LINES = 20
-STOP_GRACE_S = 10
-CANCEL_GRACE_S = 1  # a cancelled job is stopped promptly (the goal is Cancelled within 5 s)
-
-
-@dataclass
-class ContainerOutcome:
-    """How the container ended."""
-
-    exit_code: int | None
-    timed_out: bool
-    tail: list[str] = field(default_factory=list)
-    started_at: float = 0.0
-    ended_at: float = 0.0
-    container_id: str = ""
-    cancelled: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.cancelled
+# Host mode's name for the outcome (both runners return a RunOutcome).
+ContainerOutcome = RunOutcome
 
 
 def ensure_image(client: docker.DockerClient, image: str) -> None:
@@ -58,25 +46,6 @@ def ensure_image(client: docker.DockerClient, image: str) -> None:
         raise ImageNotFoundError(image, "not found locally and the registry has no such image") from exc
     except APIError as exc:
         raise ImageNotFoundError(image, f"not found locally and pulling failed: {exc.explanation}") from None
-
-
-class _LineSplitter:
-    """Turns the engine's byte chunks into whole text lines."""
-
-    def __init__(self, emit: Callable[[str], None]) -> None:
-        self.emit = emit
-        self.buf = b""
-
-    def feed(self, chunk: bytes) -> None:
-        self.buf += chunk
-        *lines, self.buf = self.buf.split(b"\n")
-        for line in lines:
-            self.emit(line.rstrip(b"\r").decode("utf-8", errors="replace"))
-
-    def close(self) -> None:
-        if self.buf:
-            self.emit(self.buf.decode("utf-8", errors="replace"))
-            self.buf = b""
 
 
 def _exit_code(container) -> int | None:
@@ -114,7 +83,7 @@ def run_container(
     spec: ContainerSpec,
     on_line: Callable[[str], None],
     on_start: Callable[[str], None] | None = None,
-) -> ContainerOutcome:
+) -> RunOutcome:
     """Run ``spec`` to its end, calling ``on_line`` for each line of stdout/stderr.
 
     Stops the container after ``spec.timeout`` seconds. The container is removed in every
@@ -134,7 +103,7 @@ def run_container(
         tail.append(line)
         on_line(line)
 
-    splitter = _LineSplitter(emit)
+    splitter = LineSplitter(emit)
     try:
         container = client.containers.create(**spec.create_kwargs(gpu_kwargs))
     except ImageNotFound as exc:
@@ -143,7 +112,9 @@ def run_container(
         raise ContainerEngineError(f"the engine refused to create the container: {exc.explanation or exc}") from None
     except RequestException as exc:  # after APIError, which is one too: nothing answers
         raise engine_unavailable(url, exc) from None
-    outcome = ContainerOutcome(exit_code=None, timed_out=False, container_id=container.id)
+    outcome = RunOutcome(exit_code=None, timed_out=False, container_id=container.id)
+    # The manifest says which image ran, not only the tag it was asked for (tags move).
+    outcome.image_id = str(container.attrs.get("Image") or "")
     try:
         try:
             container.start()

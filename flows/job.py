@@ -29,6 +29,7 @@ from flows.cache import CacheLookup, lookup, remember, reuse_outputs
 from flows.cancel_watch import JobCancelled, watch_for_cancel
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
+from flows.definition import definition_of
 from flows.container_spec import ContainerSpec, build_spec, owning_api, shell_command
 from flows.job_guard import JobGuard, keep_logs, tracking_left_containers
 from flows.manifest import (
@@ -41,6 +42,7 @@ from flows.manifest import (
     job_prefix,
 )
 from flows.output_images import prefect_key, publish_images
+from flows.process_run import run_process
 from flows.progress import TransferProgress
 from flows.request import (
     JobRequest,
@@ -91,7 +93,11 @@ def run_container_step(
     clear: list[str] | None = None,
     max_attempts: int = 1,
 ) -> dict[str, Any]:
-    """Run the app's container; its output goes to the flow run's logs and container.log.
+    """Run the app's command; its output goes to the flow run's logs and container.log.
+
+    Host mode (`JOBCLOUD_RUNNER=engine`) runs the app's container through the engine;
+    in-container mode (`process`) runs the command as a subprocess of this flow, which runs
+    inside the app's image. The same spec, outcome and failure rules either way.
 
     Returns a Failed state on a non-zero exit or a timeout. ``secrets`` names the Secret block
     of each secret variable: values are loaded here, so no task parameter ever holds one, and
@@ -106,7 +112,8 @@ def run_container_step(
     mask = masker([v.get_secret_value() for v in values.values()])
     if attempt > 1:
         empty_folders(Path(spec.host_files), clear or [])
-    client = docker_client()
+    in_container = get_settings().runner == "process"
+    client = None if in_container else docker_client()
     container_log.parent.mkdir(parents=True, exist_ok=True)
     with open(container_log, "w", encoding="utf-8") as log_file:
 
@@ -118,10 +125,14 @@ def run_container_step(
 
         if attempt > 1:
             on_line(f"[jobcloud] attempt {attempt} of {max_attempts}; the earlier attempt's outputs were removed")
-        outcome = run_container(
-            client, spec, on_line, on_start=lambda cid: logger.info("container %s started", cid[:12])
-        )
+        if client is None:
+            outcome = run_process(spec, on_line, on_start=lambda what: logger.info("command started (%s)", what))
+        else:
+            outcome = run_container(
+                client, spec, on_line, on_start=lambda cid: logger.info("container %s started", cid[:12])
+            )
     result = {
+        "image_id": outcome.image_id,
         "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out,
         "cancelled": outcome.cancelled,
@@ -192,10 +203,10 @@ def run_job(
     started = datetime.now(timezone.utc)
     job_id = str(runtime_flow_run.id)
     settings = get_settings()
-    work = settings.work_root / job_id
-    files_dir = work / "files"
+    work, files_dir = job_folders(job_id)
     container_log = work / "container.log"
     timings = Timings()
+    image_id: str | None = None
     inputs: list[InputRecord] = []
     outputs: list[OutputRecord] = []
     skipped: list[str] = []
@@ -206,6 +217,7 @@ def run_job(
     failure: str | None = None  # what went wrong, for the log and the manifest (may span lines)
     summary: str | None = None  # the same on one line, for the final state's message
     cached = CacheLookup()
+    definition = definition_of(ref, entry)
     request = validate_request(entry, request)
     secrets = secret_blocks(entry, request)
     require_secret_blocks(secrets)  # a missing block stops the job before anything starts
@@ -239,6 +251,7 @@ def run_job(
             outcome = state.result(raise_on_failure=False)
             if isinstance(outcome, dict):
                 exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
+                image_id = outcome.get("image_id") or None
                 if outcome.get("cancelled"):
                     raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
             if not state.is_completed() and isinstance(outcome, dict):  # the app failed
@@ -284,6 +297,10 @@ def run_job(
             "gpu": spec.gpus,
             "timeout_s": spec.timeout,
         },
+        image_id=image_id,
+        runner=settings.runner,
+        definition=definition.source,
+        definition_sha256=definition.sha256,
         state="Cancelled" if cancelled else "TimedOut" if timed_out else "Failed" if failure else "Completed",
         message=failure,
         exit_code=exit_code,
@@ -371,6 +388,18 @@ def outputs_table(manifest: JobManifest) -> list[dict[str, Any]]:
     ]
 
 
+def job_folders(job_id: str) -> tuple[Path, Path]:
+    """The job's work folder (its container.log) and the folder staged as /files.
+
+    Host mode: both on the worker host, /files bind-mounted from `<work>/files`. In-container
+    mode: /files itself (`JOBCLOUD_FILES_DIR`), the paths the catalog's commands name.
+    """
+    settings = get_settings()
+    work = settings.work_root / job_id
+    files_dir = settings.files_dir if settings.runner == "process" else work / "files"
+    return work, files_dir
+
+
 def log_dir(entry: Entrypoint, files_dir: Path) -> Path | None:
     """The job's files_up log folder on this host, if the entrypoint has one."""
     folder = entry.handler.files_up.log
@@ -381,8 +410,8 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
     """Start the process that cleans up after this job if its own process dies (job_guard.py)."""
     job_id = str(runtime_flow_run.id)
     settings = get_settings()
-    work = settings.work_root / job_id
-    logs = log_dir(entry, work / "files")
+    work, files_dir = job_folders(job_id)
+    logs = log_dir(entry, files_dir)
     skeleton = {
         "job_id": job_id,
         "application": ref.application,
@@ -400,6 +429,7 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
         "container_log": str(work / "container.log"),
         "log_dir": str(logs) if logs else None,
         "manifest": skeleton,
+        "engine": settings.runner == "engine",
     }
     mark_work_folder(work, owning_api())
     return JobGuard.start(plan, settings.home / "logs" / "job_guard.log")
@@ -417,7 +447,7 @@ def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory
         request = request_from_parameters(entry, parameters)
         guard = start_guard(ref, entry, request)
         try:
-            with watch_for_cancel(str(runtime_flow_run.id)), tracking_left_containers() as left:
+            with guard.active(), watch_for_cancel(str(runtime_flow_run.id)), tracking_left_containers() as left:
                 result = run_job(ref, entry, request, store_factory())
         except BaseException:
             guard.finish("error")

@@ -4,6 +4,9 @@
 stopping the job's process group does not stop it, with a pipe from the job's process on its
 stdin. The job writes one JSON line (what to clean) and, when it ends normally, `done`.
 
+- `pgid N` (any number of lines, before the last word): the job runs its command as a
+  subprocess in process group N (in-container mode); the guard kills that group when the job
+  did not end cleanly.
 - `done`: the job cleaned up itself. The guard looks once for a container with the job's label
   and exits.
 - `left`: the job ended but could not remove its container (the engine went away): the guard
@@ -25,6 +28,7 @@ import contextvars
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +46,7 @@ SETTLE_S = 15.0  # how long a living job's process gets to set its run's final s
 
 
 _left: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("jobcloud_left_containers", default=None)
+_guard: contextvars.ContextVar["JobGuard | None"] = contextvars.ContextVar("jobcloud_guard", default=None)
 
 
 @contextmanager
@@ -54,6 +59,13 @@ def tracking_left_containers() -> Iterator[list[str]]:
         yield left
     finally:
         _left.reset(token)
+
+
+def note_process_group(pgid: int) -> None:
+    """Tell this job's guard (if any) the process group of the job's command."""
+    guard = _guard.get()
+    if guard is not None:
+        guard.tell(f"pgid {pgid}")
 
 
 def note_left_container(container_id: str) -> None:
@@ -87,6 +99,25 @@ class JobGuard:
         proc.stdin.write(json.dumps(plan).encode() + b"\n")
         proc.stdin.flush()
         return cls(proc, proc.stdin)
+
+    @contextmanager
+    def active(self) -> Iterator["JobGuard"]:
+        """Within this block `note_process_group` reaches this guard."""
+        token = _guard.set(self)
+        try:
+            yield self
+        finally:
+            _guard.reset(token)
+
+    def tell(self, line: str) -> None:
+        """Send one line to the guard (lost quietly if the guard is gone)."""
+        if self._pipe is None:
+            return
+        try:
+            self._pipe.write(line.encode() + b"\n")
+            self._pipe.flush()
+        except OSError:
+            pass
 
     def finish(self, word: str) -> None:
         """Say `done` (the job cleaned up), `left` (it ended but could not remove its container:
@@ -193,9 +224,26 @@ def _end_run(job_id: str, died: bool, patience_s: float) -> tuple[str, str | Non
             delay = min(delay * 2, 15.0)
 
 
-def _clean_up(plan: dict[str, Any], word: str) -> None:
+def kill_groups(pgids: list[int]) -> None:
+    """SIGKILL each process group (a job's command in in-container mode) that still exists."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            _log(f"killed process group {pgid}")
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _clean_up(plan: dict[str, Any], word: str, pgids: list[int] | None = None) -> None:
     job_id = plan["job_id"]
     patience = _patience()
+    if word != "done":
+        kill_groups(pgids or [])
+    if not plan.get("engine", True):
+        # In-container mode: no engine here, nothing of the job's runs as a container.
+        patience = min(patience, 60.0)
+        if word in ("done", "left"):
+            return
     if word == "done":
         # The job removed its container itself: one look, no waiting for an engine that is away
         # (a job whose engine never answered must not leave a guard behind for long).
@@ -206,7 +254,8 @@ def _clean_up(plan: dict[str, Any], word: str) -> None:
         return
     died = word == ""
     _log(f"job {job_id}: {'its process died' if died else 'the job raised'}; cleaning up")
-    remove_job_containers(job_id, patience)
+    if plan.get("engine", True):
+        remove_job_containers(job_id, patience)
     manifest: dict[str, Any] = dict(plan.get("manifest") or {})
     try:
         from blocks.store.factory import store_from_settings
@@ -237,8 +286,15 @@ def guard_main() -> int:
     if not first:
         return 0
     plan = json.loads(first)
-    rest = sys.stdin.buffer.read().decode(errors="replace").split()
-    _clean_up(plan, rest[0] if rest else "")
+    pgids: list[int] = []
+    word = ""
+    for line in sys.stdin.buffer.read().decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "pgid" and parts[1].isdigit():
+            pgids.append(int(parts[1]))
+        elif parts:
+            word = parts[0]
+    _clean_up(plan, word, pgids)
     return 0
 
 

@@ -59,6 +59,21 @@ class JobManifest(BaseModel):
         default_factory=list, description="Names of the secret variables set (values never kept)."
     )
     hardware: dict[str, float | int | None]
+    image_id: str | None = Field(
+        None, description="The id of the image that ran (host mode: the engine's; tags can move)."
+    )
+    runner: str = Field(
+        "engine", description="How the command ran: `engine` (the application's container beside "
+        "the flow) or `process` (a subprocess of the flow, inside the application's image)."
+    )
+    definition: str = Field(
+        "catalog", description="Where the entrypoint came from: `deployment` (what `jobcloud deploy` "
+        "recorded in the deployment) or `catalog` (the catalog file read when the job started)."
+    )
+    definition_sha256: str | None = Field(
+        None, description="SHA-256 of the entrypoint definition that ran (image, command, env "
+        "allow-list, files, hardware, timeout), as `jobcloud deploy` prints it."
+    )
     state: JobState = Field(
         description="How the job ended, the name of its final Prefect state: Completed (exit 0), "
         "Failed (non-zero exit or an error), TimedOut (stopped at its timeout), Cancelled, Crashed."

@@ -8,7 +8,10 @@ asks for a GPU, else `cpu`, default queue `priority-0`. Each has the catalog's d
 `jobcloud app:… version:… entrypoint:…` (flow runs inherit them), and the flow's parameter
 schema, enforced by the server: only the inputs the entrypoint takes, the required ones
 required, each field typed, described and with its default (the catalog's hardware and
-timeout); see `flows.request.flow_signature`.
+timeout); see `flows.request.flow_signature`. Each also carries the entrypoint's whole
+definition (image, command, env allow-list, files, hardware, timeout) as its job variable
+`env.JOBCLOUD_ENTRYPOINT` (`flows.definition`): a flow run runs what was deployed, on any host,
+with no catalog file there. `deploy` reports which deployments changed and what in them.
 
 Scheduled jobs are declared in `prefect.yaml` (a deployment with `schedules:`); `deploy` applies
 those too, so a schedule exists after `jobcloud deploy` as after `prefect deploy --all`.
@@ -20,6 +23,7 @@ JobCloud release, e.g. `linefit-train/v1`); without it each is reported as a `wa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from deployments.server.automations import ZOMBIE_AUTOMATION, sync_zombie_automa
 from deployments.server.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
 from flows.catalog import Catalog, EntrypointRef
 from flows.catalog_flows import entrypoint_of, flow_for, ref_of_attribute
+from flows.definition import DEFINITION_ENV, encode_definition
 
 # Prefect is imported inside the functions: never before `ensure_api` has fixed the API.
 
@@ -85,6 +90,19 @@ def _schema(ref: EntrypointRef, catalog: Catalog) -> dict[str, Any]:
     return parameter_schema(flow_for(ref, catalog)).model_dump(mode="json", exclude_unset=True)
 
 
+def definition_variables(ref: EntrypointRef, entry: Any) -> dict[str, Any]:
+    """The job variables that carry ``ref``'s definition to every flow run of its deployment."""
+    return {"env": {DEFINITION_ENV: encode_definition(ref, entry)}}
+
+
+def _merge_variables(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, `env` merged key by key (as Prefect merges a run's `env`)."""
+    merged = {**base, **extra}
+    if isinstance(base.get("env"), dict) and isinstance(extra.get("env"), dict):
+        merged["env"] = {**base["env"], **extra["env"]}
+    return merged
+
+
 def catalog_deployments(catalog: Catalog) -> list[DeploymentSpec]:
     """The deployment of every catalog entrypoint."""
     specs = []
@@ -102,6 +120,7 @@ def catalog_deployments(catalog: Catalog) -> list[DeploymentSpec]:
                 # The form's defaults (hardware and timeout from the catalog) are the flow's own.
                 parameters={},
                 parameter_openapi_schema=_schema(ref, catalog),
+                job_variables=definition_variables(ref, entry),
             )
         )
     return specs
@@ -135,7 +154,7 @@ def scheduled_deployments(prefect_yaml: Path | None, catalog: Catalog) -> list[D
                 tags=list(d.get("tags") or [MANAGED_TAG, SCHEDULE_TAG, *ref.tags]),
                 parameters=d.get("parameters") or {},
                 parameter_openapi_schema=_schema(ref, catalog),
-                job_variables=pool.get("job_variables") or {},
+                job_variables=_merge_variables(pool.get("job_variables") or {}, definition_variables(ref, entry)),
                 schedules=[CronSchedule(**s) for s in d["schedules"]],
             )
         )
@@ -186,6 +205,65 @@ def _wanted(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
+def what_changed(current: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The managed fields that differ, for the line `deploy` prints; a changed definition names
+    its own fields, e.g. `definition (app.cmd, handler.image_url)`."""
+    fields: list[str] = []
+    for key, value in wanted.items():
+        if current.get(key) == value:
+            continue
+        if key != "job_variables":
+            fields.append(key.replace("_", " "))
+            continue
+        said = _definition_change(current.get(key) or {}, value)
+        if said:
+            fields.append(said)
+        if _without_definition(current.get(key)) != _without_definition(value):
+            fields.append("job variables")
+    return ", ".join(fields)
+
+
+def _definition_text(variables: dict[str, Any] | None) -> str | None:
+    env = (variables or {}).get("env")
+    return env.get(DEFINITION_ENV) if isinstance(env, dict) else None
+
+
+def _without_definition(variables: dict[str, Any] | None) -> dict[str, Any]:
+    variables = dict(variables or {})
+    if isinstance(variables.get("env"), dict):
+        env = {k: v for k, v in variables["env"].items() if k != DEFINITION_ENV}
+        variables["env"] = env
+        if not env:
+            del variables["env"]
+    return variables
+
+
+def _definition_change(old_vars: dict[str, Any], new_vars: dict[str, Any]) -> str | None:
+    old_text, new_text = _definition_text(old_vars), _definition_text(new_vars)
+    if old_text == new_text:
+        return None
+    if not old_text or not new_text:
+        return "definition (new)" if new_text else "definition (removed)"
+    try:
+        paths = _diff_paths(json.loads(old_text)["entry"], json.loads(new_text)["entry"])
+    except (ValueError, KeyError, TypeError):
+        paths = []
+    return f"definition ({', '.join(paths)})" if paths else "definition"
+
+
+def _diff_paths(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and not prefix:
+            out += _diff_paths(a, b, f"{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 def _schedules_of(client: Any, deployment_id: Any) -> list[CronSchedule]:
     out = []
     for s in client.read_deployment_schedules(deployment_id):
@@ -204,11 +282,13 @@ def _apply(client: Any, spec: DeploymentSpec) -> DeployChange:
         existing = client.read_deployment_by_name(spec.full_name)
     except ObjectNotFound:
         existing = None
+    changed = ""
     if existing is not None:
-        same = _current(existing) == _wanted(spec)
+        current, wanted = _current(existing), _wanted(spec)
         same_schedules = _schedules_of(client, existing.id) == spec.schedules
-        if same and same_schedules:
+        if current == wanted and same_schedules:
             return DeployChange(name=spec.full_name, action="unchanged")
+        changed = what_changed(current, wanted) or "schedules"
     flow_id = client.create_flow_from_name(spec.flow_name)
     dep_id = client.create_deployment(
         flow_id=flow_id,
@@ -236,7 +316,9 @@ def _apply(client: Any, spec: DeploymentSpec) -> DeployChange:
                     for s in spec.schedules
                 ],
             )
-    return DeployChange(name=spec.full_name, action="created" if existing is None else "updated", detail=spec.work_pool_name)
+    if existing is None:
+        return DeployChange(name=spec.full_name, action="created", detail=spec.work_pool_name)
+    return DeployChange(name=spec.full_name, action="updated", detail=f"{spec.work_pool_name}: {changed}")
 
 
 def _unwanted(client: Any, wanted: set[str]) -> list[tuple[Any, str]]:
@@ -310,7 +392,11 @@ def render_prefect_yaml(catalog: Catalog, schedules_from: Path | None = None) ->
                 "tags": spec.tags,
                 "parameters": spec.parameters,
                 "enforce_parameter_schema": True,
-                "work_pool": {"name": spec.work_pool_name, "work_queue_name": spec.work_queue_name, "job_variables": {}},
+                "work_pool": {
+                    "name": spec.work_pool_name,
+                    "work_queue_name": spec.work_queue_name,
+                    "job_variables": spec.job_variables,
+                },
             }
         )
     if schedules_from is not None and schedules_from.exists():

@@ -10,6 +10,7 @@ from deployments.server.job_result import JobResult, result_for
 from deployments.server.local_server import ensure_api
 from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef
+from blocks.settings import get_settings
 from flows.container_run import ensure_image
 from flows.request import JobRequest
 
@@ -42,8 +43,10 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
 
 
 def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobResult:
-    """Run the entrypoint's flow here and wait for its final state (`check_engine` first)."""
-    check_engine(entry, request)
+    """Run the entrypoint's flow here and wait for its final state (`check_engine` first,
+    unless the command runs as a subprocess here: `JOBCLOUD_RUNNER=process`)."""
+    if get_settings().runner == "engine":
+        check_engine(entry, request)
     ensure_api()
     from prefect import tags
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
