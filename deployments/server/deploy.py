@@ -401,7 +401,18 @@ def render_prefect_yaml(catalog: Catalog, schedules_from: Path | None = None) ->
         )
     if schedules_from is not None and schedules_from.exists():
         old = yaml.safe_load(schedules_from.read_text()) or {}
-        deployments += [d for d in old.get("deployments") or [] if d.get("schedules")]
+        for d in old.get("deployments") or []:
+            if not d.get("schedules"):
+                continue
+            # A scheduled deployment carries its entrypoint's definition as it is now, as
+            # `jobcloud deploy` writes it (`scheduled_deployments`).
+            entrypoint = d.get("entrypoint", "")
+            if entrypoint.startswith(ENTRYPOINT_PREFIX):
+                ref = ref_of_attribute(entrypoint[len(ENTRYPOINT_PREFIX):])
+                pool = d.setdefault("work_pool", {}) or {}
+                d["work_pool"] = pool
+                pool["job_variables"] = _merge_variables(pool.get("job_variables") or {}, definition_variables(ref, catalog.get(ref)))
+            deployments.append(d)
     doc = {
         "name": "jobcloud",
         "prefect-version": "3.8.8",
