@@ -63,8 +63,8 @@ def deployed_entry(ref: EntrypointRef, environ: Mapping[str, str] | None = None)
         return Entrypoint.model_validate(doc["entry"])
     except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
         raise CatalogError(
-            f"{DEFINITION_ENV} of this run's deployment is not a valid definition of {ref} ({exc}); "
-            "deploy again with `jobcloud deploy`"
+            [f"{DEFINITION_ENV} is not a valid definition of {ref} ({exc}); deploy again with `jobcloud deploy`"],
+            path="this run's deployment",
         ) from None
 
 
