@@ -34,6 +34,11 @@ def deploy_command(
     limit: List[str] = typer.Option([], "--limit", metavar="POOL=N", help="Concurrency limit of a pool, e.g. cpu=4 (0: none)."),
     watch: bool = typer.Option(False, "--watch", help="Keep running; sync again whenever the catalog file changes."),
     interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between checks of the catalog (--watch)."),
+    pool_type: List[str] = typer.Option(
+        [], "--pool-type", metavar="POOL=TYPE",
+        help="Worker type of a pool, e.g. cpu=docker (repeatable; jobcloud, docker, kubernetes, ecs, cloud-run-v2, "
+        "vertex-ai; default JOBCLOUD_POOL_TYPES, else jobcloud).",
+    ),
     catalog_path: Optional[Path] = typer.Option(None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
     prefect_yaml: Path = typer.Option(DEFAULT_PREFECT_YAML, "--prefect-yaml", help="prefect.yaml whose scheduled deployments are applied too."),
     write_prefect_yaml: bool = typer.Option(False, "--write-prefect-yaml", help="Regenerate prefect.yaml from the catalog (keeps its schedules) and exit."),
@@ -45,6 +50,7 @@ def deploy_command(
 
     path = catalog_path or default_catalog_path()
     limits = parse_limits(list(limit))
+    pool_types = _pool_types(list(pool_type))
     if write_prefect_yaml:
         from deployments.server.deploy import render_prefect_yaml
 
@@ -55,7 +61,7 @@ def deploy_command(
     from deployments.server.deploy import sync
 
     def once(catalog) -> None:
-        changes = sync(catalog, prune=prune, limits=limits, prefect_yaml=prefect_yaml)
+        changes = sync(catalog, prune=prune, limits=limits, prefect_yaml=prefect_yaml, pool_types=pool_types)
         _report(api, changes, json_)
 
     if not watch:
@@ -71,6 +77,18 @@ def deploy_command(
         watch_loop(path, once, on_error, interval=interval)
     except KeyboardInterrupt:
         err.print("stopped watching")
+
+
+def _pool_types(pairs: list[str]) -> dict[str, str]:
+    """--pool-type over JOBCLOUD_POOL_TYPES, the pools they name; each type's package checked
+    before anything connects (a pool named by neither keeps its type, or is made `jobcloud`)."""
+    from blocks.settings import get_settings
+    from deployments.server.pool_types import parse_pool_types, require_pool_type
+
+    types = parse_pool_types(pairs, get_settings().pool_types, fill=False)
+    for kind in sorted(set(types.values())):
+        require_pool_type(kind)
+    return types
 
 
 def _report(api: str, changes: list, as_json: bool) -> None:

@@ -32,7 +32,9 @@ from pydantic import BaseModel, Field
 
 from blocks.errors import UserError
 from deployments.server.automations import ZOMBIE_AUTOMATION, sync_zombie_automation, zombie_after_s
-from deployments.server.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, queue_name
+from deployments.server.pool_resources import check_infra, deployment_job_variables
+from deployments.server.pool_types import DEFAULT_POOL_TYPE, POOL_TYPES, POOLS, parse_pool_types
+from deployments.server.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, pool_type_of, queue_name
 from flows.catalog import Catalog, EntrypointRef
 from flows.catalog_flows import entrypoint_of, flow_for, ref_of_attribute
 from flows.definition import DEFINITION_ENV, encode_definition
@@ -353,22 +355,70 @@ def _stale(client: Any, wanted: set[str]) -> list[DeployChange]:
     ]
 
 
+def planned_pool_types(client: Any, named: dict[str, str] | None) -> dict[str, str]:
+    """The type each pool will have: ``named`` (`--pool-type`) over JOBCLOUD_POOL_TYPES, else the
+    type an existing pool has, else `jobcloud` (as `ensure_pools` decides)."""
+    from blocks.settings import get_settings
+
+    chosen = {**parse_pool_types([], get_settings().pool_types, fill=False), **(named or {})}
+    out = {}
+    for pool in POOLS:
+        kind = chosen.get(pool) or pool_type_of(client, pool)
+        out[pool] = kind if kind in POOL_TYPES else DEFAULT_POOL_TYPE
+    return out
+
+
+def _hardware(entry: Any) -> tuple[float | None, int | None, int, int | None]:
+    hw = entry.aws_resources.hardware
+    return hw.VCPU, hw.MEMORY, hw.GPU or 0, entry.aws_resources.timeout
+
+
+def require_infra(catalog: Catalog, specs: list[DeploymentSpec], types: dict[str, str]) -> None:
+    """Raise a UserError listing every entrypoint a pool's platform cannot run as the catalog
+    asks (a GPU count, a timeout, a size); nothing is registered then."""
+    problems = []
+    for spec in specs:
+        kind = types.get(spec.work_pool_name, DEFAULT_POOL_TYPE)
+        cpu, memory, gpus, timeout = _hardware(catalog.get(spec.ref))
+        for problem in check_infra(kind, gpus=gpus, timeout_s=timeout, cpu=cpu, memory_mb=memory):
+            problems.append(f"{spec.ref} on pool {spec.work_pool_name} ({kind}): {problem}")
+    if problems:
+        raise UserError("the catalog asks for what a pool's platform cannot give; nothing was deployed:\n" + "\n".join(f"  {p}" for p in sorted(set(problems))))
+
+
+def with_infra_variables(spec: DeploymentSpec, catalog: Catalog, pool_type: str) -> DeploymentSpec:
+    """``spec`` with the job variables its pool's platform takes: the entrypoint's image as the
+    run's image, its CPU, memory, GPUs and timeout in that platform's fields (none for the
+    `jobcloud` type, whose flow starts the container itself)."""
+    entry = catalog.get(spec.ref)
+    cpu, memory, gpus, timeout = _hardware(entry)
+    infra = deployment_job_variables(pool_type, entry.handler.image_url, cpu=cpu, memory_mb=memory, gpus=gpus, timeout_s=timeout)
+    if not infra:
+        return spec
+    # prefect.yaml's own job variables (a scheduled deployment's) win over the catalog's.
+    return spec.model_copy(update={"job_variables": _merge_variables(infra, spec.job_variables)})
+
+
 def sync(
     catalog: Catalog,
     prune: bool = False,
     limits: dict[str, int | None] | None = None,
     prefect_yaml: Path | None = None,
+    pool_types: dict[str, str] | None = None,
 ) -> list[DeployChange]:
     """Make pools, deployments and the zombie-run automation on the configured Prefect server
-    match ``catalog``."""
+    match ``catalog``; ``pool_types`` names the worker type of pools (`--pool-type`)."""
     from prefect.client.orchestration import get_client
 
     specs = desired_deployments(catalog, prefect_yaml)
     zombie_after = zombie_after_s()  # a bad JOBCLOUD_ZOMBIE_AFTER_S fails before anything is written
     with get_client(sync_client=True) as client:
-        # The catalog deployed is the one the pools' flow runs read (`jobcloud deploy --catalog X`).
-        pool_changes: list[PoolChange] = ensure_pools(client, limits, catalog_path=catalog.source)
+        types = planned_pool_types(client, pool_types)
+        # Everything a platform cannot give is said before anything is written.
+        require_infra(catalog, specs, types)
+        pool_changes: list[PoolChange] = ensure_pools(client, limits, pool_types=types)
         changes = [DeployChange(name=f"pool {c.name}", action=c.action, detail=c.detail) for c in pool_changes]
+        specs = [with_infra_variables(spec, catalog, types.get(spec.work_pool_name, DEFAULT_POOL_TYPE)) for spec in specs]
         # Server-side: crashes runs whose host died (their heartbeats stop); see automations.py.
         zombie = sync_zombie_automation(client, zombie_after)
         changes.append(DeployChange(name=f"automation {ZOMBIE_AUTOMATION}", action=zombie, detail=f"crash runs silent {zombie_after} s"))

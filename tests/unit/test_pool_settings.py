@@ -1,4 +1,4 @@
-"""The work pools carry the flow runs' JobCloud settings (job store, catalog path), so a worker
+"""The work pools carry the flow runs' JobCloud settings (job store, pool name), so a worker
 host needs only `prefect worker start --pool cpu`: what `jobcloud deploy` writes into the
 pools' job templates, how it updates them, and what a flow run's environment then is."""
 
@@ -31,15 +31,16 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_the_pool_gets_the_deployers_store_and_catalog_made_absolute(settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pool_gets_the_deployers_store_made_absolute_and_no_catalog(settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBCLOUD_STORAGE", "store")
     monkeypatch.setenv("JOBCLOUD_CONFIG", "catalog.yaml")
-    assert pool_env("cpu") == {
-        "JOBCLOUD_POOL": "cpu",
-        "JOBCLOUD_STORAGE": str(settings / "store"),
-        "JOBCLOUD_CONFIG": str(settings / "catalog.yaml"),
+    # The entrypoint travels with the deployment (JOBCLOUD_ENTRYPOINT), not the catalog's path.
+    assert pool_env("cpu") == {"JOBCLOUD_POOL": "cpu", "JOBCLOUD_STORAGE": str(settings / "store")}
+    assert pool_env("gpu", catalog_path="other.yaml") == {"JOBCLOUD_POOL": "gpu", "JOBCLOUD_STORAGE": str(settings / "store")}
+    assert pool_env("cpu", pool_type="kubernetes") == {
+        "JOBCLOUD_POOL": "cpu", "JOBCLOUD_STORAGE": str(settings / "store"),
+        "JOBCLOUD_RUNNER": "process", "JOBCLOUD_WATCH_CANCEL": "1",
     }
-    assert pool_env("gpu", catalog_path="other.yaml")["JOBCLOUD_CONFIG"] == str(settings / "other.yaml")
 
 
 @pytest.mark.parametrize("url", ["s3://lab/jobcloud", "gs://lab/jobs", "block:lab-store", "file:///srv/store"])
@@ -48,10 +49,9 @@ def test_urls_and_blocks_go_into_the_pool_as_they_are(settings: Path, monkeypatc
     assert pool_env("cpu")["JOBCLOUD_STORAGE"] == url
 
 
-def test_without_settings_the_pool_gets_the_default_store_and_catalog(settings: Path) -> None:
+def test_without_settings_the_pool_gets_the_default_store(settings: Path) -> None:
     env = pool_env("cpu")
     assert env["JOBCLOUD_STORAGE"] == str(settings / "home" / "store")
-    assert env["JOBCLOUD_CONFIG"] == str(settings / "application_config.yaml")
 
 
 class FakePools:
@@ -95,7 +95,7 @@ def test_deploy_writes_the_settings_into_new_pools_then_updates_only_what_change
     for pool in ("cpu", "gpu"):
         assert client.pools[pool].type == POOL_TYPE
         assert pool_settings(client.pools[pool].base_job_template) == {
-            "JOBCLOUD_POOL": pool, "JOBCLOUD_STORAGE": "s3://lab/jobcloud", "JOBCLOUD_CONFIG": "/srv/jobcloud/application_config.yaml",
+            "JOBCLOUD_POOL": pool, "JOBCLOUD_STORAGE": "s3://lab/jobcloud",
         }
     assert _pool_changes(ensure_pools(client)) == {"cpu": "unchanged", "gpu": "unchanged"}  # idempotent
 
@@ -111,6 +111,18 @@ def test_deploy_writes_the_settings_into_new_pools_then_updates_only_what_change
     assert after["variables"]["properties"]["env"]["default"]["JOBCLOUD_STORAGE"] == "block:lab-store"
     assert after["variables"]["properties"]["env"]["default"]["HTTPS_PROXY"] == "http://proxy:3128"
     assert after["variables"]["properties"]["working_dir"]["default"] == "/scratch"
+
+
+def test_an_old_pools_catalog_path_is_read_without_error_and_removed_on_update(settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBCLOUD_STORAGE", "s3://lab/jobcloud")
+    client = FakePools()
+    ensure_pools(client)
+    old = client.pools["cpu"].base_job_template
+    old["variables"]["properties"]["env"]["default"]["JOBCLOUD_CONFIG"] = "/srv/jobcloud/application_config.yaml"
+    assert pool_settings(old)["JOBCLOUD_CONFIG"] == "/srv/jobcloud/application_config.yaml"
+    assert _pool_changes(ensure_pools(client)) == {"cpu": "updated", "gpu": "unchanged"}
+    assert "JOBCLOUD_CONFIG" not in client.pools["cpu"].base_job_template["variables"]["properties"]["env"]["default"]
+    assert _pool_changes(ensure_pools(client)) == {"cpu": "unchanged", "gpu": "unchanged"}
 
 
 def test_a_stock_process_pool_is_left_as_it_is(settings: Path) -> None:
