@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import docker.errors
+from packaging.requirements import Requirement
 import yaml
 
 import blocks
@@ -72,11 +73,22 @@ def package_folder(package: Any) -> Path:
     return Path(next(iter(package.__path__)))
 
 
+IMAGE_EXTRAS = ("s3", "gcs")  # the extras a runtime image installs with JobCloud (no test tools)
+
+
 def jobcloud_pyproject() -> str:
     """A pyproject.toml that installs the staged packages in a runtime image: the one
     installed (its name, version and dependencies), with images/ inside `deployments`."""
     dist = importlib.metadata.distribution("jobcloud")
-    deps = [r for r in dist.requires or [] if "extra ==" not in r]
+    deps = []
+    for text in dist.requires or []:
+        req = Requirement(text)
+        if req.marker is None:
+            deps.append(text)
+        elif any(req.marker.evaluate({"extra": extra}) for extra in IMAGE_EXTRAS):
+            # A flow that runs inside the image (in-container mode) reaches S3 and GCS stores.
+            req.marker = None
+            deps.append(str(req))
     return (
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "jobcloud"\nversion = "{dist.version}"\nrequires-python = ">=3.11"\n'
@@ -266,21 +278,39 @@ def _stage_context(recipe: dict[str, Any], dest: Path, log: Log) -> None:
             os.link(wheel, target)  # same disk: no 190 MB copy
         except OSError:
             shutil.copy2(wheel, target)
-    ca = staged / "ca-certificates.crt"
-    if stage.get("ca_bundle") and CA_BUNDLE.exists():
-        shutil.copy2(CA_BUNDLE, ca)
-    else:
-        ca.write_bytes(b"")  # empty: the build uses its own CAs
+    stage_ca_bundle(staged / "ca-certificates.crt", bool(stage.get("ca_bundle")))
     src = staged / "jobcloud"
     src.mkdir()
     if stage.get("jobcloud"):
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for package in JOBCLOUD_PACKAGES:
-            shutil.copytree(package_folder(package), src / package.__name__, ignore=ignore)
-        # deployments.images: images/ in a checkout, deployments/images/ once installed.
-        if not (src / "deployments" / "images").exists():
-            shutil.copytree(IMAGES_DIR, src / "deployments" / "images", ignore=ignore)
-        (src / "pyproject.toml").write_text(jobcloud_pyproject())
+        stage_jobcloud_source(src)
+
+
+def stage_ca_bundle(dest: Path, wanted: bool = True) -> bool:
+    """Copy the host's CA bundle to `dest` (pip in a build needs it where HTTPS goes through a
+    local CA); an empty file when not wanted or absent, so a Dockerfile's COPY always works.
+    Returns whether the bundle was copied."""
+    if wanted and CA_BUNDLE.exists():
+        shutil.copy2(CA_BUNDLE, dest)
+        return True
+    dest.write_bytes(b"")  # empty: the build uses its own CAs
+    return False
+
+
+def stage_jobcloud_source(dest: Path) -> None:
+    """Copy JobCloud's packages into the folder `dest`, with a pyproject.toml that pip installs
+    them from (`pip install DEST`)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in JOBCLOUD_PACKAGES:
+        shutil.copytree(package_folder(package), dest / package.__name__, ignore=ignore)
+    # deployments.images: images/ in a checkout, deployments/images/ once installed.
+    if not (dest / "deployments" / "images").exists():
+        shutil.copytree(IMAGES_DIR, dest / "deployments" / "images", ignore=ignore)
+    (dest / "pyproject.toml").write_text(jobcloud_pyproject())
+    # The exact tested set, where there is one (a checkout): the image's JobCloud then runs on
+    # the same library versions as the tests (`pip install -c`).
+    constraints = package_folder(flows).parent / "constraints.txt"
+    if constraints.is_file():
+        shutil.copyfile(constraints, dest / "constraints.txt")
 
 
 def _build_dockerfile(client: Any, name: str, recipe: dict[str, Any], args: dict[str, str], digest: str, log: Log) -> None:

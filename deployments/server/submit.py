@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from blocks.errors import JobCloudError, UserError
+from blocks.errors import JobCloudError, ParameterError, UserError
 from deployments.server.job_result import JobResult, result_for
 from deployments.server.local_server import ensure_api
-from deployments.server.pools import DEFAULT_PRIORITY, queue_name
+from deployments.server.pool_resources import check_infra, deployment_job_variables
+from deployments.server.pool_types import is_in_container
+from deployments.server.pools import DEFAULT_PRIORITY, pool_type_of, queue_name
 from deployments.server.processes import healthy
 from flows.catalog import EntrypointRef
+from flows.definition import deployed_entry
 from flows.request import JobRequest
 
 POLL_S = 0.5
@@ -62,7 +65,37 @@ def submit(client: Any, ref: EntrypointRef, request: JobRequest, priority: int =
             "(or add --local to run here)"
         ) from None
     return client.create_flow_run_from_deployment(
-        deployment.id, parameters=parameters_of(request), tags=ref.tags, work_queue_name=queue
+        deployment.id,
+        parameters=parameters_of(request),
+        tags=ref.tags,
+        work_queue_name=queue,
+        job_variables=override_variables(client, ref, deployment, request) or None,
+    )
+
+
+def override_variables(client: Any, ref: EntrypointRef, deployment: Any, request: JobRequest) -> dict[str, Any]:
+    """Per-run job variables that carry a job's `hardware`/`timeout` override to the
+    infrastructure of an in-container pool (a pod's limits, a task's size); empty otherwise.
+
+    The flow itself applies the override on `jobcloud` pools (it starts the container)."""
+    if request.hardware is None and request.timeout is None:
+        return {}
+    pool_type = pool_type_of(client, deployment.work_pool_name)
+    if pool_type is None or not is_in_container(pool_type):
+        return {}
+    entry = deployed_entry(ref, (deployment.job_variables or {}).get("env") or {})
+    if entry is None:
+        return {}
+    hw, override = entry.aws_resources.hardware, request.hardware
+    cpu = override.cpu if override and override.cpu is not None else hw.VCPU
+    memory = override.memory if override and override.memory is not None else hw.MEMORY
+    gpus = override.gpu if override and override.gpu is not None else hw.GPU
+    timeout = request.timeout or entry.aws_resources.timeout
+    problems = check_infra(pool_type, gpus=gpus or 0, timeout_s=timeout, cpu=cpu, memory_mb=memory)
+    if problems:
+        raise ParameterError(f"{ref} on pool {deployment.work_pool_name} ({pool_type}): " + "; ".join(problems))
+    return deployment_job_variables(
+        pool_type, entry.handler.image_url, cpu=cpu, memory_mb=memory, gpus=gpus or 0, timeout_s=timeout
     )
 
 

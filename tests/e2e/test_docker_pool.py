@@ -1,0 +1,218 @@
+"""In-container mode end to end on Prefect's own Docker worker: `jobcloud deploy --pool-type
+cpu=docker`, a real `prefect worker start --pool cpu --type docker` (prefect-docker's
+DockerWorker) on the engine here, the job store on SeaweedFS (an S3 block: the container gets
+the store's settings from the pool and nothing else), the torchfit train -> predict pair run
+with the flow inside the application's image; cancel and timeout leave no container and no
+process behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from deployments.server.processes import PrefectServer, Proc, start_worker
+from tests.conftest import ROOT, Cli
+from tests.integration.seaweed import Seaweed
+
+pytestmark = pytest.mark.e2e
+
+BASE_IMAGE = "localhost/jobcloud/torchfit:1"
+TEST_IMAGE = "localhost/jobcloud-test/torchfit-current:1"
+PREFECT_FLOW_RUN_LABEL = "io.prefect.flow-run-id"
+EXTRA = {
+    "sleepy": {
+        "v1": {
+            "nap": {
+                "description": "Sleeps (to cancel it while it runs).",
+                "app": {"cmd": ["echo going to sleep; sleep 300"]},
+                "handler": {"image_url": TEST_IMAGE, "files_up": {"log": "log"}},
+            },
+            "late": {
+                "description": "Runs past its timeout.",
+                "app": {"cmd": ["echo working; sleep 300 & wait"]},
+                "handler": {"image_url": TEST_IMAGE, "files_up": {"log": "log"}},
+                "aws_resources": {"timeout": 3},
+            },
+        }
+    }
+}
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def current_image(engine: str, images: None) -> Iterator[str]:
+    """torchfit with this checkout's JobCloud in its venv: a runtime image copies JobCloud when
+    it is built, and this test must run the code under test."""
+    import docker
+
+    from deployments.server.images_build import stage_jobcloud_source
+
+    client = docker.DockerClient(base_url=engine)
+    with tempfile.TemporaryDirectory(prefix="jobcloud-test-image-", dir="/var/tmp") as tmp:
+        ctx = Path(tmp)
+        stage_jobcloud_source(ctx / "jobcloud")
+        (ctx / "Dockerfile").write_text(
+            f"FROM {BASE_IMAGE}\nCOPY jobcloud /stage/jobcloud\n"
+            "RUN /opt/jobcloud/venv/bin/pip install -q --no-deps --no-build-isolation --force-reinstall "
+            "--disable-pip-version-check --no-cache-dir /stage/jobcloud && rm -rf /stage\n"
+        )
+        client.images.build(path=str(ctx), tag=TEST_IMAGE, rm=True, forcerm=True)
+    yield TEST_IMAGE
+    try:
+        client.images.remove(TEST_IMAGE, force=True)
+    except Exception:  # noqa: BLE001 - in use by nothing after the module; best effort
+        pass
+
+
+class DockerStack:
+    def __init__(self, server: PrefectServer, worker: Proc, env: dict[str, str], tmp: Path, seaweed: Seaweed, bucket: str) -> None:
+        self.server, self.worker, self.env, self.tmp, self.seaweed, self.bucket = server, worker, env, tmp, seaweed, bucket
+        self.cli = Cli(env=env, cwd=tmp)
+
+    def manifest(self, job_id: str) -> dict[str, Any]:
+        body = self.seaweed.client().get_object(Bucket=self.bucket, Key=f"jc/jobs/{job_id}/manifest.json")["Body"].read()
+        return json.loads(body)
+
+    def keys(self, prefix: str) -> set[str]:
+        resp = self.seaweed.client().list_objects_v2(Bucket=self.bucket, Prefix=f"jc/{prefix}")
+        return {o["Key"].removeprefix("jc/") for o in resp.get("Contents", [])}
+
+
+@pytest.fixture(scope="module")
+def stack(engine: str, current_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerStack]:
+    tmp = tmp_path_factory.mktemp("docker-pool")
+    seaweed = Seaweed(tmp / "seaweed").start()
+    bucket = seaweed.make_bucket(f"jobs-{uuid.uuid4().hex[:10]}")
+    catalog = yaml.safe_load((ROOT / "application_config.yaml").read_text())
+    torchfit = catalog["torchfit"]
+    catalog = {"torchfit": torchfit, **EXTRA}
+    for entry in torchfit["v1"].values():
+        entry["handler"]["image_url"] = current_image
+    path = tmp / "application_config.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    server = PrefectServer(home=tmp / "prefect-home")
+    base = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOBCLOUD_"))},
+        "JOBCLOUD_HOME": str(tmp / "jc-home"),
+        "JOBCLOUD_STORAGE": "block:e2e-store",
+        "JOBCLOUD_CONFIG": str(path),
+        "DOCKER_HOST": engine,
+        "PYTHONPATH": str(ROOT),
+    }
+    worker = None
+    server.start()
+    try:
+        env = server.env(base)
+        # The store as a block: what a container needs of it comes from the Prefect server.
+        save = (
+            "from prefect_aws import AwsCredentials\n"
+            "from blocks.store.store_block import JobStoreBlock\n"
+            f"JobStoreBlock(url='s3://{bucket}/jc', endpoint_url='{seaweed.endpoint}', aws_credentials="
+            f"AwsCredentials(aws_access_key_id='{seaweed.env()['AWS_ACCESS_KEY_ID']}', "
+            f"aws_secret_access_key='{seaweed.env()['AWS_SECRET_ACCESS_KEY']}', region_name='us-east-1')).save('e2e-store')\n"
+        )
+        _ok(subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "blocks.store.store_block"], env=env, capture_output=True, text=True, timeout=120))
+        _ok(subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=120))
+        cli = Cli(env=env, cwd=tmp)
+        _ok(cli("deploy", "--pool-type", "cpu=docker", "--catalog", str(path), "--prefect-yaml", str(tmp / "none.yaml")))
+        worker = start_worker(server, "cpu", env, tmp / "worker.log", name="e2e-docker", extra_args=["--type", "docker"])
+        sample = ROOT / "images/torchfit/sample"
+        _ok(cli("files", "put", str(sample / "data"), str(sample / "config.yaml"), "samples/torchfit"))
+        yield DockerStack(server, worker, env, tmp, seaweed, bucket)
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+        seaweed.stop()
+
+
+def _flow_run_containers(engine: str, job_id: str) -> list[Any]:
+    import docker
+
+    client = docker.DockerClient(base_url=engine)
+    return client.containers.list(all=True, filters={"label": f"{PREFECT_FLOW_RUN_LABEL}={job_id}"})
+
+
+def test_docker_pool_has_the_entrypoints_image_and_resources(stack: DockerStack) -> None:
+    from tests.prefect_helpers import prefect_client
+
+    with prefect_client(stack.server.api_url) as client:
+        assert client.read_work_pool("cpu").type == "docker"
+        dep = client.read_deployment_by_name("torchfit-train/torchfit-v1-train")
+        assert dep.job_variables["image"] == TEST_IMAGE
+        assert "JOBCLOUD_ENTRYPOINT" in dep.job_variables["env"]
+
+
+def test_train_then_predict_in_container(stack: DockerStack, engine: str) -> None:
+    proc = _ok(stack.cli("run", "torchfit/v1/train", "--config", "samples/torchfit/config.yaml", "--data", "samples/torchfit/data", "--json", timeout=600))
+    train = json.loads(proc.stdout)
+    assert train["state"] == "Completed", (train, stack.worker.tail())
+    m = stack.manifest(train["id"])
+    assert m["runner"] == "process" and m["definition"] == "deployment"
+    keys = stack.keys(f"jobs/{train['id']}/")
+    assert any(k.startswith(f"jobs/{train['id']}/artifact/") for k in keys), keys
+    assert f"jobs/{train['id']}/log/container.log" in keys
+    assert f"jobs/{train['id']}/output/loss_curve.png" in keys
+    proc = _ok(stack.cli("run", "torchfit/v1/predict", "--artifact", f"jobs/{train['id']}/artifact", "--data", "samples/torchfit/data", "--json", timeout=600))
+    pred = json.loads(proc.stdout)
+    assert pred["state"] == "Completed", (pred, stack.worker.tail())
+    assert any(k.endswith("predictions.csv") for k in stack.keys(f"jobs/{pred['id']}/output/"))
+    for job in (train["id"], pred["id"]):
+        assert _wait_gone(engine, job), f"the flow-run container of {job} was left behind"
+
+
+def _wait_gone(engine: str, job_id: str, within: float = 30) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not _flow_run_containers(engine, job_id):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _wait_state(stack: DockerStack, job_id: str, states: set[str], within: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        shown = json.loads(_ok(stack.cli("jobs", "show", job_id, "--json")).stdout)
+        if shown["state"] in states or shown.get("phase") in states:
+            return shown
+        assert time.monotonic() < deadline, (shown, stack.worker.tail())
+        time.sleep(0.5)
+
+
+def test_cancel_in_container_leaves_nothing(stack: DockerStack, engine: str) -> None:
+    job_id = _ok(stack.cli("run", "sleepy/v1/nap", "--no-wait")).stdout.strip()
+    _wait_state(stack, job_id, {"running"}, within=180)
+    t = time.monotonic()
+    _ok(stack.cli("jobs", "cancel", job_id))
+    shown = _wait_state(stack, job_id, {"Cancelled", "Completed", "Failed", "Crashed"}, within=90)
+    took = time.monotonic() - t
+    assert shown["state"] == "Cancelled", shown
+    assert _wait_gone(engine, job_id), "the cancelled job's container was left behind"
+    print(f"cancel in-container: Cancelled {took:.1f} s after `jobs cancel`")
+
+
+def test_timeout_in_container_leaves_nothing(stack: DockerStack, engine: str) -> None:
+    proc = stack.cli("run", "sleepy/v1/late", "--json", timeout=300)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    m = stack.manifest(result["id"])
+    assert m["state"] == "TimedOut" and m["timed_out"] and m["runner"] == "process"
+    assert f"jobs/{result['id']}/log/container.log" in stack.keys(f"jobs/{result['id']}/")
+    assert _wait_gone(engine, result["id"])
