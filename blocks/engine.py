@@ -40,6 +40,7 @@ API_CACHE_NAME = "engine-api.json"
 # Where Podman (and Docker with CDI enabled) read CDI specs by default.
 CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 NVIDIA_CDI_KIND = "nvidia.com/gpu"
+MAX_CDI_SPEC_BYTES = 16 * 1024 * 1024
 
 # Docker's words when it refuses the client's API version (29.x: "client version 1.41 is too
 # old. Minimum supported API version is 1.44 ..."; older engines: "client is newer than server").
@@ -288,16 +289,35 @@ class GpuSupport:
     def available(self) -> bool:
         return self.method is not None
 
+    @property
+    def gpu_ids(self) -> tuple[str, ...]:
+        """The CDI ids of whole GPUs this engine is known to offer, one per GPU: the index names
+        (`nvidia.com/gpu=0`, `=1`, ... as `nvidia-ctk cdi generate` writes them) in order, else
+        every name but `all` (a spec named by UUID). Empty: not known."""
+        indexed = sorted(
+            (i for i in self.cdi_ids if i.partition("=")[2].isdigit()), key=lambda i: int(i.partition("=")[2])
+        )
+        if indexed:
+            return tuple(indexed)
+        return tuple(i for i in self.cdi_ids if not i.endswith("=all"))
+
     def create_kwargs(self, gpus: int) -> dict[str, Any]:
-        """What `containers.create` needs to give ``gpus`` GPUs this way."""
+        """What `containers.create` needs to give ``gpus`` GPUs this way.
+
+        Docker's nvidia runtime: `DeviceRequest(count=gpus, capabilities=[["gpu"]])`. CDI (a
+        Podman device, a Docker CDI request): the first ``gpus`` GPUs by name when the engine's
+        CDI specs name that many (`nvidia.com/gpu=0` ... `=gpus-1`), else `nvidia.com/gpu=all`
+        (names not known here: a remote engine with `JOBCLOUD_ASSUME_GPU=1`). Whichever, the
+        job's command first checks that it sees ``gpus`` GPUs (flows.container_spec).
+        """
         from docker.types import DeviceRequest
 
+        known = self.gpu_ids
+        ids = list(known[:gpus]) if len(known) >= gpus else [f"{NVIDIA_CDI_KIND}=all"]
         if self.method == "cdi-device":
-            # Podman's compat API ignores DeviceRequests; a CDI device name in Devices works.
-            # It names every GPU of the spec: Podman has no count for CDI devices.
-            return {"devices": [f"{NVIDIA_CDI_KIND}=all"]}
+            # Podman's compat API ignores DeviceRequests; CDI device names in Devices work.
+            return {"devices": ids}
         if self.method == "cdi-request":
-            ids = [i for i in self.cdi_ids if not i.endswith("=all")][:gpus] or [f"{NVIDIA_CDI_KIND}=all"]
             return {"device_requests": [DeviceRequest(driver="cdi", device_ids=ids)]}
         return {"device_requests": [DeviceRequest(count=gpus, capabilities=[["gpu"]])]}
 
@@ -323,6 +343,33 @@ def local_cdi_gpu_spec(dirs: tuple[str, ...] = CDI_SPEC_DIRS) -> bool:
     return False
 
 
+def local_cdi_gpu_ids(dirs: tuple[str, ...] = CDI_SPEC_DIRS) -> tuple[str, ...]:
+    """The nvidia.com/gpu device ids the CDI specs in ``dirs`` name (`nvidia.com/gpu=0`, ...,
+    `nvidia.com/gpu=all`); unreadable or foreign specs are skipped."""
+    import yaml  # YAML and JSON specs alike
+
+    ids: list[str] = []
+    for d in dirs:
+        try:
+            files = sorted(p for p in Path(d).iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        except OSError:
+            continue
+        for p in files:
+            try:
+                if p.stat().st_size > MAX_CDI_SPEC_BYTES:
+                    continue
+                spec = yaml.safe_load(p.read_text(encoding="utf-8", errors="replace"))
+            except (OSError, yaml.YAMLError):
+                continue
+            if not isinstance(spec, dict) or spec.get("kind") != NVIDIA_CDI_KIND:
+                continue
+            for dev in spec.get("devices") or []:
+                name = dev.get("name") if isinstance(dev, dict) else None
+                if name is not None and f"{NVIDIA_CDI_KIND}={name}" not in ids:
+                    ids.append(f"{NVIDIA_CDI_KIND}={name}")
+    return tuple(ids)
+
+
 def _cdi_gpu_ids(info: dict[str, Any]) -> tuple[str, ...]:
     ids = []
     for dev in info.get("DiscoveredDevices") or []:
@@ -334,16 +381,20 @@ def _cdi_gpu_ids(info: dict[str, Any]) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def decide_gpu_support(info: dict[str, Any], version: dict[str, Any], local: bool, cdi_spec: bool) -> GpuSupport:
+def decide_gpu_support(
+    info: dict[str, Any], version: dict[str, Any], local: bool, cdi_spec: bool, local_ids: tuple[str, ...] = ()
+) -> GpuSupport:
     """How an engine with these /info and /version answers gives GPUs (pure; for tests too).
 
     ``local``: the engine runs on this host (unix socket), so ``cdi_spec`` (a CDI spec for
-    nvidia.com/gpu in /etc/cdi or /var/run/cdi here) says something about it.
+    nvidia.com/gpu in /etc/cdi or /var/run/cdi here) and ``local_ids`` (the device ids it names,
+    `local_cdi_gpu_ids`) say something about it.
     """
     cdi_ids = _cdi_gpu_ids(info)
     if is_podman(version):
-        if cdi_ids or (local and cdi_spec):
-            return GpuSupport("Podman", "cdi-device", cdi_ids=cdi_ids)
+        if cdi_ids or (local and (cdi_spec or local_ids)):
+            # Podman 4's /info lists no CDI devices: the host's specs name them.
+            return GpuSupport("Podman", "cdi-device", cdi_ids=cdi_ids or (local_ids if local else ()))
         where = "in /etc/cdi or /var/run/cdi" if local else "visible (a remote engine: cannot be checked)"
         return GpuSupport(
             "Podman", None, f"Podman's Docker API ignores GPU requests and no nvidia.com/gpu CDI spec is {where}"
@@ -363,7 +414,10 @@ def gpu_support(client: docker.DockerClient) -> GpuSupport:
             info, version = client.info(), client.version()
         except (DockerException, RequestException) as exc:
             raise engine_unavailable(url, exc) from None
-        _gpu_support[url] = decide_gpu_support(info, version, url.startswith("unix://"), local_cdi_gpu_spec())
+        local = url.startswith("unix://")
+        _gpu_support[url] = decide_gpu_support(
+            info, version, local, local_cdi_gpu_spec(), local_cdi_gpu_ids() if local else ()
+        )
     return _gpu_support[url]
 
 
@@ -385,12 +439,12 @@ def require_gpus(client: docker.DockerClient, gpus: int) -> GpuSupport:
             return GpuSupport("unknown", "runtime")
         raise
     if support.available:
-        wanted_ids = [i for i in support.cdi_ids if not i.endswith("=all")]
-        if support.method == "cdi-request" and wanted_ids and len(wanted_ids) < gpus and not assume:
+        known = support.gpu_ids  # CDI only; the nvidia runtime does not say how many
+        if known and len(known) < gpus and not assume:
             raise GpuUnavailableError(
                 gpus, engine_url_of(client),
                 f"the job asks for {gpus} GPU(s) but the container engine at {engine_label(engine_url_of(client))} "
-                f"offers only {len(wanted_ids)}; pass --gpu {len(wanted_ids)} or run it on a bigger GPU host",
+                f"offers only {len(known)}; pass --gpu {len(known)} or run it on a bigger GPU host",
             )
         return support
     if assume:

@@ -2,7 +2,7 @@
 
 application -> version -> entrypoint -> {app, handler, aws_resources}, read unchanged, with a
 few optional extensions (description, cache, network, required_inputs, default_version,
-app.secrets, aws_resources.retries).
+app.secrets, aws_resources.retries, handler.gpu_image_url).
 """
 
 from __future__ import annotations
@@ -133,6 +133,14 @@ class HandlerSpec(_Strict):
     """The container image and its file layout."""
 
     image_url: str = Field(min_length=1)
+    # Extension: the image a job runs when it gets GPUs (the catalog's GPU or a job's override),
+    # e.g. the CUDA build of the app beside its CPU build. One tag, one image on every host.
+    gpu_image_url: str | None = Field(
+        None,
+        min_length=1,
+        description="The image a job runs when it gets GPUs (hardware.GPU > 0 or a job's gpu "
+        "override); default image_url.",
+    )
     files_down: FilesDown = Field(default_factory=FilesDown)
     files_up: FilesUp = Field(default_factory=FilesUp)
 

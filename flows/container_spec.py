@@ -14,6 +14,17 @@ LABEL_PREFIX = "io.jobcloud"
 # What a sweeper or a job's guard finds a job's containers by.
 JOB_LABEL = f"{LABEL_PREFIX}.job-id"
 API_LABEL = f"{LABEL_PREFIX}.api"
+# The exit code of the GPU check that starts a GPU job's command (`gpu_checked_command`), when
+# the container sees fewer GPUs than the job asked for. Unusual on purpose: an app's own codes
+# (1, 2), the shell's (126, 127) and signals (128 + N) stay apart from it.
+GPU_CHECK_EXIT = 86
+GPU_CHECK_NAME = "jobcloud-gpu-check"
+# What the check prints, in the container's output and so in the job's failure message.
+GPU_CHECK_MESSAGE = (
+    "[jobcloud] the job asks for {gpus} GPU(s) but its container sees $n (/dev/nvidia<N>): the "
+    "container engine did not give them; stopping before the application starts rather than "
+    "running it on the CPU. Run it on a GPU host (docs/gpu-hosts.md) or pass --gpu 0"
+)
 
 
 class ContainerSpec(BaseModel):
@@ -82,6 +93,49 @@ def shell_command(entry: Entrypoint) -> list[str]:
     return ["/bin/sh", "-c", " ".join(entry.app.cmd)]
 
 
+def job_gpus(entry: Entrypoint, request: JobRequest) -> int:
+    """The GPUs a job gets: its `hardware.gpu` override, else the catalog's `GPU`."""
+    override = request.hardware
+    if override and override.gpu is not None:
+        return override.gpu
+    return entry.aws_resources.hardware.GPU or 0
+
+
+def image_for(entry: Entrypoint, gpus: int) -> str:
+    """The image a job with ``gpus`` GPUs runs: `handler.gpu_image_url` when it gets GPUs and
+    the entrypoint names one, else `handler.image_url`. Deployments on in-container pools take
+    the same (with the catalog's GPU count), so the flow runs inside the image that runs the job."""
+    if gpus > 0 and entry.handler.gpu_image_url:
+        return entry.handler.gpu_image_url
+    return entry.handler.image_url
+
+
+def gpu_checked_command(command: list[str], gpus: int) -> list[str]:
+    """``command`` (`shell_command`'s /bin/sh -c TEXT), preceded, when ``gpus`` > 0, by a check
+    that the container sees that many GPUs; if it does not, the container prints why and exits
+    `GPU_CHECK_EXIT` before TEXT runs.
+
+    The engine-side probe (`blocks.engine.require_gpus`) can be wrong or skipped (an engine that
+    accepts a request and ignores it, `JOBCLOUD_ASSUME_GPU=1`); this is what makes sure a GPU job
+    never trains on the CPU quietly. GPUs are counted as /dev/nvidia<N> device nodes (what the
+    NVIDIA runtime and CDI add, one per GPU), with `nvidia-smi -L` as a second opinion where
+    nodes are missing. TEXT goes in as an argument ($1), never into the check's own text, and
+    runs exactly as before: `exec /bin/sh -c TEXT`.
+    """
+    if gpus <= 0:
+        return command
+    text = command[-1]
+    check = (
+        'n=0; for d in /dev/nvidia[0-9]*; do [ -e "$d" ] && n=$((n+1)); done; '
+        f'if [ "$n" -lt {gpus} ] && command -v nvidia-smi >/dev/null 2>&1; then '
+        'm=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU "); [ "${m:-0}" -gt "$n" ] && n=$m; fi; '
+        f'if [ "$n" -lt {gpus} ]; then echo "{GPU_CHECK_MESSAGE.format(gpus=gpus)}" >&2; '
+        f"exit {GPU_CHECK_EXIT}; fi; "
+        'exec /bin/sh -c "$1"'
+    )
+    return ["/bin/sh", "-c", check, GPU_CHECK_NAME, text]
+
+
 def build_spec(
     ref: EntrypointRef,
     entry: Entrypoint,
@@ -89,15 +143,19 @@ def build_spec(
     host_files: Path,
     job_id: str,
 ) -> ContainerSpec:
-    """The container for one job; hardware and timeout overrides win over the catalog."""
+    """The container for one job; hardware and timeout overrides win over the catalog.
+
+    A job that gets GPUs runs the entrypoint's GPU image (`image_for`) and starts with the GPU
+    check (`gpu_checked_command`).
+    """
     hw = entry.aws_resources.hardware
     override = request.hardware
     cpu = override.cpu if override and override.cpu is not None else hw.VCPU
     memory = override.memory if override and override.memory is not None else hw.MEMORY
-    gpus = override.gpu if override and override.gpu is not None else hw.GPU
+    gpus = job_gpus(entry, request)
     return ContainerSpec(
-        image=entry.handler.image_url,
-        command=shell_command(entry),
+        image=image_for(entry, gpus),
+        command=gpu_checked_command(shell_command(entry), gpus),
         environment=dict(request.env),
         host_files=str(host_files),
         nano_cpus=int(cpu * 1e9) if cpu else None,

@@ -30,7 +30,16 @@ from flows.cancel_watch import JobCancelled, watch_for_cancel
 from flows.catalog import Entrypoint, EntrypointRef
 from flows.container_run import run_container
 from flows.definition import definition_of
-from flows.container_spec import ContainerSpec, build_spec, owning_api, shell_command
+from flows.container_spec import (
+    ContainerSpec,
+    build_spec,
+    gpu_checked_command,
+    image_for,
+    job_gpus,
+    owning_api,
+    shell_command,
+)
+from flows.job_events import JobReporter
 from flows.job_guard import JobGuard, keep_logs, tracking_left_containers
 from flows.manifest import (
     EndedManifest,
@@ -42,6 +51,7 @@ from flows.manifest import (
     job_prefix,
 )
 from flows.output_images import prefect_key, publish_images
+from flows.pool_slots import pool_slot
 from flows.process_run import run_process
 from flows.progress import TransferProgress
 from flows.request import (
@@ -92,6 +102,7 @@ def run_container_step(
     secrets: dict[str, str] | None = None,
     clear: list[str] | None = None,
     max_attempts: int = 1,
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the app's command; its output goes to the flow run's logs and container.log.
 
@@ -123,20 +134,29 @@ def run_container_step(
             log_file.flush()
             logger.info(line)
 
+        def started(line: str, what: str) -> None:
+            logger.info(line)
+            if on_start is not None:
+                on_start(what)  # the job's reporter: event container-started, callback update
+
         if attempt > 1:
             on_line(f"[jobcloud] attempt {attempt} of {max_attempts}; the earlier attempt's outputs were removed")
-        if client is None:
-            outcome = run_process(spec, on_line, on_start=lambda what: logger.info("command started (%s)", what))
-        else:
-            outcome = run_container(
-                client, spec, on_line, on_start=lambda cid: logger.info("container %s started", cid[:12])
-            )
+        # One slot of the pool's limit while the command runs (flows/pool_slots.py).
+        with pool_slot():
+            if client is None:
+                outcome = run_process(spec, on_line, on_start=lambda what: started(f"command started ({what})", what))
+            else:
+                outcome = run_container(
+                    client, spec, on_line, on_start=lambda cid: started(f"container {cid[:12]} started", cid[:12])
+                )
     result = {
         "image_id": outcome.image_id,
         "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out,
         "cancelled": outcome.cancelled,
         "seconds": round(outcome.ended_at - outcome.started_at, 3),
+        "started_at": outcome.started_at,
+        "ended_at": outcome.ended_at,
     }
     if outcome.cancelled:
         return result  # not the app's failure: the job ends Cancelled (run_job)
@@ -219,6 +239,7 @@ def run_job(
     cached = CacheLookup()
     definition = definition_of(ref, entry)
     request = validate_request(entry, request)
+    reporter = JobReporter(ref, job_id, request.callback_url, logger)  # events and the callback
     secrets = secret_blocks(entry, request)
     require_secret_blocks(secrets)  # a missing block stops the job before anything starts
     spec = build_spec(ref, entry, request, files_dir, job_id)
@@ -228,6 +249,7 @@ def run_job(
         t = time.perf_counter()
         try:
             inputs = stage_inputs.with_options(**RetryPolicy().task_options())(store, entry, request, files_dir)
+            reporter.phase("inputs-staged", inputs=[r.key for r in inputs])
         finally:
             timings.staging_s = round(time.perf_counter() - t, 3)
         cached = lookup(store, entry, spec, inputs)  # only with `cache: true` in the catalog
@@ -235,6 +257,7 @@ def run_job(
             outputs, skipped = reuse_outputs(store, cached.earlier, job_id), list(cached.earlier.skipped)
             exit_code = cached.earlier.exit_code
             logger.info("reused the outputs of job %s (same image, command, env and inputs); the container did not run", cached.earlier.job_id)
+            reporter.phase("reused", reused_from=cached.earlier.job_id, exit_code=exit_code)
         else:
             t = time.perf_counter()
             run_step = run_container_step.with_options(**container_retries.task_options())
@@ -244,6 +267,7 @@ def run_job(
                 secrets,
                 folders_to_empty(entry),
                 container_retries.max_attempts,
+                lambda what: reporter.phase("container-started", started=what),
                 return_state=True,
             )
             timings.container_s = round(time.perf_counter() - t, 3)
@@ -251,7 +275,11 @@ def run_job(
             outcome = state.result(raise_on_failure=False)
             if isinstance(outcome, dict):
                 exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
+                reporter.phase("container-exited", exit_code=exit_code, timed_out=timed_out)
                 image_id = outcome.get("image_id") or None
+                if outcome.get("started_at"):
+                    timings.command_started_at = datetime.fromtimestamp(outcome["started_at"], timezone.utc)
+                    timings.command_ended_at = datetime.fromtimestamp(outcome["ended_at"], timezone.utc)
                 if outcome.get("cancelled"):
                     raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
             if not state.is_completed() and isinstance(outcome, dict):  # the app failed
@@ -265,6 +293,7 @@ def run_job(
             try:
                 upload = upload_outputs.with_options(**RetryPolicy().task_options())
                 outputs, skipped = upload(store, entry, job_id, files_dir, container_log)
+                reporter.phase("outputs-uploaded", files=len(outputs), outputs=f"{job_prefix(job_id)}/")
             except JobCancelled:
                 raise
             except JobCloudError as exc:
@@ -319,6 +348,8 @@ def run_job(
     remember(store, cached, manifest)
     _outputs_artifact(manifest)
     publish_images(store, manifest)  # pictures among the outputs (a loss curve) in the UI
+    reporter.final(manifest)
+    reporter.close()  # a bounded wait for the callback's last updates
     if not failure:
         return manifest
     data = EndedManifest(manifest.model_dump(mode="json"))  # a dict with a one-line repr
@@ -417,8 +448,8 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
         "application": ref.application,
         "version": ref.version,
         "entrypoint": ref.entrypoint,
-        "image": entry.handler.image_url,
-        "command": shell_command(entry),
+        "image": image_for(entry, job_gpus(entry, request)),
+        "command": gpu_checked_command(shell_command(entry), job_gpus(entry, request)),
         "env_names": sorted(request.env),
         "started_at": datetime.now(timezone.utc).isoformat(),
     }

@@ -43,6 +43,9 @@ class Timings(BaseModel):
     container_s: float = 0.0
     upload_s: float = 0.0
     total_s: float = 0.0
+    # When the command itself ran (its last attempt): what a pool's limit bounds.
+    command_started_at: datetime | None = None
+    command_ended_at: datetime | None = None
 
 
 class JobManifest(BaseModel):

@@ -26,6 +26,7 @@ from pydantic import (
 
 from blocks.errors import ParameterError
 from blocks.keys import check_key, last_name
+from flows.callbacks import check_callback_url
 from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint, InputKind
 
 MIN_MEMORY_MB = 6  # the smallest limit container engines accept
@@ -60,11 +61,14 @@ class JobRequest(BaseModel):
     )
     hardware: HardwareOverride | None = Field(None, description="Hardware overrides.")
     timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
+    callback_url: str | None = Field(
+        None, description="http(s) URL that gets a JSON status update (PATCH) at each phase and at the end."
+    )
 
-    @field_validator("config_id", mode="before")
+    @field_validator("config_id", "callback_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        # The run form's empty text box means "no config".
+        # The run form's empty text box means "no config" (no callback).
         return None if value == "" else value
 
     def inputs(self) -> list[tuple[str, str]]:
@@ -122,6 +126,8 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
             )
         seen[target] = key
         canonical[kind].append(key)
+    if request.callback_url is not None:
+        request = request.model_copy(update={"callback_url": check_callback_url(request.callback_url)})
     hw = request.hardware
     if hw and hw.memory is not None and hw.memory < MIN_MEMORY_MB:
         raise ParameterError(f"memory must be at least {MIN_MEMORY_MB} MB, got {hw.memory}")
@@ -174,7 +180,8 @@ def hardware_model(entry: Entrypoint) -> type[HardwareOverride]:
 
 def flow_signature(entry: Entrypoint) -> inspect.Signature:
     """The job flow's parameters for ``entry``: only the inputs it takes (those in files_down),
-    `env` / `secrets` only where the catalog allows any, then `hardware` and `timeout`.
+    `env` / `secrets` only where the catalog allows any, then `hardware`, `timeout` and
+    `callback_url`.
 
     A required input (`required_inputs`) has no default, and a required list needs at least one
     key; an optional one defaults to an empty text or list. `env` and `secrets` default to {},
@@ -203,6 +210,7 @@ def flow_signature(entry: Entrypoint) -> inspect.Signature:
     params.append(("hardware", Annotated[hardware, WithJsonSchema(inline)], hardware()))
     timeout = entry.aws_resources.timeout
     params.append(("timeout", PositiveInt if timeout else PositiveInt | None, timeout))
+    params.append(("callback_url", str, ""))
     return inspect.Signature(
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default) for name, kind, default in params]
     )
@@ -227,6 +235,7 @@ def request_from_parameters(entry: Entrypoint, parameters: dict[str, Any]) -> Jo
         secrets=dict(parameters.get("secrets") or {}),
         hardware=hardware,
         timeout=parameters.get("timeout"),
+        callback_url=parameters.get("callback_url") or None,
     )
 
 
@@ -257,6 +266,8 @@ def parameter_descriptions(entry: Entrypoint) -> dict[str, str]:
         "timeout": f"Seconds before the job is stopped; the catalog's default is {timeout}."
         if timeout
         else "Seconds before the job is stopped; empty: no limit.",
+        "callback_url": "Optional http(s) URL that JobCloud PATCHes with a JSON status update at each phase "
+        "and at the end (status, data_out, job id). Leave empty for none.",
     }
     return {name: texts[name] for name in flow_signature(entry).parameters}
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything a fresh machine needs: the Python environment, a container engine, the images.
+# Everything a fresh machine needs: the Python environment, PostgreSQL (for the team-server
+# tests), a container engine, the images.
 # Idempotent: a second run only checks. Source-able output: prints `export DOCKER_HOST=...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,19 @@ if [ "$(cat .venv/.jobcloud-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "installing JobCloud and its pins into .venv ..." >&2
   .venv/bin/pip install -q -e ".[test,s3]" -c constraints.txt >&2
   echo "$stamp" > .venv/.jobcloud-stamp
+fi
+# PostgreSQL from Debian's packages: the team-server test and bench start a throwaway cluster
+# from its binaries (tests/integration/postgres.py). Installed like the engine: as root on Debian.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing postgresql ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq postgresql >&2
+  else
+    echo "PostgreSQL is missing and cannot be installed here (not root, or no apt-get):" \
+      "apt-get install postgresql, or tests/e2e/test_team_postgres.py fails" >&2
+  fi
 fi
 DOCKER_HOST=$(scripts/engine.sh)
 export DOCKER_HOST

@@ -1,9 +1,10 @@
-"""`jobcloud images`: build the images of images/ with the engine that is there, list them."""
+"""`jobcloud images`: build the images of images/ with the engine that is there, list them, and
+wrap any image with Python so that it can run in-container."""
 
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -11,7 +12,10 @@ from deployments.cli.output import err, out, print_json
 
 # The builder (the Docker SDK) is imported inside the commands: `jobcloud --help` stays quick.
 
-images_app = typer.Typer(help="Build and list the images of images/ (images/images.yaml).", no_args_is_help=True)
+images_app = typer.Typer(
+    help="Build and list the images of images/ (images/images.yaml); wrap an image for in-container pools.",
+    no_args_is_help=True,
+)
 
 
 @images_app.command("build")
@@ -61,3 +65,36 @@ def ls_command(json_: bool = typer.Option(False, "--json", help="Print one JSON 
     for r in rows:
         table.add_row(r["name"], r["tag"], "yes" if r["present"] else "no", "yes" if r["in_catalog"] else "", ", ".join(r["needs"]))
     out.print(table)
+
+
+@images_app.command("wrap")
+def wrap_command(
+    image: str = typer.Argument(..., help="The application's image (it needs Python 3 on its PATH)."),
+    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Tag of the wrapped image (default: IMAGE's tag + '-jobcloud')."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the wrapped image is up to date."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the steps, not the build output."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object (image, tag, built, seconds)."),
+) -> None:
+    """Make IMAGE able to run in-container: JobCloud in its own venv at /opt/jobcloud/venv.
+
+    The venv is made with the image's own python; the image's PATH, ENV, ENTRYPOINT, CMD,
+    WORKDIR, USER and Python packages stay as they are. Use the printed tag as the entrypoint's
+    image_url on docker, kubernetes, ECS, ... pools.
+    """
+    from deployments.server.images_wrap import wrap
+
+    def log(message: str) -> None:
+        if message.startswith("  ") and (quiet or json_):
+            return
+        err.print(message, markup=False, highlight=False, style="dim" if message.startswith("  ") else None)
+
+    result = wrap(image, tag=tag, force=force, log=log)
+    if json_:
+        print_json(result.model_dump())
+        return
+    if result.built:
+        out.print(f"wrapped {image} as {result.tag} in {result.seconds:.0f} s", highlight=False)
+    elif result.tag == image:
+        out.print(f"{image} already runs in-container: use it as it is", highlight=False)
+    else:
+        out.print(f"{result.tag} is up to date", highlight=False)

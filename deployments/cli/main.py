@@ -79,12 +79,26 @@ def apps_command(
 def check_command(
     file: Optional[Path] = typer.Argument(None, help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
 ) -> None:
-    """Validate a catalog; exit 2 with every problem named if it is invalid."""
+    """Validate a catalog; exit 2 with every problem named if it is invalid.
+
+    Entrypoints on in-container pools (JOBCLOUD_POOL_TYPES, e.g. `cpu=docker`) get a warning
+    when their image cannot run the flow inside it (`jobcloud images wrap IMAGE` fixes that).
+    """
+    from blocks.settings import get_settings
+    from deployments.server.in_container import in_container_uses, in_container_warnings
+    from deployments.server.pool_types import parse_pool_types
     from flows.catalog import load_catalog
 
     catalog = load_catalog(file)
     entries = list(catalog.entries())
     out.print(f"{catalog.source}: ok ({len(catalog.applications)} applications, {len(entries)} entrypoints)")
+    # Only with in-container pools does check talk to the engine (a probe is ~2 s per image).
+    uses = in_container_uses(catalog, parse_pool_types([], get_settings().pool_types))
+    for warning in in_container_warnings(uses):
+        err.print("[yellow]warning:[/] ", end="")
+        err.print(warning, markup=False, highlight=False)
+    from deployments.server.gpu_check import report_gpu_images  # GPU images that cannot use CUDA
+    report_gpu_images(catalog, err)
 
 
 @server_app.command("start")

@@ -42,6 +42,9 @@ def run_command(
     memory: Optional[int] = typer.Option(None, "--memory", min=6, help="Memory limit in MB (overrides MEMORY)."),
     gpu: Optional[int] = typer.Option(None, "--gpu", min=0, help="GPUs (overrides GPU)."),
     timeout: Optional[int] = typer.Option(None, "--timeout", min=1, help="Seconds before the job is stopped."),
+    callback_url: Optional[str] = typer.Option(
+        None, "--callback-url", metavar="URL", help="http(s) URL that gets a JSON status update (PATCH) at each phase and at the end."
+    ),
     local: bool = typer.Option(False, "--local", help="Run in this process against a local Prefect."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id and return at once (server mode)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object (id, state, outputs, manifest)."),
@@ -67,6 +70,7 @@ def run_command(
             secrets=parse_env(list(secret), "--secret", "BLOCK"),
             hardware=hardware,
             timeout=timeout,
+            callback_url=callback_url,
         ),
     )
     store = store_from_settings()

@@ -32,10 +32,12 @@ from pydantic import BaseModel, Field
 
 from blocks.errors import UserError
 from deployments.server.automations import ZOMBIE_AUTOMATION, sync_zombie_automation, zombie_after_s
+from deployments.server.notifications import notify_settings, sync_notifications
 from deployments.server.pool_resources import check_infra, deployment_job_variables
 from deployments.server.pool_types import DEFAULT_POOL_TYPE, POOL_TYPES, POOLS, parse_pool_types
 from deployments.server.pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, pool_type_of, queue_name
 from flows.catalog import Catalog, EntrypointRef
+from flows.container_spec import image_for
 from flows.catalog_flows import entrypoint_of, flow_for, ref_of_attribute
 from flows.definition import DEFINITION_ENV, encode_definition
 
@@ -392,7 +394,8 @@ def with_infra_variables(spec: DeploymentSpec, catalog: Catalog, pool_type: str)
     `jobcloud` type, whose flow starts the container itself)."""
     entry = catalog.get(spec.ref)
     cpu, memory, gpus, timeout = _hardware(entry)
-    infra = deployment_job_variables(pool_type, entry.handler.image_url, cpu=cpu, memory_mb=memory, gpus=gpus, timeout_s=timeout)
+    # A GPU entrypoint's deployment runs its CUDA image (`handler.gpu_image_url`, when it names one).
+    infra = deployment_job_variables(pool_type, image_for(entry, gpus), cpu=cpu, memory_mb=memory, gpus=gpus, timeout_s=timeout)
     if not infra:
         return spec
     # prefect.yaml's own job variables (a scheduled deployment's) win over the catalog's.
@@ -412,6 +415,7 @@ def sync(
 
     specs = desired_deployments(catalog, prefect_yaml)
     zombie_after = zombie_after_s()  # a bad JOBCLOUD_ZOMBIE_AFTER_S fails before anything is written
+    notify = notify_settings()  # so does a bad JOBCLOUD_NOTIFY_* / JOBCLOUD_SMTP_* setting
     with get_client(sync_client=True) as client:
         types = planned_pool_types(client, pool_types)
         # Everything a platform cannot give is said before anything is written.
@@ -422,6 +426,10 @@ def sync(
         # Server-side: crashes runs whose host died (their heartbeats stop); see automations.py.
         zombie = sync_zombie_automation(client, zombie_after)
         changes.append(DeployChange(name=f"automation {ZOMBIE_AUTOMATION}", action=zombie, detail=f"crash runs silent {zombie_after} s"))
+        # Server-side: notifications when jobs finish or fail (webhook, email); see notifications.py.
+        from blocks.settings import get_settings
+
+        changes += [DeployChange(**c.model_dump()) for c in sync_notifications(client, notify, get_settings().storage_url)]
         changes += [_apply(client, spec) for spec in specs]
         wanted = {s.full_name for s in specs}
         changes += _prune(client, wanted) if prune else _stale(client, wanted)

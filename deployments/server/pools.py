@@ -48,6 +48,7 @@ from pydantic import BaseModel
 
 from blocks.errors import ParameterError
 from blocks.settings import get_settings
+from flows.pool_slots import pool_slots_name
 from deployments.server.pool_templates import (
     IN_CONTAINER_COMMAND,
     IN_CONTAINER_ENV,
@@ -233,8 +234,40 @@ def ensure_pools(
         else:
             changes += _update_pool(client, existing[pool], pool, kind, limit, env, said, WorkPoolUpdate)
         changes += _store_warning(pool, kind, env["JOBCLOUD_STORAGE"])
+        changes += sync_pool_slots(client, pool, limit)
         changes += _ensure_queues(client, pool)
     return changes
+
+
+def sync_pool_slots(client: Any, pool: str, limit: int | None) -> list[PoolChange]:
+    """Mirror a pool's concurrency limit in a Prefect global concurrency limit, which each job
+    holds a slot of while its command runs (`flows.job`).
+
+    Prefect counts a pool's limit only when a worker asks for work, against runs already
+    Pending or Running: runs handed out but not yet Pending slip past it, so a busy pool served by
+    several workers ran 10-11 jobs under a limit of 8. The slot is leased on the server, so at
+    most ``limit`` commands of the pool run at once whatever the workers do. None: left as it
+    is; 0: removed.
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    if limit is None:
+        return []
+    name = pool_slots_name(pool)
+    if limit == 0:
+        try:
+            client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return []
+        return [PoolChange(name=f"{pool}/slots", action="deleted", detail=name)]
+    try:
+        current = client.read_global_concurrency_limit_by_name(name).limit
+    except ObjectNotFound:
+        current = None
+    if current == limit:
+        return []
+    client.upsert_global_concurrency_limit_by_name(name, limit)
+    return [PoolChange(name=f"{pool}/slots", action="created" if current is None else "updated", detail=f"{name}: {limit}")]
 
 
 def _update_pool(client: Any, pool_obj: Any, pool: str, kind: str, limit: int | None, env: dict[str, str], said: str, update_cls: Any) -> list[PoolChange]:
@@ -277,7 +310,6 @@ def _store_warning(pool: str, kind: str, storage: str) -> list[PoolChange]:
 
 
 def _ensure_queues(client: Any, pool: str) -> list[PoolChange]:
-    from prefect.client.schemas.objects import WorkQueue
 
     existing = {q.name: q for q in client.read_work_queues(work_pool_name=pool)}
     changes: list[PoolChange] = []

@@ -33,10 +33,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def healthy(api_url: str) -> bool:
-    """True if the Prefect API answers /health."""
+HEALTH_TIMEOUT_S = 10.0
+
+
+def healthy(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+    """True if the Prefect API answers /health within ``timeout`` s.
+
+    Not 1 s: a team server busy with hundreds of submissions and a few workers on a small host
+    answered /health in more than a second, and `jobcloud run` then refused to submit, saying
+    the server did not answer. A server that is down refuses the connection at once anyway.
+    """
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=1) as resp:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -88,11 +96,17 @@ def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = N
 
 @dataclass
 class PrefectServer:
-    """`prefect server start` on SQLite in its own PREFECT_HOME, on a free port."""
+    """`prefect server start` in its own PREFECT_HOME, on a free port.
+
+    Its database is SQLite in PREFECT_HOME unless ``database_url`` names another, e.g. a team
+    server's PostgreSQL: `postgresql+asyncpg://USER:PASS@HOST:PORT/DB`. Only the server
+    process gets that URL (clients and workers talk to the API, never to the database).
+    """
 
     home: Path
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
+    database_url: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -112,7 +126,10 @@ class PrefectServer:
     def start(self, timeout: float = 120) -> "PrefectServer":
         self.home.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = _spawn(args, self.env(), self.home / "server.log")
+        env = self.env()
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
+        self.proc = _spawn(args, env, self.home / "server.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.proc.alive():

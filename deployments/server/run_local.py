@@ -12,6 +12,7 @@ from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef
 from blocks.settings import get_settings
 from flows.container_run import ensure_image
+from flows.container_spec import image_for
 from flows.request import JobRequest
 
 # Prefect and the flow are imported after `ensure_api` has fixed the API.
@@ -37,7 +38,7 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
         gpus = requested_gpus(entry, request)
         if gpus > 0:
             require_gpus(client, gpus)
-        ensure_image(client, entry.handler.image_url)
+        ensure_image(client, image_for(entry, gpus))
     finally:
         client.close()
 

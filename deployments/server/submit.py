@@ -20,6 +20,7 @@ from deployments.server.pool_types import is_in_container
 from deployments.server.pools import DEFAULT_PRIORITY, pool_type_of, queue_name
 from deployments.server.processes import healthy
 from flows.catalog import EntrypointRef
+from flows.container_spec import image_for
 from flows.definition import deployed_entry
 from flows.request import JobRequest
 
@@ -95,7 +96,7 @@ def override_variables(client: Any, ref: EntrypointRef, deployment: Any, request
     if problems:
         raise ParameterError(f"{ref} on pool {deployment.work_pool_name} ({pool_type}): " + "; ".join(problems))
     return deployment_job_variables(
-        pool_type, entry.handler.image_url, cpu=cpu, memory_mb=memory, gpus=gpus or 0, timeout_s=timeout
+        pool_type, image_for(entry, gpus or 0), cpu=cpu, memory_mb=memory, gpus=gpus or 0, timeout_s=timeout
     )
 
 

@@ -7,12 +7,10 @@ process behind."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -206,6 +204,10 @@ def test_cancel_in_container_leaves_nothing(stack: DockerStack, engine: str) -> 
     assert shown["state"] == "Cancelled", shown
     assert _wait_gone(engine, job_id), "the cancelled job's container was left behind"
     print(f"cancel in-container: Cancelled {took:.1f} s after `jobs cancel`")
+    if os.environ.get("JOBCLOUD_TEST_VERBOSE"):
+        print(shown)
+        print(stack.cli("jobs", "logs", job_id).stdout[-4000:])
+        print(stack.worker.tail(80))
 
 
 def test_timeout_in_container_leaves_nothing(stack: DockerStack, engine: str) -> None:

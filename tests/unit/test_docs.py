@@ -57,6 +57,7 @@ ALLOWED = {
     "podman": "needs the engine itself",
     "curl": "talks to a running server",
     "systemctl": "manages a system service on a worker host",
+    "sudo": "administers the server host (PostgreSQL from the distribution's packages)",
 }
 
 # Commands that document what is on its way (issue 9), as "file: command" -> reason. Strict

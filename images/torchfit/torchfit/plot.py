@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 
-def loss_curve_png(series: dict[str, list[float]], width: int = 800, height: int = 500, dpi: int = 100) -> bytes:
+def loss_curve_png(series: dict[str, list[float]], width: int = 800, height: int = 500, dpi: int = 100,
+                   ylabel: str = "loss (MSE, standardised)") -> bytes:
     """A PNG (`width` x `height` px) of one or more loss curves against the epoch (from 1).
 
     The y axis is logarithmic when every finite value is positive, linear otherwise. NaN and
@@ -40,7 +41,7 @@ def loss_curve_png(series: dict[str, list[float]], width: int = 800, height: int
         if math.log10(max(values) / min(values)) <= 3:  # few decades: label 2x and 5x too
             ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (MSE, standardised)" + (", log scale" if log_scale else ""))
+    ax.set_ylabel(ylabel + (", log scale" if log_scale else ""))
     ax.set_title("torchfit: loss per epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if values:

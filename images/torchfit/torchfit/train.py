@@ -1,5 +1,7 @@
 """`python -m torchfit.train`: fit the model to the .csv data with the YAML config.
 
+The config's `kind` picks the model: `mlp` (the default) fits the .csv data; `frames` trains a
+convolutional spot localiser on frames it generates from the seed (--data is not read).
 Writes the model (model.pt, model.json) to --model, metrics.json, losses.csv and
 loss_curve.png (matplotlib, 800x500) to --output, and train.log to --log.
 """
@@ -18,7 +20,6 @@ import torch
 
 from torchfit.data import load_config, read_table
 from torchfit.model import Regressor, pick_device
-from torchfit.plot import loss_curve_png
 
 log = logging.getLogger("torchfit.train")
 
@@ -39,6 +40,10 @@ def _setup_logging(log_dir: Path) -> None:
 def train(args: argparse.Namespace) -> dict:
     """Train, write every output, return the metrics."""
     config = load_config(args.config)
+    if config.get("kind") == "frames":
+        return train_frames(args, config)
+    if not args.data:
+        raise SystemExit("torchfit: --data is required (a .csv file or folder of them)")
     torch.manual_seed(int(config["seed"]))
     header, rows = read_table(args.data)
     target = config["target"]
@@ -102,7 +107,7 @@ def train(args: argparse.Namespace) -> dict:
         w.writerow(["epoch", "train_loss", "validation_loss"])
         for e, (a, b) in enumerate(zip(history["train"], history["validation"]), start=1):
             w.writerow([e, f"{a:.6g}", f"{b:.6g}"])
-    (out_dir / "loss_curve.png").write_bytes(loss_curve_png(history))
+    _write_loss_curve(out_dir, history)
     metrics = {
         "epochs": epochs,
         "rows": len(rows),
@@ -116,10 +121,74 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def train_frames(args: argparse.Namespace, config: dict) -> dict:
+    """The `frames` kind: a conv net localising spots in generated frames (torchfit/frames.py)."""
+    from torchfit import frames
+
+    device = pick_device()
+    if args.data:
+        log.info("kind frames: the frames are generated from the seed; --data %s is not read", args.data)
+    log.info("device %s, torch %s, config %s", device, torch.__version__, config)
+    epochs = int(config["epochs"])
+
+    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        if epoch == 0 or (epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs:
+            log.info("epoch %d/%d train loss %.5f validation loss %.5f", epoch + 1, epochs, train_loss, val_loss)
+
+    result = frames.fit(config, device, on_epoch)
+    trainer, history = result["trainer"], result["history"]
+    if trainer.compile_error:
+        log.warning("trained without torch.compile: %s", trainer.compile_error)
+
+    model_dir, out_dir = Path(args.model), Path(args.output)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The plain module's weights (never the compiled wrapper's), contiguous and on the CPU:
+    # predict loads them anywhere with map_location="cpu".
+    state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
+    torch.save(state, model_dir / "model.pt")
+    meta = {**frames.model_meta(config), "torch": torch.__version__, "trained_on": str(device)}
+    (model_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with open(out_dir / "losses.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "train_loss", "validation_loss"])
+        for e, (a, b) in enumerate(zip(history["train"], history["validation"]), start=1):
+            w.writerow([e, f"{a:.6g}", f"{b:.6g}"])
+    _write_loss_curve(out_dir, history, ylabel="loss (spot BCE + offset MSE)")
+    steps, seconds = result["steps"], result["seconds"]
+    metrics = {
+        "kind": "frames",
+        "epochs": result["epochs_run"],
+        "frames": int(config["train_frames"]),
+        "train_loss": history["train"][-1],
+        "validation_loss": history["validation"][-1],
+        **{f"validation_{k}": v for k, v in result["quality"].items()},
+        "training_seconds": round(seconds, 3),
+        "ms_per_step": round(1000 * seconds / max(1, steps), 3),
+        "device": str(device),
+        "precision": trainer.precision,
+        "compiled": trainer.compiled,
+        "compile_error": trainer.compile_error,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("done in %.1f s: %s", seconds, metrics)
+    return metrics
+
+
+def _write_loss_curve(out_dir: Path, history: dict[str, list[float]], **kwargs: str) -> None:
+    """loss_curve.png; skipped with a warning where matplotlib is missing (a bare GPU host)."""
+    try:
+        from torchfit.plot import loss_curve_png
+    except ImportError as exc:
+        log.warning("no loss_curve.png: %s", exc)
+        return
+    (out_dir / "loss_curve.png").write_bytes(loss_curve_png(history, **kwargs))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="torchfit.train", description=__doc__)
-    p.add_argument("--data", required=True, help=".csv file or folder of them")
-    p.add_argument("--config", default=None, help="YAML config (see sample/config.yaml)")
+    p.add_argument("--data", default=None, help=".csv file or folder of them (required by the mlp kind)")
+    p.add_argument("--config", default=None, help="YAML config (see sample/config.yaml, sample/frames.yaml)")
     p.add_argument("--model", required=True, help="folder for the trained model (the job's artifact)")
     p.add_argument("--output", required=True, help="folder for metrics and the loss curve")
     p.add_argument("--log", required=True, help="folder for train.log")
