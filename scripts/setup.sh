@@ -15,6 +15,16 @@ if [ "$(cat .venv/.jobcloud-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/pip install -q -e ".[test,s3]" -c constraints.txt >&2
   echo "$stamp" > .venv/.jobcloud-stamp
 fi
+# torchfit's own unit tests (tests/unit/test_torchfit_*.py) run its code on the host: the CPU
+# wheel that $PIP_FIND_LINKS holds, never PyPI's several-GB CUDA build.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
+    echo "installing torch 2.13.0 (CPU) into .venv ..." >&2
+    .venv/bin/pip install -q "torch==2.13.0+cpu" -c constraints.txt >&2
+  else
+    echo "no local CPU torch wheel in \$PIP_FIND_LINKS: torchfit's host-side unit tests are skipped" >&2
+  fi
+fi
 # PostgreSQL from Debian's packages: the team-server test and bench start a throwaway cluster
 # from its binaries (tests/integration/postgres.py). Installed like the engine: as root on Debian.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
