@@ -160,7 +160,7 @@ def main() -> None:
         adds = med(name, "rest") - base_rest
         table.add_row(labels[name], f"{med(name, 'wall'):.2f}", f"{med(name, 'training'):.2f}", f"{med(name, 'rest'):.2f}",
                       "" if name == "baseline" else f"{adds:+.2f} s ({100 * adds / base_wall:+.1f} %)")
-    Console().print(table)
+    Console(width=150).print(table)
     for name in MODES:
         print(f"{name} walls: " + ", ".join(f"{r['wall']:.1f}" for r in runs[name]) + " s")
 
