@@ -12,18 +12,10 @@ from flows.cancel_watch import WATCH_ENV
 from flows.catalog import Entrypoint, EntrypointRef
 from blocks.settings import get_settings
 from flows.container_run import ensure_image
-from flows.container_spec import image_for
+from flows.container_spec import image_for, job_gpus
 from flows.request import JobRequest
 
 # Prefect and the flow are imported after `ensure_api` has fixed the API.
-
-
-def requested_gpus(entry: Entrypoint, request: JobRequest) -> int:
-    """The GPUs the job asks for: the request's override, else the catalog's (as build_spec)."""
-    override = request.hardware
-    if override and override.gpu is not None:
-        return override.gpu
-    return entry.aws_resources.hardware.GPU or 0
 
 
 def check_engine(entry: Entrypoint, request: JobRequest) -> None:
@@ -35,7 +27,7 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
     """
     client = docker_client()
     try:
-        gpus = requested_gpus(entry, request)
+        gpus = job_gpus(entry, request)
         if gpus > 0:
             require_gpus(client, gpus)
         ensure_image(client, image_for(entry, gpus))
