@@ -81,8 +81,9 @@ def check_command(
 ) -> None:
     """Validate a catalog; exit 2 with every problem named if it is invalid.
 
-    Entrypoints on in-container pools (JOBCLOUD_POOL_TYPES, e.g. `cpu=docker`) get a warning
-    when their image cannot run the flow inside it (`jobcloud images wrap IMAGE` fixes that).
+    Entrypoints on in-container pools (JOBCLOUD_POOL_TYPES, e.g. `cpu=docker`) whose image is here
+    and cannot run the flow inside it are an error (exit 2; `jobcloud images wrap IMAGE` fixes
+    that); an image not here gets a warning (the pools' hosts may have it).
     """
     from blocks.settings import get_settings
     from deployments.server.in_container import in_container_uses, in_container_warnings
@@ -94,11 +95,18 @@ def check_command(
     out.print(f"{catalog.source}: ok ({len(catalog.applications)} applications, {len(entries)} entrypoints)")
     # Only with in-container pools does check talk to the engine (a probe is ~2 s per image).
     uses = in_container_uses(catalog, parse_pool_types([], get_settings().pool_types))
+    unfit = 0
     for warning in in_container_warnings(uses):
-        err.print("[yellow]warning:[/] ", end="")
+        # An image here that cannot run in-container is bad input (exit 2); one that is not
+        # here, or no engine, only a warning: the pools' hosts may have it.
+        bad = " cannot run in-container (" in warning
+        unfit += bad
+        err.print("[red]error:[/] " if bad else "[yellow]warning:[/] ", end="")
         err.print(warning, markup=False, highlight=False)
     from deployments.server.gpu_check import report_gpu_images  # GPU images that cannot use CUDA
     report_gpu_images(catalog, err)
+    if unfit:
+        raise typer.Exit(2)
 
 
 @server_app.command("start")
