@@ -11,6 +11,7 @@ error) fails each of these."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -103,7 +104,9 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
         with prefect_client(server.api_url) as client:
             pool = client.read_work_pool("cpu")
             defaults = pool.base_job_template["variables"]["properties"]["env"]["default"]
-            assert defaults == {"JOBCLOUD_POOL": "cpu", "JOBCLOUD_STORAGE": str(store), "JOBCLOUD_CONFIG": str(catalog)}
+            # The pool names the store; the entrypoint travels in its deployment, not as a path.
+            assert defaults == {"JOBCLOUD_POOL": "cpu", "JOBCLOUD_STORAGE": str(store)}
+            catalog.unlink()  # no catalog file anywhere when the job runs
 
             # The worker host: `prefect worker start --pool cpu`, nothing else.
             host_home = tmp_path / "worker-home"
@@ -147,7 +150,8 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
 
         # The outputs are in the store the pool names; the host's own default store is untouched.
         assert (store / "jobs" / run_id / "output" / "done.txt").read_text().strip() == "done"
-        assert (store / "jobs" / run_id / "manifest.json").exists()
+        manifest = json.loads((store / "jobs" / run_id / "manifest.json").read_text())
+        assert manifest["definition"] == "deployment" and manifest["runner"] == "engine"
         assert not (host_home / ".jobcloud" / "store").exists()
     finally:
         if worker is not None:
