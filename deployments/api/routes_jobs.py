@@ -113,6 +113,11 @@ def start_job(backend: Backend, who: Principal, user: str, entrypoint: str, requ
         entry = load_catalog().get(ref)
     except UserError as exc:
         raise ApiError(404, str(exc), "entrypoint", "list them with GET /applications") from None
+    for kind, key in request.inputs():  # first, so a bad key's error names its field
+        try:
+            check_key(key)
+        except UserError as exc:
+            raise from_user_error(exc, kind) from None
     try:
         checked = validate_request(entry, request)
     except UserError as exc:
