@@ -192,7 +192,7 @@ def job_files(request: Request, job_id: str, who: Principal = Depends(principal)
 @router.get("/jobs/{job_id}/files/{path:path}", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
 def job_file(request: Request, job_id: str, path: str, who: Principal = Depends(principal)) -> StreamingResponse:
-    """Download one of the job's files, e.g. output/fit.json, streamed."""
+    """Download one of the job's files, e.g. output/metrics.txt, streamed."""
     backend = _backend(request)
     prefix = job_prefix(str(backend.owned_run(who, job_id).id))
     try:
