@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from blocks.errors import MissingKeyError
+from blocks.errors import MissingKeyError, UserError
 from deployments.api.auth import Principal, owner_for, principal
 from deployments.api.errors import ApiError
 from deployments.api.services import user_key, user_root
@@ -80,7 +80,10 @@ async def upload(request: Request, key: str, owner: str | None = None, who: Prin
                     fh.write(chunk)
             except ClientDisconnect:
                 raise ApiError(400, "the upload was cut off", "body", "send it again") from None
-        record = await run_in_threadpool(store.upload_file, Path(spool), full)
+        try:
+            record = await run_in_threadpool(store.upload_file, Path(spool), full)
+        except UserError as exc:  # e.g. a file where the key needs a folder
+            raise ApiError(400, str(exc), "key", "choose a key that is not inside one of your files") from None
     finally:
         os.unlink(spool)
     if record.sha256 != digest.hexdigest() or record.size != size:

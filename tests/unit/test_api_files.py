@@ -83,3 +83,5 @@ def test_upload_over_an_existing_folder_is_refused(api) -> None:
     client.put("/files/d/x", content=b"1", headers=auth("alice"))
     r = client.put("/files/d", content=b"2", headers=auth("alice"))
     assert r.status_code == 400 and "folder" in r.json()["error"]["message"]
+    inside = client.put("/files/d/x/y", content=b"3", headers=auth("alice"))  # d/x is a file
+    assert inside.status_code == 400 and inside.json()["error"]["field"] == "key" and inside.json()["error"]["fix"]
