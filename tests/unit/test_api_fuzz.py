@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -22,9 +21,18 @@ from schemathesis.checks import not_a_server_error
 
 from deployments.api.auth import RateLimiter
 from deployments.api.services import Backend
-from tests.api_fixtures import KEYS, auth
 from tests.conftest import ROOT
 from tests.prefect_helpers import prefect_client
+
+# Users of their own: the session's Prefect server is shared, and other modules count alice's jobs.
+TOKENS = {"fuzzer": "fuzzer-token-0123456789", "fuzz-other": "fuzz-other-token-0123456789", "fuzz-admin": "fuzz-admin-token-0123456789"}
+KEYS = {TOKENS["fuzzer"]: {"user": "fuzzer"}, TOKENS["fuzz-other"]: {"user": "fuzz-other"},
+        TOKENS["fuzz-admin"]: {"user": "fuzz-admin", "role": "admin"}}
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKENS[user]}"}
+
 
 MAX_EXAMPLES = int(os.environ.get("JOBCLOUD_FUZZ_EXAMPLES", "20"))  # per operation and phase; the whole module stays well under 2 minutes
 
@@ -47,7 +55,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 # Real names, swapped into generated paths now and then so requests also reach past the 404s.
 REAL = {"app": "linefit", "version": "v1", "entrypoint": "train", "key": "cfg.yaml", "path": "output/metrics.txt"}
-JOBS: list[str] = []  # alice's job and bob's, made by `fuzz_backend`
+JOBS: list[str] = []  # the user's job and another user's, made by `fuzz_backend`
 
 
 @schema.hook
@@ -70,8 +78,10 @@ def flatmap_body(context: Any, body: Any) -> Any:
     if context.operation.path == "/jobs":
         real = {"entrypoint": "linefit/v1/train", "config_id": "cfg.yaml", "data_ids": ["data/points.csv"]}
     elif context.operation.path.endswith("/compute"):
-        real = {"data_in": ["data/points.csv"], "parameters": {**(body.get("parameters") or {}), "config_id": "cfg.yaml"}} \
-            if isinstance(body.get("parameters") or {}, dict) else {"data_in": ["data/points.csv"]}
+        params = body.get("parameters") or {}
+        real = {"data_in": ["data/points.csv"]}
+        if isinstance(params, dict):
+            real["parameters"] = {**params, "config_id": "cfg.yaml"}
     else:
         return st.just(body)
     return st.sampled_from([body, {**body, **real}])
@@ -84,12 +94,12 @@ def flatmap_case(_: Any, case: Any) -> Any:
         case.headers = {**(case.headers or {}), **auth(user)}
         return case
 
-    return st.sampled_from(["alice", "root"]).map(signed)
+    return st.sampled_from(["fuzzer", "fuzz-admin"]).map(signed)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fuzz_backend(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[None]:
-    """A fresh job store with a few of alice's files, no rate limit in the way, the project's
+    """A fresh job store with a few of the user's files, no rate limit in the way, the project's
     catalog, no container engine (image_present is null) and the session's Prefect server."""
     from blocks.store.job_store import JobStore
     from deployments.api.settings import ApiSettings
@@ -100,11 +110,11 @@ def fuzz_backend(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> 
         mp.setenv("JOBCLOUD_HOME", str(tmp / "home"))
         mp.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         store = JobStore(str(tmp / "store"))
-        store.write_bytes("users/alice/cfg.yaml", b"epochs: 1\n")
-        store.write_bytes("users/alice/data/points.csv", b"x,y\n1,2\n")
+        store.write_bytes("users/fuzzer/cfg.yaml", b"epochs: 1\n")
+        store.write_bytes("users/fuzzer/data/points.csv", b"x,y\n1,2\n")
         backend = Backend(store)
         with prefect_client(prefect_api) as pc:
-            JOBS[:] = [_job(pc, "alice"), _job(pc, "bob")]
+            JOBS[:] = [_job(pc, "fuzzer"), _job(pc, "fuzz-other")]
         store.write_bytes(f"jobs/{JOBS[0]}/output/metrics.txt", b"loss 0.1\n")
         store.write_bytes(f"jobs/{JOBS[0]}/manifest.json", json.dumps({"outputs": [{"key": "output/metrics.txt"}]}).encode())
         mp.setattr(APP.state, "backend", backend)
@@ -132,5 +142,5 @@ def _job(client: Any, user: str) -> str:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
 def test_no_server_error(case: Any) -> None:
     signed = any(k.lower() == "authorization" for k in (case.headers or {}))
-    # The coverage phase's cases skip `flatmap_case`: those go as alice.
-    case.call_and_validate(headers=None if signed else auth("alice"), checks=[not_a_server_error])
+    # The coverage phase's cases skip `flatmap_case`: those go as the user.
+    case.call_and_validate(headers=None if signed else auth("fuzzer"), checks=[not_a_server_error])
