@@ -375,6 +375,22 @@ class JobStore:
         except FileNotFoundError:
             raise MissingKeyError(key, self.url) from None
 
+    def open_read(self, key: str) -> Any:
+        """The file ``key`` opened for reading in binary (a file object to stream from, e.g.
+        an HTTP download); the caller closes it. A local link is never opened."""
+        key = check_key(key)
+        if self.is_local:
+            with self._parent(key) as (dir_fd, name):
+                fd = self._open_file(key, name, dir_fd)
+            os.set_blocking(fd, True)  # opened non-blocking only so a fifo cannot hang the open
+            return open(fd, "rb")
+        try:
+            if not self._call(self.fs.isfile, self.path(key)):
+                raise MissingKeyError(key, self.url)
+            return self._call(self.fs.open, self.path(key), "rb")
+        except FileNotFoundError:
+            raise MissingKeyError(key, self.url) from None
+
     def copy(self, src: str, dest: str, size: int | None = None, sha256: str | None = None) -> FileRecord:
         """Copy one file inside the store (server-side on object stores); the size is
         checked against ``size`` and the record keeps the known ``sha256``."""

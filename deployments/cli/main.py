@@ -13,6 +13,7 @@ import click
 import typer
 
 from blocks.errors import JobCloudError, UserError
+from deployments.cli.api import api_app
 from deployments.cli.deploy import deploy_command
 from deployments.cli.files import files_app
 from deployments.cli.images import images_app
@@ -38,6 +39,7 @@ app.command("run")(run_command)
 app.command("deploy")(deploy_command)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(api_app, name="api")
 server_app = typer.Typer(help="JobCloud's local Prefect server (used by `run --local`).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 

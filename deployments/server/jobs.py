@@ -100,17 +100,26 @@ def state_types(word: str) -> list[str]:
     return types
 
 
-def list_jobs(client: Any, app: str | None = None, state: str | None = None, limit: int = LIST_LIMIT) -> list[JobInfo]:
-    """Jobs, newest first, optionally of one application and in one state."""
+def list_jobs(
+    client: Any, app: str | None = None, state: str | None = None, limit: int = LIST_LIMIT, tags: list[str] | None = None
+) -> list[JobInfo]:
+    """Jobs, newest first, optionally of one application, in one state, and carrying all ``tags``
+    (the HTTP API's `user:<name>`)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"app:{app}"])) if app else FlowRunFilter()
+    wanted = [*([f"app:{app}"] if app else []), *(tags or [])]
+    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=wanted)) if wanted else FlowRunFilter()
     if state:
         flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in state_types(state)]))
     runs = client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
     return [info_of(r) for r in runs if _tag(r, "app:") is not None]
+
+
+def read_run(client: Any, job_id: str) -> Any:
+    """The flow run of ``job_id``; `UnknownJobError` for a malformed or unknown id."""
+    return _run(client, job_id)
 
 
 def _run(client: Any, job_id: str) -> Any:

@@ -52,8 +52,11 @@ def parameters_of(request: JobRequest) -> dict[str, Any]:
     return request.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
 
 
-def submit(client: Any, ref: EntrypointRef, request: JobRequest, priority: int = DEFAULT_PRIORITY) -> Any:
-    """Create the flow run; returns Prefect's `FlowRun`."""
+def submit(
+    client: Any, ref: EntrypointRef, request: JobRequest, priority: int = DEFAULT_PRIORITY, extra_tags: list[str] | None = None
+) -> Any:
+    """Create the flow run; returns Prefect's `FlowRun`. ``extra_tags`` join the entrypoint's
+    (the HTTP API adds `user:<name>`, the owner)."""
     # Prefect is imported only once the API is fixed (local_server.ensure_api), here and below.
     from prefect.exceptions import ObjectNotFound
 
@@ -68,7 +71,7 @@ def submit(client: Any, ref: EntrypointRef, request: JobRequest, priority: int =
     return client.create_flow_run_from_deployment(
         deployment.id,
         parameters=parameters_of(request),
-        tags=ref.tags,
+        tags=[*ref.tags, *(extra_tags or [])],
         work_queue_name=queue,
         job_variables=override_variables(client, ref, deployment, request) or None,
     )

@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and those below it):
 
-    blocks  <  flows  <  deployments.worker  <  deployments.server  <  deployments.cli
+    blocks  <  flows  <  deployments.worker  <  deployments.server  <  deployments.api  <  deployments.cli
 
 Every import of every module under blocks/, flows/ and deployments/ counts, also those inside
 functions and under `if TYPE_CHECKING:`. Cycles are looked for among module-level imports
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("blocks", "flows", "deployments")
-LAYERS = ("blocks", "flows", "deployments.worker", "deployments.server", "deployments.cli")
+LAYERS = ("blocks", "flows", "deployments.worker", "deployments.server", "deployments.api", "deployments.cli")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""Shared pieces of the HTTP API tests: a key list, an app on a fresh job store, clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from blocks.store.job_store import JobStore
+from deployments.api.app import create_app
+from deployments.api.auth import KeyRing
+from deployments.api.services import Backend
+from deployments.api.settings import ApiSettings
+from tests.conftest import ROOT
+
+TOKENS = {
+    "alice": "alice-token-0123456789",
+    "bob": "bob-token-0123456789abc",
+    "root": "root-token-0123456789abc",
+}
+KEYS = {
+    TOKENS["alice"]: {"user": "alice", "role": "user"},
+    TOKENS["bob"]: {"user": "bob", "role": "user"},
+    TOKENS["root"]: {"user": "root", "role": "admin"},
+}
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKENS[user]}"}
+
+
+def write_keys(path: Path) -> Path:
+    path.write_text(json.dumps(KEYS))
+    return path
+
+
+def make_app(tmp_path: Path, **limits: int) -> tuple[TestClient, JobStore]:
+    store = JobStore(str(tmp_path / "store"))
+    settings = ApiSettings(keys_file=write_keys(tmp_path / "keys.json"), upload_dir=tmp_path / "spool", **limits)
+    app = create_app(settings, KeyRing.parse(json.dumps(KEYS), "test"), Backend(store))
+    return TestClient(app), store
+
+
+@pytest.fixture
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, JobStore]:
+    """A TestClient of the app on a fresh local job store, with the project's catalog."""
+    monkeypatch.setenv("JOBCLOUD_CONFIG", str(ROOT / "application_config.yaml"))
+    monkeypatch.setenv("JOBCLOUD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # registry tests: no engine
+    client, store = make_app(tmp_path)
+    with client:
+        yield client, store

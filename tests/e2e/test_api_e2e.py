@@ -1,0 +1,174 @@
+"""The HTTP API end to end: `prefect server start`, `jobcloud deploy`, a real worker, and
+`jobcloud api serve` (uvicorn) on a real port, driven with httpx as a front-end would: upload,
+start, poll to Completed, download outputs, cancel a running job, and the Swiss AI flow
+(/compute, task status, callbacks to a real local receiver). Every process started here is
+stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from deployments.server.processes import PrefectServer, Proc, start_worker
+from tests.api_fixtures import KEYS, TOKENS
+from tests.conftest import JOBCLOUD, ROOT, Cli
+from tests.e2e.test_server_jobs import SLEEPER
+from tests.receivers import HttpReceiver, free_port
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = ROOT / "examples/linefit"
+
+
+def _h(user: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {TOKENS[user]}"}
+
+
+class ApiStack:
+    def __init__(self, url: str, api: Proc, worker: Proc, store: Path) -> None:
+        self.url, self.api, self.worker, self.store = url, api, worker, store
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def wait_state(self, job_id: str, want: set[str], user: str = "alice", timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.http.get(f"/jobs/{job_id}", headers=_h(user)).json()
+            if job["state"] in want:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['state']}; worker:\n{self.worker.tail()}\napi:\n{self.api.tail()}"
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
+    tmp = tmp_path_factory.mktemp("e2e-api")
+    catalog = tmp / "application_config.yaml"
+    catalog.write_text((ROOT / "application_config.yaml").read_text() + SLEEPER)
+    keys = tmp / "keys.json"
+    keys.write_text(json.dumps(KEYS))
+    server = PrefectServer(home=tmp / "prefect-home")
+    base = {
+        **os.environ,
+        "JOBCLOUD_HOME": str(tmp / "jc-home"),
+        "JOBCLOUD_STORAGE": str(tmp / "store"),
+        "JOBCLOUD_CONFIG": str(catalog),
+        "JOBCLOUD_API_KEYS_FILE": str(keys),
+        "DOCKER_HOST": engine,
+        "PYTHONPATH": str(ROOT),
+    }
+    server.start()
+    env = server.env(base)
+    worker = api = None
+    try:
+        deployed = Cli(env=env, cwd=tmp)("deploy", "--prefect-yaml", str(ROOT / "prefect.yaml"))
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+        worker = start_worker(server, "cpu", env, tmp / "worker.log", name="e2e-api-cpu")
+        port = free_port()
+        log = tmp / "api.log"
+        with open(log, "ab") as fh:
+            popen = subprocess.Popen([*JOBCLOUD, "api", "serve", "--port", str(port)], env=env, cwd=tmp,
+                                     stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        api = Proc(popen, log)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/status", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert api.alive() and time.monotonic() < deadline, f"the API did not start:\n{api.tail()}"
+            time.sleep(0.3)
+        yield ApiStack(url, api, worker, tmp / "store")
+    finally:
+        if api is not None:
+            api.stop()
+        if worker is not None:
+            worker.stop()
+        server.stop()
+
+
+def _upload(stack: ApiStack, user: str, key: str, path: Path) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        r = stack.http.put(f"/files/{key}", content=fh, headers=_h(user))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_upload_start_poll_download(stack: ApiStack) -> None:
+    up = _upload(stack, "alice", "in/config.yaml", EXAMPLES / "config.yaml")
+    assert up["size"] == (EXAMPLES / "config.yaml").stat().st_size
+    _upload(stack, "alice", "in/points.csv", EXAMPLES / "points.csv")
+    r = stack.http.post("/jobs", json={"entrypoint": "linefit/v1/train", "config_id": "in/config.yaml",
+                                       "data_ids": ["in/points.csv"], "env": {"LINEFIT_EPOCHS": "20"}}, headers=_h("alice"))
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    assert stack.http.get(f"/jobs/{job_id}", headers=_h("bob")).status_code == 404
+    job = stack.wait_state(job_id, {"Completed", "Failed", "Crashed", "Cancelled", "TimedOut"})
+    assert job["state"] == "Completed", job
+    assert job["manifest"]["exit_code"] == 0
+    files = stack.http.get(f"/jobs/{job_id}/files", headers=_h("alice")).json()["files"]
+    outputs = [f for f in files if f["path"].startswith("output/")]
+    assert outputs, files
+    for f in outputs:
+        got = stack.http.get(f"/jobs/{job_id}/files/{f['path']}", headers=_h("alice"))
+        assert got.status_code == 200
+        assert got.content == (stack.store / "jobs" / job_id / f["path"]).read_bytes()
+    logs = stack.http.get(f"/jobs/{job_id}/logs", headers=_h("alice")).json()
+    assert any("Finished in state" in line["message"] for line in logs)
+    mine = [j["id"] for j in stack.http.get("/jobs", headers=_h("alice")).json()]
+    assert job_id in mine and job_id not in [j["id"] for j in stack.http.get("/jobs", headers=_h("bob")).json()]
+    test_upload_start_poll_download.job_id = job_id  # type: ignore[attr-defined]
+
+
+def test_cancel_a_running_job(stack: ApiStack) -> None:
+    r = stack.http.post("/jobs", json={"entrypoint": "sleeper/v1/nap"}, headers=_h("alice"))
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    stack.wait_state(job_id, {"Running"})
+    c = stack.http.post(f"/jobs/{job_id}/cancel", headers=_h("alice"))
+    assert c.status_code == 200 and c.json()["state"] in ("Cancelled", "Cancelling"), c.text
+    assert stack.wait_state(job_id, {"Cancelled", "Failed", "Crashed"}, timeout=60)["state"] == "Cancelled"
+
+
+def test_swiss_ai_compute_with_callbacks(stack: ApiStack) -> None:
+    train = getattr(test_upload_start_poll_download, "job_id", None)
+    if train is None:
+        pytest.fail("needs the train job of test_upload_start_poll_download")
+    _upload(stack, "alice", "in/query.csv", EXAMPLES / "query.csv")
+    receiver = HttpReceiver()
+    try:
+        task = {"task_id": "task-42", "data_in": ["in/query.csv"], "callback_url": receiver.url,
+                "s3_infos": {"bucket": "ignored"}, "parameters": {"artifact_ids": [f"jobs/{train}/artifact"]}}
+        r = stack.http.post("/swiss/linefit/v1/predict/compute", json=task, headers=_h("alice"))
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "Task added to the queue"
+        again = stack.http.post("/swiss/linefit/v1/predict/compute", json=task, headers=_h("alice"))
+        assert again.status_code == 409
+        deadline = time.monotonic() + 240
+        while True:
+            status = stack.http.get("/swiss/linefit/v1/predict/tasks/task-42/status", headers=_h("alice")).json()
+            if status["status"] in ("finished", "error"):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert status["status"] == "finished", status
+        assert status["data_out"] and all(k.startswith(f"jobs/{status['job_id']}/") for k in status["data_out"])
+        assert stack.http.get("/swiss/linefit/v1/predict/tasks/task-42/status", headers=_h("bob")).status_code == 404
+        updates = receiver.wait_for(2, timeout=30)
+        bodies = [u.json() for u in updates]
+        assert all(u.method == "PATCH" for u in updates)
+        deadline = time.monotonic() + 15
+        while bodies[-1]["status"] != "finished" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            bodies = [u.json() for u in receiver.requests]
+        assert bodies[-1]["status"] == "finished" and bodies[-1]["job_id"] == status["job_id"]
+    finally:
+        receiver.stop()
