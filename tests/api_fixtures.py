@@ -44,8 +44,11 @@ def make_app(tmp_path: Path, **limits: int) -> tuple[TestClient, JobStore]:
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, JobStore]:
-    """A TestClient of the app on a fresh local job store, with the project's catalog."""
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: str) -> tuple[TestClient, JobStore]:
+    """A TestClient of the app on a fresh local job store, with the project's catalog, talking
+    to the session's Prefect server (named explicitly: a test before may have changed what the
+    environment says)."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     monkeypatch.setenv("JOBCLOUD_CONFIG", str(ROOT / "application_config.yaml"))
     monkeypatch.setenv("JOBCLOUD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # registry tests: no engine

@@ -67,10 +67,14 @@ class Backend:
             if self._client is None:
                 from deployments.server.submit import connect_api
 
-                connect_api()
+                api = connect_api()
                 from prefect.client.orchestration import get_client
+                from prefect.settings import PREFECT_API_URL, temporary_settings
 
-                client = get_client(sync_client=True)
+                # Named explicitly: Prefect's settings are read when prefect is first imported,
+                # which may be before PREFECT_API_URL was set in this process.
+                with temporary_settings(updates={PREFECT_API_URL: api}):
+                    client = get_client(sync_client=True)
                 client.__enter__()
                 self._client = client
             return self._client
