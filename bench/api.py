@@ -26,9 +26,7 @@ import asyncio
 import hashlib
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.receivers import free_port  # noqa: E402 - the same free-port rule as the tests' servers
 
 MiB = 1024 * 1024
 CHUNK = MiB
@@ -53,19 +53,6 @@ def parse_size(text: str) -> int:
         if t.endswith(suffix):
             return int(float(t[:-1]) * n)
     return int(t)
-
-
-def free_port() -> int:
-    """A free TCP port below 55536 (the ephemeral range stays for clients)."""
-    for _ in range(200):
-        port = random.randint(20000, 55535)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port found")
 
 
 def make_file(path: Path, size: int) -> str:

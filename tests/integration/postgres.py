@@ -13,19 +13,19 @@ from __future__ import annotations
 import glob
 import os
 import pwd
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Ports below 55536: other sessions' servers may hold ports above (SeaweedFS's +10000 twins).
+from tests.receivers import free_port
+
 USER = "jobcloud"
 PASSWORD = "jobcloud-test"
 DATABASE = "prefect"
-PORT_CEILING = 55536  # other sessions' servers may hold ports above (SeaweedFS's +10000 twins)
 
 
 def pg_bin(name: str) -> str:
@@ -37,18 +37,6 @@ def pg_bin(name: str) -> str:
     if not on_path:
         raise RuntimeError(f"PostgreSQL's {name} is not installed: apt-get install postgresql (scripts/setup.sh does)")
     return on_path
-
-
-def free_port() -> int:
-    """A random free TCP port on 127.0.0.1 below PORT_CEILING."""
-    while True:
-        port = random.randint(20000, PORT_CEILING - 1)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
 
 
 def _as_server_user() -> list[str]:
