@@ -1,0 +1,74 @@
+"""A pool's limit is mirrored in a Prefect global concurrency limit (deploy side), and a job
+holds one slot of it only inside a pool (flow side)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prefect.exceptions import ObjectNotFound
+
+import flows.pool_slots as pool_slots
+from deployments.server.pools import sync_pool_slots
+
+
+class FakeClient:
+    def __init__(self, limits: dict[str, int] | None = None) -> None:
+        self.limits = dict(limits or {})
+
+    def read_global_concurrency_limit_by_name(self, name: str) -> SimpleNamespace:
+        if name not in self.limits:
+            raise ObjectNotFound(http_exc=Exception(name))
+        return SimpleNamespace(limit=self.limits[name])
+
+    def upsert_global_concurrency_limit_by_name(self, name: str, limit: int) -> None:
+        self.limits[name] = limit
+
+    def delete_global_concurrency_limit_by_name(self, name: str) -> None:
+        if name not in self.limits:
+            raise ObjectNotFound(http_exc=Exception(name))
+        del self.limits[name]
+
+
+def test_a_pool_limit_becomes_a_global_limit_of_the_same_size() -> None:
+    client = FakeClient()
+    changes = sync_pool_slots(client, "cpu", 8)
+    assert client.limits == {"jobcloud-pool-cpu": 8}
+    assert [(c.name, c.action) for c in changes] == [("cpu/slots", "created")]
+    assert sync_pool_slots(client, "cpu", 8) == []  # idempotent
+    assert [c.action for c in sync_pool_slots(client, "cpu", 4)] == ["updated"]
+    assert client.limits == {"jobcloud-pool-cpu": 4}
+
+
+def test_no_limit_given_leaves_it_and_zero_removes_it() -> None:
+    client = FakeClient({"jobcloud-pool-gpu": 2})
+    assert sync_pool_slots(client, "gpu", None) == [] and client.limits == {"jobcloud-pool-gpu": 2}
+    assert [c.action for c in sync_pool_slots(client, "gpu", 0)] == ["deleted"]
+    assert client.limits == {}
+    assert sync_pool_slots(client, "gpu", 0) == []
+
+
+def test_a_job_holds_a_slot_only_inside_a_pool(monkeypatch) -> None:
+    taken: list[str] = []
+
+    class FakeConcurrency:
+        def __init__(self, name: str, occupy: int, strict: bool) -> None:
+            assert occupy == 1 and strict is False  # a pool without a limit has no global limit
+            taken.append(name)
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    import prefect.concurrency.sync as sync
+
+    monkeypatch.setattr(sync, "concurrency", FakeConcurrency)
+    monkeypatch.delenv(pool_slots.POOL_ENV, raising=False)
+    with pool_slots.pool_slot():
+        pass
+    assert taken == []  # `run --local`: no pool, no slot
+    monkeypatch.setenv(pool_slots.POOL_ENV, "cpu")
+    with pool_slots.pool_slot():
+        pass
+    assert taken == ["jobcloud-pool-cpu"]
