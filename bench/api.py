@@ -108,7 +108,7 @@ class ApiServer:
     def __enter__(self) -> ApiServer:
         import httpx
 
-        cmd = [sys.executable, "-m", "deployments.cli", "api", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "jobcloud.deployments.cli", "api", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -267,7 +267,7 @@ def store_download(store: Any, key: str, dst_dir: Path, size: int) -> float:
 
 
 def bench_files(work: Path, store_dir: Path, api: ApiServer, size: int, repeat: int) -> list[dict[str, Any]]:
-    from blocks.store.job_store import JobStore
+    from jobcloud.blocks.store.job_store import JobStore
 
     store = JobStore(str(store_dir))
     src = work / "src.bin"
@@ -416,7 +416,7 @@ def main() -> None:
     try:
         prefect_url = None
         if args.skip != "jobs":
-            from deployments.server.processes import PrefectServer
+            from jobcloud.deployments.server.processes import PrefectServer
 
             print("starting a prefect server ...", file=sys.stderr, flush=True)
             server = PrefectServer(home=work / "prefect-home", port=free_port()).start()

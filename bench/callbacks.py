@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
-    from deployments.server.processes import PrefectServer
+    from jobcloud.deployments.server.processes import PrefectServer
     from tests.receivers import HttpReceiver, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="jobcloud-bench-callbacks-"))
@@ -69,17 +69,17 @@ def main() -> None:
             JOBCLOUD_RUNNER="process", JOBCLOUD_FILES_DIR=str(tmp / "files"),
         )
         deploy = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "deploy"], cwd=tmp, capture_output=True, text=True,
+            [sys.executable, "-m", "jobcloud.deployments.cli", "deploy"], cwd=tmp, capture_output=True, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), "JOBCLOUD_NOTIFY_WEBHOOK_URL": f"http://127.0.0.1:{webhook.port}/hook"},
         )
         if deploy.returncode != 0:
             raise SystemExit(f"jobcloud deploy failed:\n{deploy.stdout}{deploy.stderr}")
         time.sleep(6)  # the triggers service picks up new automations every few seconds
 
-        from blocks.store.factory import store_from_settings
-        from deployments.server.run_local import run_local
-        from flows.catalog import EntrypointRef, load_catalog
-        from flows.request import JobRequest, validate_request
+        from jobcloud.blocks.store.factory import store_from_settings
+        from jobcloud.deployments.jobs.run_local import run_local
+        from jobcloud.flows.catalog import EntrypointRef, load_catalog
+        from jobcloud.flows.request import JobRequest, validate_request
         from tests.prefect_helpers import prefect_client
 
         ref = EntrypointRef.parse("bench/v1/tiny")

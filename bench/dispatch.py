@@ -7,7 +7,7 @@
       10 s) — the baseline,
    b) the same with `PREFECT_WORKER_QUERY_SECONDS=1`, and
    c) the JobCloud worker as documented: polls every second and starts runs warm from its
-      fork server (`deployments.worker.fast_worker`, `deployments.worker.warm_start`).
+      fork server (`jobcloud.deployments.worker.fast_worker`, `jobcloud.deployments.worker.warm_start`).
    submit -> container start is from just before the flow run is created to the flow's
    "container … started" log line; submit -> Completed to the flow run's end time.
 2. Throughput: --jobs tiny jobs submitted at once to pool `cpu` with a concurrency limit of 4
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.server.processes import PrefectServer, start_worker  # noqa: E402
+from jobcloud.deployments.server.processes import PrefectServer, start_worker  # noqa: E402
 
 ENTRY = "linefit/v1/train"
 PARAMS = {"config_id": "bench/config.yaml", "data_ids": ["bench/points.csv"]}
@@ -138,7 +138,7 @@ class ContainerSampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        from blocks.engine import docker_client
+        from jobcloud.blocks.engine import docker_client
 
         self.client = docker_client()
         self.max_running = 0
@@ -175,8 +175,8 @@ def throughput(server: PrefectServer, env: dict[str, str], tmp: Path, jobs: int,
     """``jobs`` jobs submitted at once to pool cpu limited to ``limit`` concurrent runs."""
     from prefect.client.orchestration import get_client
 
-    from deployments.server.deploy import sync
-    from flows.catalog import load_catalog
+    from jobcloud.deployments.deploy.sync import sync
+    from jobcloud.flows.catalog import load_catalog
 
     sync(load_catalog(env["JOBCLOUD_CONFIG"]), limits={"cpu": limit})
     extra = [] if name == "jobcloud" else ["--type", "process"]
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--throughput-baseline", action="store_true", help="also run the throughput part with the stock worker")
     args = parser.parse_args()
 
-    from blocks.engine import engine_url
+    from jobcloud.blocks.engine import engine_url
 
     tmp = Path(tempfile.mkdtemp(prefix="jobcloud-bench-dispatch-"))
     catalog = ROOT / "application_config.yaml"
@@ -234,16 +234,16 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     }
     os.environ.update({k: env[k] for k in ("JOBCLOUD_HOME", "JOBCLOUD_STORAGE", "JOBCLOUD_CONFIG", "DOCKER_HOST")})
-    from deployments.server.images_build import build
+    from jobcloud.deployments.imaging.build import build
 
     build(["linefit"], log=lambda m: None)
     server = PrefectServer(home=tmp / "prefect-home")
     print(f"starting prefect server in {tmp} ...", file=sys.stderr)
     with server:
         os.environ["PREFECT_API_URL"] = server.api_url
-        from blocks.store.factory import store_from_settings
-        from deployments.server.deploy import sync
-        from flows.catalog import load_catalog
+        from jobcloud.blocks.store.factory import store_from_settings
+        from jobcloud.deployments.deploy.sync import sync
+        from jobcloud.flows.catalog import load_catalog
 
         store = store_from_settings()
         store.write_bytes("bench/config.yaml", (ROOT / "examples/linefit/config.yaml").read_bytes())

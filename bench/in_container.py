@@ -52,7 +52,7 @@ class Mode:
     """One Prefect server, its pools deployed with one pool type, and one worker."""
 
     def __init__(self, name: str, pool_type: str, tmp: Path) -> None:
-        from deployments.server.processes import PrefectServer
+        from jobcloud.deployments.server.processes import PrefectServer
 
         self.name, self.pool_type, self.tmp = name, pool_type, tmp / name
         self.server = PrefectServer(home=self.tmp / "prefect-home")
@@ -60,7 +60,7 @@ class Mode:
         self.env: dict[str, str] = {}
 
     def start(self, base: dict[str, str]) -> None:
-        from deployments.server.processes import start_worker
+        from jobcloud.deployments.server.processes import start_worker
 
         self.server.start()
         self.env = self.server.env({**base, "JOBCLOUD_HOME": str(self.tmp / "jc-home")})
@@ -89,7 +89,7 @@ class Mode:
 
 
 def jc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "jobcloud.deployments.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> None:
@@ -105,9 +105,9 @@ def main() -> None:
 
     import yaml
 
-    from deployments.server.images_build import build
-    from flows.catalog import EntrypointRef, load_catalog
-    from flows.container_spec import shell_command
+    from jobcloud.deployments.imaging.build import build
+    from jobcloud.flows.catalog import EntrypointRef, load_catalog
+    from jobcloud.flows.container_spec import shell_command
 
     epochs = args.epochs or int(yaml.safe_load((SAMPLE / "bench.yaml").read_text())["epochs"])
     entry = load_catalog(ROOT / "application_config.yaml").get(EntrypointRef.parse(REF))

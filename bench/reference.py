@@ -41,7 +41,7 @@ def engine_cli() -> list[str]:
 
 
 def jc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "jobcloud.deployments.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 def run_jobcloud(env: dict[str, str], epochs: int) -> dict[str, float]:
@@ -53,7 +53,7 @@ def run_jobcloud(env: dict[str, str], epochs: int) -> dict[str, float]:
         sys.exit(f"jobcloud run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout)
     timings = result["manifest"]["timings"]
-    from blocks.store.factory import store_from_settings
+    from jobcloud.blocks.store.factory import store_from_settings
 
     os.environ.update({k: env[k] for k in ("JOBCLOUD_HOME", "JOBCLOUD_STORAGE")})
     metrics = json.loads(store_from_settings().read_bytes(f"jobs/{result['id']}/output/metrics.json"))
@@ -94,9 +94,9 @@ def main() -> None:
 
     import yaml
 
-    from deployments.server.images_build import build
-    from flows.catalog import EntrypointRef, load_catalog
-    from flows.container_spec import shell_command
+    from jobcloud.deployments.imaging.build import build
+    from jobcloud.flows.catalog import EntrypointRef, load_catalog
+    from jobcloud.flows.container_spec import shell_command
 
     epochs = args.epochs or int(yaml.safe_load((SAMPLE / "bench.yaml").read_text())["epochs"])
     entry = load_catalog(ROOT / "application_config.yaml").get(EntrypointRef.parse(REF))

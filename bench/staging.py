@@ -60,7 +60,7 @@ def child(spec: dict) -> None:
     import boto3  # noqa: F401
     from s3transfer.manager import TransferManager
 
-    from blocks.store.job_store import JobStore
+    from jobcloud.blocks.store.job_store import JobStore
 
     t = time.perf_counter()
     if tool == "jobstore":
@@ -165,7 +165,7 @@ def bench_local(work: Path, name: str, src: Path, repeat: int) -> list[dict]:
 
 
 def bench_s3(work: Path, name: str, src: Path, repeat: int, server) -> list[dict]:
-    from blocks.store.store_urls import s3_options
+    from jobcloud.blocks.store.store_urls import s3_options
 
     rows = []
     client = {

@@ -124,8 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
 
-    from blocks.engine import engine_url
-    from deployments.server.images_build import build
+    from jobcloud.blocks.engine import engine_url
+    from jobcloud.deployments.imaging.build import build
 
     docker_host = os.environ.get("DOCKER_HOST") or engine_url() or ""
     os.environ["DOCKER_HOST"] = docker_host

@@ -24,8 +24,8 @@ from docker.errors import APIError, DockerException
 from docker.utils import version_lt
 from requests.exceptions import RequestException
 
-from blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError
-from blocks.settings import get_settings
+from jobcloud.blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError
+from jobcloud.blocks.settings import get_settings
 
 # Where Podman serves the Docker API when no Docker engine runs (rootful, then rootless).
 PODMAN_SOCKETS = (
@@ -308,7 +308,7 @@ class GpuSupport:
         Podman device, a Docker CDI request): the first ``gpus`` GPUs by name when the engine's
         CDI specs name that many (`nvidia.com/gpu=0` ... `=gpus-1`), else `nvidia.com/gpu=all`
         (names not known here: a remote engine with `JOBCLOUD_ASSUME_GPU=1`). Whichever, the
-        job's command first checks that it sees ``gpus`` GPUs (flows.container_spec).
+        job's command first checks that it sees ``gpus`` GPUs (jobcloud.flows.container_spec).
         """
         from docker.types import DeviceRequest
 

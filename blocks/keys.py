@@ -7,7 +7,7 @@ import unicodedata
 from typing import Iterable
 from urllib.parse import unquote
 
-from blocks.errors import UnsafeKeyError, UserError
+from jobcloud.blocks.errors import UnsafeKeyError, UserError
 
 MAX_SEGMENT_BYTES = 255
 MAX_KEY_BYTES = 4096

@@ -243,13 +243,13 @@ def http_json(url: str, data: object | None = None, method: str | None = None, t
 
 
 def jobcloud(env: dict[str, str], *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`jobcloud ARGS` (as `python -m deployments.cli`) with stdout captured, stderr passed on.
+    """`jobcloud ARGS` (as `python -m jobcloud.deployments.cli`) with stdout captured, stderr passed on.
 
     It runs in its own session, so a Ctrl-C in the terminal reaches only this script, which
     then sends it one SIGINT (a job stops and removes its container) and gives it up to 30 s to
     end before it is killed."""
     t0 = time.monotonic()
-    cmd = [sys.executable, "-m", "deployments.cli", *args]
+    cmd = [sys.executable, "-m", "jobcloud.deployments.cli", *args]
     with subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True) as child:
         try:
             stdout, _ = child.communicate(timeout=timeout)

@@ -12,8 +12,8 @@
 from pathlib import Path
 import tempfile
 
-from blocks.store.factory import store_from_settings
-from deployments.server.api import submit
+from jobcloud.blocks.store.factory import store_from_settings
+from jobcloud.deployments.jobs.client import submit
 
 here = Path(__file__).resolve().parent / "linefit"
 store = store_from_settings()

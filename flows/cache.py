@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from blocks.errors import JobCloudError
-from blocks.keys import join_key
-from flows.manifest import InputRecord, JobManifest, OutputRecord, job_prefix
+from jobcloud.blocks.errors import JobCloudError
+from jobcloud.blocks.keys import join_key
+from jobcloud.flows.manifest import InputRecord, JobManifest, OutputRecord, job_prefix
 
 if TYPE_CHECKING:
-    from blocks.store.job_store import JobStore
-    from flows.catalog import Entrypoint
-    from flows.container_spec import ContainerSpec
+    from jobcloud.blocks.store.job_store import JobStore
+    from jobcloud.flows.catalog import Entrypoint
+    from jobcloud.flows.container_spec import ContainerSpec
 
 log = logging.getLogger("jobcloud.cache")
 
@@ -58,7 +58,7 @@ class CacheLookup:
 def image_id(image: str) -> str | None:
     """The engine's id (content digest) of a local image, or None if it cannot tell."""
     try:
-        from blocks.engine import docker_client
+        from jobcloud.blocks.engine import docker_client
 
         return docker_client().images.get(image).id
     except Exception:  # noqa: BLE001 - no engine or no image: the reference alone keys it

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from blocks.errors import ParameterError
+from jobcloud.blocks.errors import ParameterError
 
 # The Swiss AI Center's task statuses a JobCloud phase maps to (its TaskStatus enum).
 PHASE_STATUS: dict[str, str] = {

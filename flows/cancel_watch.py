@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from blocks.errors import JobCloudError
+from jobcloud.blocks.errors import JobCloudError
 
 POLL_ENV = "JOBCLOUD_CANCEL_POLL_S"
 WATCH_ENV = "JOBCLOUD_WATCH_CANCEL"  # set by `run --local`: no worker watches this run

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from blocks.errors import CatalogError, UnknownEntrypointError, UnsafeKeyError
-from blocks.keys import check_key
+from jobcloud.blocks.errors import CatalogError, UnknownEntrypointError, UnsafeKeyError
+from jobcloud.blocks.keys import check_key
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
 MAX_YAML_NODES = 200_000

@@ -1,10 +1,10 @@
 """One Prefect flow per catalog entrypoint, importable by deployments and workers.
 
-A deployment's entrypoint is the module path `flows.catalog_flows.<app>/<version>/<entrypoint>`
-(dots in names written as `%2E`). Prefect imports `flows.catalog_flows` and asks it for that
+A deployment's entrypoint is the module path `jobcloud.flows.catalog_flows.<app>/<version>/<entrypoint>`
+(dots in names written as `%2E`). Prefect imports `jobcloud.flows.catalog_flows` and asks it for that
 attribute; the module's `__getattr__` reads the catalog (`JOBCLOUD_CONFIG`) at that moment and
-builds the flow with `flows.job.make_flow`. So a worker needs no generated code. The entrypoint's
-definition is the one its deployment carries (`flows.definition`: env `JOBCLOUD_ENTRYPOINT`,
+builds the flow with `jobcloud.flows.job.make_flow`. So a worker needs no generated code. The entrypoint's
+definition is the one its deployment carries (`jobcloud.flows.definition`: env `JOBCLOUD_ENTRYPOINT`,
 written by `jobcloud deploy`); only a run without one reads the catalog file (`JOBCLOUD_CONFIG`)
 as it is when the run starts.
 
@@ -18,17 +18,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from blocks.errors import UserError
-from flows.catalog import Catalog, EntrypointRef, load_catalog
-from flows.definition import deployed_entry
+from jobcloud.blocks.errors import UserError
+from jobcloud.flows.catalog import Catalog, EntrypointRef, load_catalog
+from jobcloud.flows.definition import deployed_entry
 
-# flows.job (Prefect, seconds) is imported only when a flow is built: deploy code reads the
+# jobcloud.flows.job (Prefect, seconds) is imported only when a flow is built: deploy code reads the
 # catalog names without it.
 
 if TYPE_CHECKING:
     from prefect import Flow
 
-MODULE = "flows.catalog_flows"
+MODULE = "jobcloud.flows.catalog_flows"
 
 
 def attribute_name(ref: EntrypointRef) -> str:
@@ -37,7 +37,7 @@ def attribute_name(ref: EntrypointRef) -> str:
 
 
 def entrypoint_of(ref: EntrypointRef) -> str:
-    """The deployment entrypoint of ``ref``, e.g. `flows.catalog_flows.linefit/v1/train`."""
+    """The deployment entrypoint of ``ref``, e.g. `jobcloud.flows.catalog_flows.linefit/v1/train`."""
     return f"{MODULE}.{attribute_name(ref)}"
 
 
@@ -48,7 +48,7 @@ def ref_of_attribute(name: str) -> EntrypointRef:
 
 def flow_for(ref: EntrypointRef, catalog: Catalog | None = None) -> "Flow":
     """The job flow of one entrypoint of ``catalog`` (default: the catalog file now)."""
-    from flows.job import make_flow
+    from jobcloud.flows.job import make_flow
 
     catalog = catalog if catalog is not None else load_catalog()
     return make_flow(ref, catalog.get(ref))
@@ -62,7 +62,7 @@ def __getattr__(name: str) -> "Flow":
         ref = ref_of_attribute(name)
         deployed = deployed_entry(ref)
         if deployed is not None:
-            from flows.job import make_flow
+            from jobcloud.flows.job import make_flow
 
             return make_flow(ref, deployed)
         return flow_for(ref)

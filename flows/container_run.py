@@ -14,12 +14,12 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException
 
-from blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
-from blocks.errors import ContainerEngineError, ImageNotFoundError
-from flows.cancel_watch import cancel_requested
-from flows.container_spec import ContainerSpec
-from flows.job_guard import note_left_container
-from flows.run_outcome import (
+from jobcloud.blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
+from jobcloud.blocks.errors import ContainerEngineError, ImageNotFoundError
+from jobcloud.flows.cancel_watch import cancel_requested
+from jobcloud.flows.container_spec import ContainerSpec
+from jobcloud.flows.job_guard import note_left_container
+from jobcloud.flows.run_outcome import (
     CANCEL_GRACE_S,
     STOP_GRACE_S,
     TAIL_LINES,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
-from flows.catalog import Entrypoint, EntrypointRef
-from flows.request import JobRequest
+from jobcloud.flows.catalog import Entrypoint, EntrypointRef
+from jobcloud.flows.request import JobRequest
 
 FILES = "/files"
 LABEL_PREFIX = "io.jobcloud"
@@ -47,7 +47,7 @@ class ContainerSpec(BaseModel):
     def create_kwargs(self, gpu_kwargs: dict | None = None) -> dict:
         """Keyword arguments for the Docker SDK's `containers.create`.
 
-        ``gpu_kwargs``: how this engine gives GPUs (`blocks.engine.require_gpus(...)
+        ``gpu_kwargs``: how this engine gives GPUs (`jobcloud.blocks.engine.require_gpus(...)
         .create_kwargs(gpus)`, e.g. a CDI device on Podman); default a Docker DeviceRequest.
         """
         from docker.types import DeviceRequest
@@ -115,7 +115,7 @@ def gpu_checked_command(command: list[str], gpus: int) -> list[str]:
     that the container sees that many GPUs; if it does not, the container prints why and exits
     `GPU_CHECK_EXIT` before TEXT runs.
 
-    The engine-side probe (`blocks.engine.require_gpus`) can be wrong or skipped (an engine that
+    The engine-side probe (`jobcloud.blocks.engine.require_gpus`) can be wrong or skipped (an engine that
     accepts a request and ignores it, `JOBCLOUD_ASSUME_GPU=1`); this is what makes sure a GPU job
     never trains on the CPU quietly. GPUs are counted as /dev/nvidia<N> device nodes (what the
     NVIDIA runtime and CDI add, one per GPU), with `nvidia-smi -L` as a second opinion where

@@ -22,8 +22,8 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from blocks.errors import CatalogError
-from flows.catalog import Entrypoint, EntrypointRef
+from jobcloud.blocks.errors import CatalogError
+from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 
 DEFINITION_ENV = "JOBCLOUD_ENTRYPOINT"
 

@@ -1,7 +1,7 @@
 """The job flow: stage-inputs -> run-container -> upload-outputs, then the manifest.
 
 `make_flow` builds one Prefect flow per catalog entrypoint, named `<application>-<entrypoint>`,
-whose parameters are the job parameters (`flows.request.JobRequest`).
+whose parameters are the job parameters (`jobcloud.flows.request.JobRequest`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.runtime import task_run as runtime_task_run
 from prefect.states import Cancelled, Failed, State
 
-from blocks.engine import docker_client
-from blocks.errors import ContainerFailed, JobCloudError
-from blocks.keys import join_key, last_name
-from blocks.settings import get_settings
-from blocks.store.factory import store_from_settings
-from blocks.store.job_store import JobStore
-from flows.cache import CacheLookup, lookup, remember, reuse_outputs
-from flows.cancel_watch import JobCancelled, watch_for_cancel
-from flows.catalog import Entrypoint, EntrypointRef
-from flows.container_run import run_container
-from flows.definition import definition_of
-from flows.container_spec import (
+from jobcloud.blocks.engine import docker_client
+from jobcloud.blocks.errors import ContainerFailed, JobCloudError
+from jobcloud.blocks.keys import join_key, last_name
+from jobcloud.blocks.settings import get_settings
+from jobcloud.blocks.store.factory import store_from_settings
+from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.flows.cache import CacheLookup, lookup, remember, reuse_outputs
+from jobcloud.flows.cancel_watch import JobCancelled, watch_for_cancel
+from jobcloud.flows.catalog import Entrypoint, EntrypointRef
+from jobcloud.flows.container_run import run_container
+from jobcloud.flows.definition import definition_of
+from jobcloud.flows.container_spec import (
     ContainerSpec,
     build_spec,
     gpu_checked_command,
@@ -39,9 +39,9 @@ from flows.container_spec import (
     owning_api,
     shell_command,
 )
-from flows.job_events import JobReporter
-from flows.job_guard import JobGuard, keep_logs, tracking_left_containers
-from flows.manifest import (
+from jobcloud.flows.job_events import JobReporter
+from jobcloud.flows.job_guard import JobGuard, keep_logs, tracking_left_containers
+from jobcloud.flows.manifest import (
     EndedManifest,
     InputRecord,
     JobManifest,
@@ -50,11 +50,11 @@ from flows.manifest import (
     human_size,
     job_prefix,
 )
-from flows.output_images import prefect_key, publish_images
-from flows.pool_slots import pool_slot
-from flows.process_run import run_process
-from flows.progress import TransferProgress
-from flows.request import (
+from jobcloud.flows.output_images import prefect_key, publish_images
+from jobcloud.flows.pool_slots import pool_slot
+from jobcloud.flows.process_run import run_process
+from jobcloud.flows.progress import TransferProgress
+from jobcloud.flows.request import (
     JobRequest,
     flow_signature,
     parameter_descriptions,
@@ -62,9 +62,9 @@ from flows.request import (
     secret_blocks,
     validate_request,
 )
-from flows.retries import RetryPolicy, empty_folders, folders_to_empty
-from flows.secrets import load_secret_values, masker, require_secret_blocks
-from flows.sweeper import mark_work_folder
+from jobcloud.flows.retries import RetryPolicy, empty_folders, folders_to_empty
+from jobcloud.flows.secrets import load_secret_values, masker, require_secret_blocks
+from jobcloud.flows.sweeper import mark_work_folder
 
 StoreFactory = Callable[[], JobStore]
 
@@ -469,7 +469,7 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
 def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = store_from_settings) -> Flow:
     """The Prefect flow of one catalog entrypoint.
 
-    Its parameters are only those the entrypoint takes (`flows.request.flow_signature`, set as
+    Its parameters are only those the entrypoint takes (`jobcloud.flows.request.flow_signature`, set as
     the function's `__signature__`): Prefect's parameter schema, hence the run form, the
     deployment's schema and the binding of `--param` names, all follow it.
     """

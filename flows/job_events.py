@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flows.callbacks import FINAL_STATUS, PHASE_STATUS, CallbackSender, task_update
-from flows.catalog import EntrypointRef
-from flows.manifest import JobManifest, job_prefix
+from jobcloud.flows.callbacks import FINAL_STATUS, PHASE_STATUS, CallbackSender, task_update
+from jobcloud.flows.catalog import EntrypointRef
+from jobcloud.flows.manifest import JobManifest, job_prefix
 
 EVENT_PREFIX = "jobcloud.job."
 # The phases a job reports, in order (`reused` instead of the container's two and the upload).

@@ -1,6 +1,6 @@
 """A job's guard: a small process that outlives the job's own process and cleans up after it.
 
-`run_job` starts one guard per job (`python -m flows.job_guard`), in its own session so that
+`run_job` starts one guard per job (`python -m jobcloud.flows.job_guard`), in its own session so that
 stopping the job's process group does not stop it, with a pipe from the job's process on its
 stdin. The job writes one JSON line (what to clean) and, when it ends normally, `done`.
 
@@ -37,8 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from blocks.errors import ContainerEngineError
-from blocks.keys import join_key
+from jobcloud.blocks.errors import ContainerEngineError
+from jobcloud.blocks.keys import join_key
 
 PATIENCE_ENV = "JOBCLOUD_GUARD_PATIENCE_S"
 DEFAULT_PATIENCE_S = 600.0
@@ -87,7 +87,7 @@ class JobGuard:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "flows.job_guard"],
+                [sys.executable, "-m", "jobcloud.flows.job_guard"],
                 stdin=subprocess.PIPE,
                 # Not the job's stdout: a worker reads that until every holder has closed it.
                 stdout=log,
@@ -146,8 +146,8 @@ def _patience() -> float:
 
 def remove_job_containers(job_id: str, patience_s: float) -> int:
     """Remove every container labelled with ``job_id``; retry while the engine is away."""
-    from blocks.engine import docker_client
-    from flows.container_spec import JOB_LABEL
+    from jobcloud.blocks.engine import docker_client
+    from jobcloud.flows.container_spec import JOB_LABEL
 
     deadline = time.monotonic() + patience_s
     delay = 1.0
@@ -258,7 +258,7 @@ def _clean_up(plan: dict[str, Any], word: str, pgids: list[int] | None = None) -
         remove_job_containers(job_id, patience)
     manifest: dict[str, Any] = dict(plan.get("manifest") or {})
     try:
-        from blocks.store.factory import store_from_settings
+        from jobcloud.blocks.store.factory import store_from_settings
 
         store = store_from_settings()
         manifest_key = f"jobs/{job_id}/manifest.json"

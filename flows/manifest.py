@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from blocks.store.job_store import FileRecord
+from jobcloud.blocks.store.job_store import FileRecord
 
 OUTPUT_KINDS = ("output", "log", "artifact")
 

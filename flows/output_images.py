@@ -10,8 +10,8 @@ import base64
 import re
 from pathlib import PurePosixPath
 
-from blocks.store.job_store import JobStore
-from flows.manifest import JobManifest
+from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.flows.manifest import JobManifest
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
 # Artifacts live in Prefect's database: larger pictures get a link to their key instead.

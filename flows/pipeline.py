@@ -25,7 +25,7 @@ GPU step goes to the gpu pool's workers) instead of in-process as a subflow.
 
 Starting one: from the Prefect UI once deployed (`jobcloud pipelines serve` serves every
 pipeline as a deployment; a deployment's entrypoint is the module path
-`flows.pipeline.<pipeline-name>`), or `jobcloud pipelines run NAME --config KEY --data KEY`
+`jobcloud.flows.pipeline.<pipeline-name>`), or `jobcloud pipelines run NAME --config KEY --data KEY`
 (deployments/cli/pipelines.py).
 """
 
@@ -38,12 +38,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from blocks.errors import UserError
-from flows.catalog import Catalog, EntrypointRef, load_catalog
-from flows.manifest import job_prefix
-from flows.request import HardwareOverride
+from jobcloud.blocks.errors import UserError
+from jobcloud.flows.catalog import Catalog, EntrypointRef, load_catalog
+from jobcloud.flows.manifest import job_prefix
+from jobcloud.flows.request import HardwareOverride
 
-# Prefect and flows.job are imported inside the functions: the CLI lists pipelines without them.
+# Prefect and jobcloud.flows.job are imported inside the functions: the CLI lists pipelines without them.
 
 PIPELINE_TAG = "jobcloud-pipeline"
 
@@ -178,7 +178,7 @@ def step_parameters(
 def _run_step_subflow(step: Step, catalog: Catalog, params: dict[str, Any]) -> tuple[str, Any]:
     from prefect import tags
 
-    from flows.job import make_flow
+    from jobcloud.flows.job import make_flow
 
     ref = step.ref
     flow = make_flow(ref, catalog.get(ref)).with_options(flow_run_name=f"{step.name}")
@@ -256,7 +256,7 @@ def make_pipeline_flow(name: str, pipeline: Pipeline) -> Any:
 
     chain = " -> ".join(f"{s.name} ({s.entrypoint})" for s in pipeline.steps)
     # Named as this module's attribute: a deployment's module-path entrypoint is then
-    # `flows.pipeline.<name>`, which `__getattr__` below resolves in a worker or runner.
+    # `jobcloud.flows.pipeline.<name>`, which `__getattr__` below resolves in a worker or runner.
     pipeline_flow.__name__ = pipeline_flow.__qualname__ = name
     pipeline_flow.__doc__ = f"""Pipeline {name}: {chain}.
 
@@ -283,7 +283,7 @@ def pipeline_flows(pipelines: dict[str, Pipeline] | None = None) -> dict[str, An
 
 
 def __getattr__(name: str) -> Any:
-    # `flows.pipeline.<name>` as a deployment entrypoint, like flows.catalog_flows.
+    # `jobcloud.flows.pipeline.<name>` as a deployment entrypoint, like jobcloud.flows.catalog_flows.
     if name.startswith("__"):
         raise AttributeError(name)
     pipelines = load_pipelines()

@@ -1,7 +1,7 @@
 """A job holds one slot of its pool's limit while its command runs.
 
 `jobcloud deploy --limit cpu=8` sets the pool's own limit and a Prefect global concurrency
-limit `jobcloud-pool-cpu` of the same size (`deployments.server.pools.sync_pool_slots`). Prefect
+limit `jobcloud-pool-cpu` of the same size (`jobcloud.deployments.pools.work_pools.sync_pool_slots`). Prefect
 checks a pool's limit only when a worker asks for work, so several busy workers can start a few
 runs past it; the global limit's slots are leased on the server, so no more than the limit's
 commands of a pool ever run at once. A pool without a limit has no such global limit, and

@@ -25,11 +25,11 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Mapping
 
-from blocks.errors import GpuUnavailableError
-from flows.cancel_watch import cancel_requested
-from flows.container_spec import ContainerSpec
-from flows.job_guard import note_process_group
-from flows.run_outcome import CANCEL_GRACE_S, STOP_GRACE_S, TAIL_LINES, LineSplitter, RunOutcome
+from jobcloud.blocks.errors import GpuUnavailableError
+from jobcloud.flows.cancel_watch import cancel_requested
+from jobcloud.flows.container_spec import ContainerSpec
+from jobcloud.flows.job_guard import note_process_group
+from jobcloud.flows.run_outcome import CANCEL_GRACE_S, STOP_GRACE_S, TAIL_LINES, LineSplitter, RunOutcome
 
 # Never passed to the command: the flow's own settings (its Prefect API and key, the job store
 # and its credentials) and the cloud credentials a worker may have put in the environment.

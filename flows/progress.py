@@ -6,7 +6,7 @@ import time
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from flows.cancel_watch import JobCancelled, current_flag
+from jobcloud.flows.cancel_watch import JobCancelled, current_flag
 
 # Below this a transfer is over before anyone looks; no artifact is made.
 MIN_BYTES = 64 * 1024 * 1024

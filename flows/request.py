@@ -24,10 +24,10 @@ from pydantic import (
     field_validator,
 )
 
-from blocks.errors import ParameterError
-from blocks.keys import check_key, last_name
-from flows.callbacks import check_callback_url
-from flows.catalog import BLOCK_NAME_PATTERN, Entrypoint, InputKind
+from jobcloud.blocks.errors import ParameterError
+from jobcloud.blocks.keys import check_key, last_name
+from jobcloud.flows.callbacks import check_callback_url
+from jobcloud.flows.catalog import BLOCK_NAME_PATTERN, Entrypoint, InputKind
 
 MIN_MEMORY_MB = 6  # the smallest limit container engines accept
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from prefect.states import State
 
-from blocks.errors import ContainerEngineError, EngineUnavailableError, ImageNotFoundError, JobCloudError, StorageError, UserError
-from flows.catalog import Entrypoint
+from jobcloud.blocks.errors import ContainerEngineError, EngineUnavailableError, ImageNotFoundError, JobCloudError, StorageError, UserError
+from jobcloud.flows.catalog import Entrypoint
 
 # Infrastructure failures (engine unreachable, a transient pull or storage failure) are retried
 # whatever the catalog says: JOBCLOUD_INFRA_ATTEMPTS attempts in all, waiting

@@ -1,9 +1,9 @@
 """What both runners share: how a job's command ended, and turning output bytes into lines.
 
-A job's command runs in one of two ways (`blocks.settings.JobCloudSettings.runner`): in the
-application's container beside the flow (`flows.container_run`, host mode) or as a subprocess
-of a flow that itself runs inside the application's image (`flows.process_run`, in-container
-mode). Both end in a `RunOutcome`; everything else about a job is decided once, in `flows.job`.
+A job's command runs in one of two ways (`jobcloud.blocks.settings.JobCloudSettings.runner`): in the
+application's container beside the flow (`jobcloud.flows.container_run`, host mode) or as a subprocess
+of a flow that itself runs inside the application's image (`jobcloud.flows.process_run`, in-container
+mode). Both end in a `RunOutcome`; everything else about a job is decided once, in `jobcloud.flows.job`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Callable
 
 from pydantic import SecretStr
 
-from blocks.errors import MissingSecretError
+from jobcloud.blocks.errors import MissingSecretError
 
 MASK = "***"
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blocks.engine import docker_client
-from blocks.errors import JobCloudError
-from blocks.settings import get_settings
-from flows.container_spec import API_LABEL, JOB_LABEL
+from jobcloud.blocks.engine import docker_client
+from jobcloud.blocks.errors import JobCloudError
+from jobcloud.blocks.settings import get_settings
+from jobcloud.flows.container_spec import API_LABEL, JOB_LABEL
 
 # Prefect is imported inside the functions: `jobcloud sweep` imports this module before the
 # API is fixed.
@@ -124,6 +124,6 @@ def sweep_here() -> SweepReport:
 
 
 if __name__ == "__main__":
-    # `python -m flows.sweeper`: one sweep for the API in PREFECT_API_URL (the local server
+    # `python -m jobcloud.flows.sweeper`: one sweep for the API in PREFECT_API_URL (the local server
     # starts this in the background; `jobcloud sweep` is the same with a report).
     sweep_here()

@@ -1,2 +1,2 @@
-"""images/ as package data: installed as `deployments.images` (see pyproject.toml), so that
-`deployments.server.images_build` finds the recipes and Dockerfiles in any install."""
+"""images/ as package data: installed as `jobcloud.images` (see pyproject.toml), so that
+`jobcloud.deployments.imaging.build` finds the recipes and Dockerfiles in any install."""

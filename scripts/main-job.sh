@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
-jc() { .venv/bin/python -m deployments.cli "$@"; }
+jc() { .venv/bin/python -m jobcloud.deployments.cli "$@"; }
 
 jc images build torchfit --quiet
 SAMPLE=images/torchfit/sample
@@ -27,7 +27,7 @@ jc run torchfit/v1/predict --artifact "jobs/$TRAIN/artifact" --data samples/torc
   echo "predict failed:" >&2; cat "${TMPDIR:-/tmp}/jobcloud-main-predict.json" >&2; exit 1; }
 PREDICT=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "${TMPDIR:-/tmp}/jobcloud-main-predict.json")
 
-STORE=$(.venv/bin/python -c 'from blocks.settings import get_settings; print(get_settings().storage_url)')
+STORE=$(.venv/bin/python -c 'from jobcloud.blocks.settings import get_settings; print(get_settings().storage_url)')
 UI=$(jc server status 2>/dev/null | sed -n 's|^running at \(.*\)/api$|\1|p')
 cat <<MSG
 

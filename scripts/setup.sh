@@ -40,5 +40,5 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 DOCKER_HOST=$(scripts/engine.sh)
 export DOCKER_HOST
-.venv/bin/python -m deployments.server.images_build >&2
+.venv/bin/python -m jobcloud.deployments.imaging.build >&2
 echo "export DOCKER_HOST=$DOCKER_HOST"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from blocks.store.job_store import JobStore
-from deployments.api.app import create_app
-from deployments.api.auth import KeyRing
-from deployments.api.services import Backend
-from deployments.api.settings import ApiSettings
+from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.deployments.http_api.app import create_app
+from jobcloud.deployments.http_api.auth import KeyRing
+from jobcloud.deployments.http_api.services import Backend
+from jobcloud.deployments.http_api.settings import ApiSettings
 from tests.conftest import ROOT
 
 TOKENS = {

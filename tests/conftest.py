@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBCLOUD = [sys.executable, "-m", "deployments.cli"]
+JOBCLOUD = [sys.executable, "-m", "jobcloud.deployments.cli"]
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ def no_job_container_left(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def images(engine: str) -> None:
     """The example images of images/images.yaml (busybox base, linefit)."""
-    from deployments.server.images_build import build
+    from jobcloud.deployments.imaging.build import build
 
     build(["linefit"], log=lambda m: None)
 
@@ -80,7 +80,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     home = tmp_path_factory.mktemp("jobcloud-server-home")
     old = os.environ.get("JOBCLOUD_HOME")
     os.environ["JOBCLOUD_HOME"] = str(home)
-    from deployments.server import local_server
+    from jobcloud.deployments.server import local_server
 
     url = local_server.start(quiet=True)
     os.environ["PREFECT_API_URL"] = url

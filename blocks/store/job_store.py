@@ -1,8 +1,8 @@
 """The job store: every input and output of every job, under one root, through fsspec.
 
-Keys are relative POSIX paths (see `blocks.keys`). The root is a local folder, `file://`,
-`s3://bucket/prefix` or `gs://bucket/prefix` (which one: `blocks.store.factory`). Files move
-through a `blocks.transfer` implementation: streamed, hashed in the same pass, verified, retried, and visible
+Keys are relative POSIX paths (see `jobcloud.blocks.keys`). The root is a local folder, `file://`,
+`s3://bucket/prefix` or `gs://bucket/prefix` (which one: `jobcloud.blocks.store.factory`). Files move
+through a `jobcloud.blocks.transfer` implementation: streamed, hashed in the same pass, verified, retried, and visible
 under their final name only when complete.
 """
 
@@ -25,10 +25,10 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel
 
-from blocks.errors import MissingKeyError, StorageError, UnsafeKeyError, UserError
-from blocks.keys import check_key, check_unique_names, join_key
-from blocks.transfer.base import StoreAccessError, Transfer
-from blocks.transfer.factory import transfer_for
+from jobcloud.blocks.errors import MissingKeyError, StorageError, UnsafeKeyError, UserError
+from jobcloud.blocks.keys import check_key, check_unique_names, join_key
+from jobcloud.blocks.transfer.base import StoreAccessError, Transfer
+from jobcloud.blocks.transfer.factory import transfer_for
 
 DEFAULT_CONCURRENCY = 8
 

@@ -2,14 +2,14 @@
 
 Register the block type with the Prefect server:
 
-    prefect block register -m blocks.store.store_block
+    prefect block register -m jobcloud.blocks.store.store_block
 
 Create one in the UI (Blocks -> JobCloud Job Store) or in Python, then select it with
 ``JOBCLOUD_STORAGE=block:<name>``:
 
 ```python
 from prefect_aws import AwsCredentials
-from blocks.store.store_block import JobStoreBlock
+from jobcloud.blocks.store.store_block import JobStoreBlock
 
 JobStoreBlock(
     url="s3://lab-data/jobcloud",
@@ -31,9 +31,9 @@ from typing import Any, Optional
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-from blocks.errors import UserError
-from blocks.store.job_store import DEFAULT_CONCURRENCY, JobStore
-from blocks.store.store_urls import gcs_emulator_mode, s3_options
+from jobcloud.blocks.errors import UserError
+from jobcloud.blocks.store.job_store import DEFAULT_CONCURRENCY, JobStore
+from jobcloud.blocks.store.store_urls import gcs_emulator_mode, s3_options
 
 try:  # prefect-aws comes with the `s3` extra
     from prefect_aws import AwsCredentials
@@ -64,7 +64,7 @@ class JobStoreBlock(Block):
     Example:
         Load a saved store and list its top level:
         ```python
-        from blocks.store.store_block import JobStoreBlock
+        from jobcloud.blocks.store.store_block import JobStoreBlock
 
         store = JobStoreBlock.load("lab-store").job_store()
         print(store.list(""))

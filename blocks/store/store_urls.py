@@ -1,6 +1,6 @@
 """Job stores named by a URL (a folder, `s3://`, `gs://`), without Prefect.
 
-Kept apart from `blocks.store.store_block` on purpose: that module imports Prefect, prefect-aws and
+Kept apart from `jobcloud.blocks.store.store_block` on purpose: that module imports Prefect, prefect-aws and
 prefect-gcp (seconds), and the command line must not import Prefect before it knows which
 API to talk to.
 """
@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import fsspec
 
-from blocks.store.job_store import JobStore
+from jobcloud.blocks.store.job_store import JobStore
 
 
 def s3_options(

@@ -6,5 +6,5 @@
 - `s3`: `S3Transfer`, boto3's transfer manager (needs the `s3` extra).
 - `factory`: `transfer_for`, the implementation for a filesystem.
 
-May import: `blocks.errors` only (the store imports transfers, never the reverse).
+May import: `jobcloud.blocks.errors` only (the store imports transfers, never the reverse).
 """

@@ -3,8 +3,8 @@
 A transfer moves one file between this machine and a job store: streamed, hashed in the same
 pass, verified against the byte count (and the stored SHA-256 where the store keeps one), and
 retried with exponential backoff on transient errors (5xx, throttling, dropped connections).
-The implementations: `blocks.transfer.local`, `blocks.transfer.generic` (any fsspec
-filesystem), `blocks.transfer.s3`; `blocks.transfer.factory.transfer_for` picks one.
+The implementations: `jobcloud.blocks.transfer.local`, `jobcloud.blocks.transfer.generic` (any fsspec
+filesystem), `jobcloud.blocks.transfer.s3`; `jobcloud.blocks.transfer.factory.transfer_for` picks one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
-from blocks.errors import MissingKeyError, StorageError, UserError
+from jobcloud.blocks.errors import MissingKeyError, StorageError, UserError
 
 log = logging.getLogger("jobcloud.transfer")
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from blocks.transfer.base import Transfer
-from blocks.transfer.generic import FsspecTransfer
-from blocks.transfer.local import LocalTransfer
+from jobcloud.blocks.transfer.base import Transfer
+from jobcloud.blocks.transfer.generic import FsspecTransfer
+from jobcloud.blocks.transfer.local import LocalTransfer
 
 
 def transfer_for(fs: Any, concurrency: int, rehash: bool = False) -> Transfer:
@@ -20,7 +20,7 @@ def transfer_for(fs: Any, concurrency: int, rehash: bool = False) -> Transfer:
     if "s3" in protocols:
         try:
             # boto3 is optional (the s3 extra) and slow to import: only for S3 stores.
-            from blocks.transfer.s3 import S3Transfer
+            from jobcloud.blocks.transfer.s3 import S3Transfer
 
             return S3Transfer(fs, concurrency)
         except ImportError:  # s3fs without boto3: the generic path still works

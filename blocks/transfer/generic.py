@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from blocks.transfer.base import CHUNK, Progress, StoreAccessError, TransferError, check_size, retrying, tmp_beside
+from jobcloud.blocks.transfer.base import CHUNK, Progress, StoreAccessError, TransferError, check_size, retrying, tmp_beside
 
 
 class FsspecTransfer:

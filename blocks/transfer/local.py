@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from blocks.transfer.base import CHUNK, SMALL, Progress, TransferError, check_size, no_progress, tmp_beside
+from jobcloud.blocks.transfer.base import CHUNK, SMALL, Progress, TransferError, check_size, no_progress, tmp_beside
 
 HASH_XATTR = "user.jobcloud.sha256"
 

@@ -5,7 +5,7 @@ ones go multipart through s3transfer, fed by a sequential hashing reader (parts 
 concurrently, at most a few buffered). Downloads over 8 MiB are concurrent ranged GETs that
 s3transfer puts back in order (bounded) into a sequential hashing writer. Every object
 carries its SHA-256 (metadata, or a tag for multipart ones) and downloads are checked
-against it and against the size. See `blocks.transfer.base` for retries and the protocol.
+against it and against the size. See `jobcloud.blocks.transfer.base` for retries and the protocol.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError
 from s3transfer.manager import TransferConfig, TransferManager
 
-from blocks.errors import MissingKeyError, StorageError, UserError
-from blocks.transfer.base import (
+from jobcloud.blocks.errors import MissingKeyError, StorageError, UserError
+from jobcloud.blocks.transfer.base import (
     CHUNK,
     SINGLE,
     SMALL,

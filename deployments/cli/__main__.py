@@ -1,7 +1,7 @@
-"""`python -m deployments.cli ...`: the `jobcloud` command."""
+"""`python -m jobcloud.deployments.cli ...`: the `jobcloud` command."""
 
 import sys
 
-from deployments.cli.main import main
+from jobcloud.deployments.cli.main import main
 
 sys.exit(main())

@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from blocks.errors import ParameterError
-from deployments.cli.output import err, out, print_json
-from deployments.server.pools import POOLS
+from jobcloud.blocks.errors import ParameterError
+from jobcloud.deployments.cli.output import err, out, print_json
+from jobcloud.deployments.pools.work_pools import POOLS
 
 # Imports inside the command: Prefect only after `connect_api` (see local_server.ensure_api).
 
@@ -45,20 +45,20 @@ def deploy_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Make work pools and deployments match the catalog (idempotent)."""
-    from deployments.server.submit import connect_api
-    from flows.catalog import default_catalog_path, load_catalog
+    from jobcloud.deployments.jobs.submit import connect_api
+    from jobcloud.flows.catalog import default_catalog_path, load_catalog
 
     path = catalog_path or default_catalog_path()
     limits = parse_limits(list(limit))
     pool_types = _pool_types(list(pool_type))
     if write_prefect_yaml:
-        from deployments.server.deploy import render_prefect_yaml
+        from jobcloud.deployments.deploy.sync import render_prefect_yaml
 
         prefect_yaml.write_text(render_prefect_yaml(load_catalog(path), prefect_yaml))
         out.print(f"wrote {prefect_yaml}")
         return
     api = connect_api()
-    from deployments.server.deploy import sync
+    from jobcloud.deployments.deploy.sync import sync
 
     def once(catalog) -> None:
         changes = sync(catalog, prune=prune, limits=limits, prefect_yaml=prefect_yaml, pool_types=pool_types)
@@ -67,7 +67,7 @@ def deploy_command(
     if not watch:
         once(load_catalog(path))
         return
-    from deployments.server.watch import watch as watch_loop
+    from jobcloud.deployments.deploy.watch import watch as watch_loop
 
     def on_error(exc) -> None:
         err.print(f"[red]catalog not applied:[/] {exc}", highlight=False)
@@ -82,8 +82,8 @@ def deploy_command(
 def _pool_types(pairs: list[str]) -> dict[str, str]:
     """--pool-type over JOBCLOUD_POOL_TYPES, the pools they name; each type's package checked
     before anything connects (a pool named by neither keeps its type, or is made `jobcloud`)."""
-    from blocks.settings import get_settings
-    from deployments.server.pool_types import parse_pool_types, require_pool_type
+    from jobcloud.blocks.settings import get_settings
+    from jobcloud.deployments.pools.types import parse_pool_types, require_pool_type
 
     types = parse_pool_types(pairs, get_settings().pool_types, fill=False)
     for kind in sorted(set(types.values())):

@@ -7,8 +7,8 @@ from typing import List
 
 import typer
 
-from blocks.errors import UserError
-from deployments.cli.output import byte_progress, human_size, out, print_json
+from jobcloud.blocks.errors import UserError
+from jobcloud.deployments.cli.output import byte_progress, human_size, out, print_json
 
 # The job store (fsspec) is imported inside the commands: `jobcloud --help` stays quick.
 
@@ -16,7 +16,7 @@ files_app = typer.Typer(help="Upload, list, download and remove files in the job
 
 
 def _store():
-    from blocks.store.factory import store_from_settings
+    from jobcloud.blocks.store.factory import store_from_settings
 
     return store_from_settings()
 
@@ -49,8 +49,8 @@ def put_command(
     stores the key a/b.yaml. A DEST ending in '/' is always a prefix (`put b.yaml a/` stores
     a/b.yaml too).
     """
-    from blocks.keys import check_key
-    from blocks.store.job_store import local_files
+    from jobcloud.blocks.keys import check_key
+    from jobcloud.blocks.store.job_store import local_files
 
     if len(paths) < 2:
         raise UserError("give at least one local path and then the prefix: jobcloud files put LOCAL... PREFIX")
@@ -113,7 +113,7 @@ def get_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Download KEY (a file or a folder) into DIR."""
-    from blocks.keys import check_key
+    from jobcloud.blocks.keys import check_key
 
     key = check_key(key)
     if dest.exists() and not dest.is_dir():

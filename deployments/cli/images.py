@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from deployments.cli.output import err, out, print_json
+from jobcloud.deployments.cli.output import err, out, print_json
 
 # The builder (the Docker SDK) is imported inside the commands: `jobcloud --help` stays quick.
 
@@ -30,7 +30,7 @@ def build_command(
     Where no registry is reachable the bases are made here (busybox from the host, a Debian
     Python base with debootstrap) and torch comes from the local wheel in $PIP_FIND_LINKS.
     """
-    from deployments.server.images_build import build
+    from jobcloud.deployments.imaging.build import build
 
     if public:
         os.environ["JOBCLOUD_IMAGES_PUBLIC"] = "1"
@@ -47,7 +47,7 @@ def build_command(
 @images_app.command("ls")
 def ls_command(json_: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """The images images/ can build: tag, whether the engine has it, whether the catalog uses it."""
-    from deployments.server.images_build import catalog_images, engine_client, has_image, load_recipes
+    from jobcloud.deployments.imaging.build import catalog_images, engine_client, has_image, load_recipes
 
     recipes = load_recipes()
     used, _ = catalog_images(recipes)
@@ -81,7 +81,7 @@ def wrap_command(
     WORKDIR, USER and Python packages stay as they are. Use the printed tag as the entrypoint's
     image_url on docker, kubernetes, ECS, ... pools.
     """
-    from deployments.server.images_wrap import wrap
+    from jobcloud.deployments.imaging.wrap import wrap
 
     def log(message: str) -> None:
         if message.startswith("  ") and (quiet or json_):

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from deployments.cli.output import human_size, out, print_json
+from jobcloud.deployments.cli.output import human_size, out, print_json
 
 # Imports inside the commands: Prefect only after `connect_api` (see local_server.ensure_api),
 # and `jobcloud --help` stays quick.
@@ -20,7 +20,7 @@ STATE_COLOURS = {"Completed": "green", "Failed": "red", "Crashed": "red", "Timed
 
 @contextmanager
 def _client() -> Iterator[Any]:
-    from deployments.server.submit import connect_api
+    from jobcloud.deployments.jobs.submit import connect_api
 
     connect_api()
     from prefect.client.orchestration import get_client
@@ -41,7 +41,7 @@ def ls_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """List jobs, newest first."""
-    from deployments.server.jobs import list_jobs, state_types
+    from jobcloud.deployments.jobs.show import list_jobs, state_types
 
     if state:
         state_types(state)  # a bad word fails before the server is contacted
@@ -66,8 +66,8 @@ def show_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """State, phase, timings, parameters and outputs of one job."""
-    from blocks.store.factory import store_from_settings
-    from deployments.server.jobs import show_job
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs.show import show_job
 
     with _client() as client:
         info = show_job(client, job_id, store_from_settings())
@@ -92,7 +92,7 @@ def show_command(
 @jobs_app.command("logs")
 def logs_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Print the job's log: the flow's messages and the container's output."""
-    from deployments.server.jobs import job_logs
+    from jobcloud.deployments.jobs.show import job_logs
 
     with _client() as client:
         lines = job_logs(client, job_id)
@@ -103,7 +103,7 @@ def logs_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 @jobs_app.command("cancel")
 def cancel_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Cancel a queued or running job."""
-    from deployments.server.jobs import cancel_job
+    from jobcloud.deployments.jobs.show import cancel_job
 
     with _client() as client:
         state = cancel_job(client, job_id)
@@ -113,8 +113,8 @@ def cancel_command(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 @jobs_app.command("outputs")
 def outputs_command(job_id: str = typer.Argument(..., metavar="ID"), dest: Path = typer.Argument(..., metavar="DIR")) -> None:
     """Download the job's files (output/, log/, artifact/, manifest.json) into DIR."""
-    from blocks.store.factory import store_from_settings
-    from deployments.server.jobs import download_outputs
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs.show import download_outputs
 
     records = download_outputs(store_from_settings(), job_id, dest)
     total = sum(r.size for r in records)

@@ -12,15 +12,15 @@ from typing import Optional
 import click
 import typer
 
-from blocks.errors import JobCloudError, UserError
-from deployments.cli.api import api_app
-from deployments.cli.deploy import deploy_command
-from deployments.cli.files import files_app
-from deployments.cli.images import images_app
-from deployments.cli.jobs import jobs_app
-from deployments.cli.output import err, out, print_json
-from deployments.cli.pipelines import pipelines_app
-from deployments.cli.run import run_command
+from jobcloud.blocks.errors import JobCloudError, UserError
+from jobcloud.deployments.cli.serve import api_app
+from jobcloud.deployments.cli.deploy import deploy_command
+from jobcloud.deployments.cli.files import files_app
+from jobcloud.deployments.cli.images import images_app
+from jobcloud.deployments.cli.jobs import jobs_app
+from jobcloud.deployments.cli.output import err, out, print_json
+from jobcloud.deployments.cli.pipelines import pipelines_app
+from jobcloud.deployments.cli.run import run_command
 
 # Imports of what a command needs (the catalog, the engine, Prefect) sit inside it: every
 # `jobcloud` call imports this module, `--help` included, and Prefect must wait for
@@ -50,7 +50,7 @@ def apps_command(
     config: Optional[Path] = typer.Option(None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
 ) -> None:
     """List application/version/entrypoint, image, pool and timeout."""
-    from flows.catalog import load_catalog
+    from jobcloud.flows.catalog import load_catalog
 
     catalog = load_catalog(config)
     rows = [
@@ -87,10 +87,10 @@ def check_command(
     and cannot run the flow inside it are an error (exit 2; `jobcloud images wrap IMAGE` fixes
     that); an image not here gets a warning (the pools' hosts may have it).
     """
-    from blocks.settings import get_settings
-    from deployments.server.in_container import in_container_uses, in_container_warnings
-    from deployments.server.pool_types import parse_pool_types
-    from flows.catalog import load_catalog
+    from jobcloud.blocks.settings import get_settings
+    from jobcloud.deployments.pools.in_container import in_container_uses, in_container_warnings
+    from jobcloud.deployments.pools.types import parse_pool_types
+    from jobcloud.flows.catalog import load_catalog
 
     catalog = load_catalog(file)
     entries = list(catalog.entries())
@@ -105,7 +105,7 @@ def check_command(
         unfit += bad
         err.print("[red]error:[/] " if bad else "[yellow]warning:[/] ", end="")
         err.print(warning, markup=False, highlight=False)
-    from deployments.server.gpu_check import report_gpu_images  # GPU images that cannot use CUDA
+    from jobcloud.deployments.imaging.gpu_check import report_gpu_images  # GPU images that cannot use CUDA
     report_gpu_images(catalog, err)
     if unfit:
         raise typer.Exit(2)
@@ -114,7 +114,7 @@ def check_command(
 @server_app.command("start")
 def server_start() -> None:
     """Start the local Prefect server (UI and API) unless it runs."""
-    from deployments.server.local_server import start
+    from jobcloud.deployments.server.local_server import start
 
     url = start()
     out.print(f"Prefect API {url}  UI {url.removesuffix('/api')}")
@@ -123,7 +123,7 @@ def server_start() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server."""
-    from deployments.server.local_server import stop
+    from jobcloud.deployments.server.local_server import stop
 
     out.print("stopped" if stop() else "not running")
 
@@ -131,7 +131,7 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the local Prefect server runs, and where."""
-    from deployments.server.local_server import running_url
+    from jobcloud.deployments.server.local_server import running_url
 
     url = running_url()
     out.print(f"running at {url}" if url else "not running")
@@ -144,8 +144,8 @@ def sweep_command(
 ) -> None:
     """Remove containers and work folders of jobs whose runs have ended (or that the server
     does not know). Running and queued jobs are never touched."""
-    from deployments.server.submit import connect_api
-    from flows.sweeper import sweep_here
+    from jobcloud.deployments.jobs.submit import connect_api
+    from jobcloud.flows.sweeper import sweep_here
 
     connect_api()
     report = sweep_here()

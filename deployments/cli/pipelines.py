@@ -1,6 +1,6 @@
-"""`jobcloud pipelines ls|run|serve`: the pipelines of `flows.pipeline` from the command line.
+"""`jobcloud pipelines ls|run|serve`: the pipelines of `jobcloud.flows.pipeline` from the command line.
 
-`flows.pipeline` (the catalog, the job store) is imported inside the commands, so that
+`jobcloud.flows.pipeline` (the catalog, the job store) is imported inside the commands, so that
 `jobcloud --help` stays quick; Prefect only after `ensure_api` has fixed the API.
 """
 
@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from deployments.cli.output import out
-from deployments.cli.run import parse_env
+from jobcloud.deployments.cli.output import out
+from jobcloud.deployments.cli.run import parse_env
 
 pipelines_app = typer.Typer(help="List, run or serve pipelines (catalog entrypoints chained into one flow).", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ pipelines_app = typer.Typer(help="List, run or serve pipelines (catalog entrypoi
 @pipelines_app.command("ls")
 def ls_command() -> None:
     """List the pipelines and their steps."""
-    from flows.pipeline import load_pipelines
+    from jobcloud.flows.pipeline import load_pipelines
 
     for name, p in load_pipelines().items():
         out.print(f"{name}: " + " -> ".join(f"{s.name} ({s.entrypoint})" for s in p.steps), markup=False, highlight=False)
@@ -36,8 +36,8 @@ def run_command(
 ) -> int:
     """Run one pipeline here (against PREFECT_API_URL or the local server); print one JSON
     object. Exit 0 if it Completed, 1 otherwise, 2 on bad input."""
-    from deployments.server.local_server import ensure_api
-    from flows.pipeline import PipelineError, load_pipelines, make_pipeline_flow
+    from jobcloud.deployments.server.local_server import ensure_api
+    from jobcloud.flows.pipeline import PipelineError, load_pipelines, make_pipeline_flow
 
     pipelines = load_pipelines()
     if name not in pipelines:
@@ -56,8 +56,8 @@ def serve_command(
     names: List[str] = typer.Argument(None, help="Pipelines to serve (default: all)."),
 ) -> None:
     """Serve pipelines as deployments (start them from the Prefect UI) until stopped."""
-    from deployments.server.local_server import ensure_api
-    from flows.pipeline import PIPELINE_TAG, PipelineError, load_pipelines, make_pipeline_flow
+    from jobcloud.deployments.server.local_server import ensure_api
+    from jobcloud.flows.pipeline import PIPELINE_TAG, PipelineError, load_pipelines, make_pipeline_flow
 
     pipelines = load_pipelines()
     names = list(names or []) or list(pipelines)

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from blocks.errors import ParameterError
-from deployments.cli.output import err, human_size, out, print_json
-from deployments.server.pools import DEFAULT_PRIORITY, queue_name
+from jobcloud.blocks.errors import ParameterError
+from jobcloud.deployments.cli.output import err, human_size, out, print_json
+from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY, queue_name
 
 if TYPE_CHECKING:
-    from flows.catalog import Entrypoint, EntrypointRef
-    from flows.request import JobRequest
+    from jobcloud.flows.catalog import Entrypoint, EntrypointRef
+    from jobcloud.flows.request import JobRequest
 
 
 def parse_env(pairs: list[str], option: str = "--env", value_word: str = "VALUE") -> dict[str, str]:
@@ -51,9 +51,9 @@ def run_command(
     priority: int = typer.Option(0, "--priority", min=0, max=5, help="0 (default) to 5 (most urgent): the pool's queue priority-N (server mode)."),
 ) -> int:
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
-    from blocks.store.factory import store_from_settings
-    from flows.catalog import EntrypointRef, load_catalog
-    from flows.request import HardwareOverride, JobRequest, secret_blocks, validate_request
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.flows.catalog import EntrypointRef, load_catalog
+    from jobcloud.flows.request import HardwareOverride, JobRequest, secret_blocks, validate_request
 
     ref = EntrypointRef.parse(entrypoint)
     entry = load_catalog().get(ref)
@@ -78,10 +78,10 @@ def run_command(
         store.require(key)
     if entry.app.secrets:
         # A missing Secret block is bad input: exit 2 before any flow run exists.
-        from deployments.server.submit import connect_api
+        from jobcloud.deployments.jobs.submit import connect_api
 
         connect_api()  # before Prefect is imported (see local_server.ensure_api)
-        from flows.secrets import require_secret_blocks
+        from jobcloud.flows.secrets import require_secret_blocks
 
         require_secret_blocks(secret_blocks(entry, request))
     if not local:
@@ -89,7 +89,7 @@ def run_command(
     if no_wait:
         raise ParameterError("--no-wait needs a server: drop --local, or drop --no-wait")
 
-    from deployments.server.run_local import run_local
+    from jobcloud.deployments.jobs.run_local import run_local
 
     # run_local checks the engine, the GPUs asked for and the image before any flow run exists.
     result = run_local(ref, entry, request, store)
@@ -124,10 +124,10 @@ def submit_and_report(
 
     Exit code: 0 Completed (or submitted with --no-wait), 1 any other final state.
     """
-    from blocks.store.factory import store_from_settings
-    from deployments.server.job_result import state_label
-    from deployments.server.submit import connect_api, deployment_name, result_of, submit, wait_for
-    from flows.manifest import job_prefix
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs.result import state_label
+    from jobcloud.deployments.jobs.submit import connect_api, deployment_name, result_of, submit, wait_for
+    from jobcloud.flows.manifest import job_prefix
 
     api = connect_api()
     # Prefect is imported once connect_api has fixed which API it talks to.

@@ -1,12 +1,7 @@
-"""The server side: what JobCloud does with a Prefect server.
+"""The local Prefect server and its processes.
 
-- `deploy`, `pools`, `automations`, `watch`: deployments and work pools that match the catalog.
-- `submit`, `jobs`, `job_result`, `api`: submitting jobs, reading and cancelling them (the
-  Python API is `api`).
-- `run_local`: one job in this process against an embedded Prefect (`jobcloud run --local`).
-- `local_server`, `processes`: the local Prefect server, and real server/worker processes.
-- `images_build`: builds the images of images/ (shipped as `deployments.images`).
+- `local_server`: a long-lived local Prefect server for `jobcloud run --local` and the CLI.
+- `processes`: real `prefect server start` / `prefect worker start` processes, and stopping them.
 
-May import: `blocks`, `flows`, `deployments.worker`. Never `deployments.cli`: what prints
-for a person lives there.
+May import: `jobcloud.blocks`, `jobcloud.flows`, `jobcloud.deployments.worker`.
 """

@@ -16,8 +16,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from blocks.settings import get_settings
-from deployments.server.processes import PrefectServer, healthy
+from jobcloud.blocks.settings import get_settings
+from jobcloud.deployments.server.processes import PrefectServer, healthy
 
 START_TIMEOUT_S = 90
 
@@ -52,11 +52,11 @@ def start(quiet: bool = False) -> str:
 
 
 def _sweep_in_background(api_url: str) -> None:
-    """Remove what jobs of earlier sessions of this server left (`python -m flows.sweeper`) and install
+    """Remove what jobs of earlier sessions of this server left (`python -m jobcloud.flows.sweeper`) and install
     the zombie-run automation, in processes of their own that end when they are done: this
     command does not wait for them."""
     env = {**os.environ, "PREFECT_API_URL": api_url}
-    for module in ("flows.sweeper", "deployments.server.automations"):
+    for module in ("jobcloud.flows.sweeper", "jobcloud.deployments.notify.automations"):
         # The zombie-run automation too (automations.py). Both in child processes: importing
         # Prefect here, before PREFECT_API_URL is set, would fix the wrong API for this command.
         subprocess.Popen(

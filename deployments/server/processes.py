@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blocks.errors import JobCloudError
+from jobcloud.blocks.errors import JobCloudError
 
 # Fast pickup: the stock process worker asks for new runs every 10 s; these poll every second
 # (the `jobcloud` worker type does so by default; the settings matter for `--type process`).

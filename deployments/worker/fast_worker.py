@@ -3,13 +3,13 @@
 Pools `cpu` and `gpu` have the type `jobcloud`; `prefect worker start --pool cpu` finds this
 class through the `prefect.collections` entry point that JobCloud installs. It *is* Prefect's
 `ProcessWorker` (same job template, same flow-run subprocess, cancellation and crash handling),
-with one change: it starts a fork server (`deployments.worker.warm_start`) when it starts, and runs
+with one change: it starts a fork server (`jobcloud.deployments.worker.warm_start`) when it starts, and runs
 each flow run through it, so a run skips importing Prefect and JobCloud again (seconds per run).
 A job template that sets its own `command` is honoured as it is.
 
 What a worker host needs is `prefect worker start --pool cpu` and PREFECT_API_URL: the settings
 of the flow runs (the job store, the catalog path) come from the pool's job template
-(`deployments.server.pools`, written by `jobcloud deploy`), and the container engine is found on
+(`jobcloud.deployments.pools.work_pools`, written by `jobcloud deploy`), and the container engine is found on
 the host (DOCKER_HOST, else Docker's or Podman's socket). It asks for work every
 `QUERY_SECONDS` unless PREFECT_WORKER_QUERY_SECONDS says otherwise (Prefect's default is 10 s).
 
@@ -45,9 +45,9 @@ from prefect.states import Cancelling
 from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
-from deployments.worker.warm_start import SOCKET_ENV
-from deployments.worker.warm_start import STOP_GRACE_S as WARM_STOP_GRACE_S
-from flows.sweeper import sweep_here
+from jobcloud.deployments.worker.warm_start import SOCKET_ENV
+from jobcloud.deployments.worker.warm_start import STOP_GRACE_S as WARM_STOP_GRACE_S
+from jobcloud.flows.sweeper import sweep_here
 
 WORKER_TYPE = "jobcloud"
 READY_TIMEOUT_S = 60
@@ -92,7 +92,7 @@ def absolute_paths(env: Any) -> None:
 
 def warm_command() -> str:
     """Each flow run's command while a fork server runs: its client (`warm_start`)."""
-    return command_to_string([get_sys_executable(), "-m", "deployments.worker.warm_start"])
+    return command_to_string([get_sys_executable(), "-m", "jobcloud.deployments.worker.warm_start"])
 
 
 class JobCloudJobConfiguration(ProcessJobConfiguration):
@@ -253,7 +253,7 @@ class JobCloudWorker(ProcessWorker):
         env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
         log = open(folder / "warm_start.log", "ab")
         self._warm = subprocess.Popen(
-            [get_sys_executable(), "-m", "deployments.worker.warm_start", "--serve", path],
+            [get_sys_executable(), "-m", "jobcloud.deployments.worker.warm_start", "--serve", path],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -2,9 +2,9 @@
 
 A process worker starts every flow run as `python -m prefect.engine`, a new interpreter that
 spends most of its first seconds importing Prefect, the Docker SDK and the job store (about
-2-3 s here, far more on a busy host). The JobCloud worker (`deployments.worker.fast_worker`) starts
+2-3 s here, far more on a busy host). The JobCloud worker (`jobcloud.deployments.worker.fast_worker`) starts
 one fork server beside itself instead: a process that imports all of that once and waits on a
-Unix socket. Each flow run's command is then `python -m deployments.worker.warm_start`, a small
+Unix socket. Each flow run's command is then `python -m jobcloud.deployments.worker.warm_start`, a small
 client that hands its environment, working folder, stdin/stdout/stderr and arguments to the
 server; the server forks a child that runs `prefect.engine` exactly as the stock command would,
 and the client relays signals to it and exits with its exit code. So the worker sees an
@@ -42,10 +42,10 @@ PRELOAD = (
     "prefect.deployments.steps",
     "prefect.artifacts",
     "docker",
-    "flows.job",
-    "flows.catalog_flows",
-    "blocks.store.job_store",
-    "blocks.store.store_block",
+    "jobcloud.flows.job",
+    "jobcloud.flows.catalog_flows",
+    "jobcloud.blocks.store.job_store",
+    "jobcloud.blocks.store.store_block",
 )
 
 

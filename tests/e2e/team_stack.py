@@ -19,11 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from deployments.server.processes import PrefectServer, Proc, start_worker
+from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.integration.postgres import Postgres, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-JOBCLOUD = [sys.executable, "-m", "deployments.cli"]
+JOBCLOUD = [sys.executable, "-m", "jobcloud.deployments.cli"]
 ENTRY = "tiny/v1/echo"
 DEPLOYMENT = "tiny-echo/tiny-v1-echo"  # Prefect's <flow>/<deployment> name of ENTRY
 # The tiny job: busybox (1 MB, built from the host's busybox-static) echoes one line.

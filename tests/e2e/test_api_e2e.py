@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from deployments.server.processes import PrefectServer, Proc, start_worker
+from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.api_fixtures import KEYS, TOKENS
 from tests.conftest import JOBCLOUD, ROOT, Cli
 from tests.e2e.test_server_jobs import SLEEPER

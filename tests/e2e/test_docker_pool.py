@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from deployments.server.processes import PrefectServer, Proc, start_worker
+from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import ROOT, Cli
 from tests.integration.seaweed import Seaweed
 
@@ -59,7 +59,7 @@ def current_image(engine: str, images: None) -> Iterator[str]:
     it is built, and this test must run the code under test."""
     import docker
 
-    from deployments.server.images_build import stage_jobcloud_source
+    from jobcloud.deployments.imaging.build import stage_jobcloud_source
 
     client = docker.DockerClient(base_url=engine)
     with tempfile.TemporaryDirectory(prefix="jobcloud-test-image-", dir="/var/tmp") as tmp:
@@ -120,12 +120,12 @@ def stack(engine: str, current_image: str, tmp_path_factory: pytest.TempPathFact
         # The store as a block: what a container needs of it comes from the Prefect server.
         save = (
             "from prefect_aws import AwsCredentials\n"
-            "from blocks.store.store_block import JobStoreBlock\n"
+            "from jobcloud.blocks.store.store_block import JobStoreBlock\n"
             f"JobStoreBlock(url='s3://{bucket}/jc', endpoint_url='{seaweed.endpoint}', aws_credentials="
             f"AwsCredentials(aws_access_key_id='{seaweed.env()['AWS_ACCESS_KEY_ID']}', "
             f"aws_secret_access_key='{seaweed.env()['AWS_SECRET_ACCESS_KEY']}', region_name='us-east-1')).save('e2e-store')\n"
         )
-        _ok(subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "blocks.store.store_block"], env=env, capture_output=True, text=True, timeout=120))
+        _ok(subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "jobcloud.blocks.store.store_block"], env=env, capture_output=True, text=True, timeout=120))
         _ok(subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=120))
         cli = Cli(env=env, cwd=tmp)
         _ok(cli("deploy", "--pool-type", "cpu=docker", "--catalog", str(path), "--prefect-yaml", str(tmp / "none.yaml")))

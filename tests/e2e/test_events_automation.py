@@ -17,7 +17,7 @@ from uuid import UUID
 
 import pytest
 
-from deployments.server.processes import PrefectServer
+from jobcloud.deployments.server.processes import PrefectServer
 from tests.integration.test_notifications import Env
 from tests.prefect_helpers import prefect_client, prefect_settings
 from tests.receivers import free_port

@@ -21,7 +21,7 @@ SAMPLE = ROOT / "images" / "torchfit" / "sample"
 @pytest.fixture(scope="session")
 def torchfit_image(engine: str) -> str:
     """localhost/jobcloud/torchfit:1 and its bases (skipped when up to date)."""
-    from deployments.server.images_build import build
+    from jobcloud.deployments.imaging.build import build
 
     build(["torchfit"], log=lambda m: None)
     return "localhost/jobcloud/torchfit:1"
@@ -41,7 +41,7 @@ def _artifacts_of(flow_run_id: str) -> list:
 
 
 def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_api, cli, jc_env) -> None:
-    from blocks.store.factory import store_from_settings
+    from jobcloud.blocks.store.factory import store_from_settings
 
     put = cli("files", "put", str(SAMPLE / "data"), str(SAMPLE / "config.yaml"), "samples/torchfit")
     assert put.returncode == 0, put.stderr

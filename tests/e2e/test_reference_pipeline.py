@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "examples" / "linefit"
 
 
 def _pipeline(cli, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deployments.cli", "pipelines", *args], cwd=ROOT, env=cli.env,
+    return subprocess.run([sys.executable, "-m", "jobcloud.deployments.cli", "pipelines", *args], cwd=ROOT, env=cli.env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -32,7 +32,7 @@ def _children(parent_id: str) -> list:
 
 
 def test_train_predict_pipeline_runs_each_step_as_its_own_job(images, prefect_api, cli) -> None:
-    from blocks.store.factory import store_from_settings
+    from jobcloud.blocks.store.factory import store_from_settings
 
     assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
     proc = _pipeline(cli, "run", "linefit-train-predict", "--config", "ex/config.yaml", "--data", "ex/points.csv")
@@ -81,7 +81,7 @@ def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefec
     from prefect.exceptions import ObjectNotFound
 
     assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
-    server = subprocess.Popen([sys.executable, "-m", "deployments.cli", "pipelines", "serve", "linefit-train-predict"], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "jobcloud.deployments.cli", "pipelines", "serve", "linefit-train-predict"], cwd=ROOT,
                               env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         with prefect_client() as client:
@@ -94,7 +94,7 @@ def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefec
                     assert server.poll() is None, server.stderr.read()
                     assert time.monotonic() < deadline, "the pipeline deployment did not appear"
                     time.sleep(1)
-            assert deployment.entrypoint == "flows.pipeline.linefit-train-predict"
+            assert deployment.entrypoint == "jobcloud.flows.pipeline.linefit-train-predict"
             run = client.create_flow_run_from_deployment(
                 deployment.id, parameters={"config_id": "ex/config.yaml", "data_ids": ["ex/points.csv"]}
             )

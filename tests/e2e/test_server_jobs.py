@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from deployments.server.processes import PrefectServer, Proc, start_worker
+from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import ROOT, Cli
 
 pytestmark = pytest.mark.e2e
@@ -220,7 +220,7 @@ def test_notebook_example_runs(stack: Stack) -> None:
 
 def test_deploy_watch_picks_catalog_changes_up(stack: Stack) -> None:
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "deploy", "--watch", "--prune", "--interval", "0.5",
+        [sys.executable, "-m", "jobcloud.deployments.cli", "deploy", "--watch", "--prune", "--interval", "0.5",
          "--prefect-yaml", str(ROOT / "prefect.yaml")],
         cwd=stack.tmp, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

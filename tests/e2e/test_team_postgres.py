@@ -50,7 +50,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 # parsing, catalog check, submit) again and again in one process.
 BATCH = """
 import sys
-from deployments.cli.main import main
+from jobcloud.deployments.cli.main import main
 for _ in range(int(sys.argv[1])):
     rc = main(["run", sys.argv[2], "--no-wait"])
     if rc:
@@ -58,7 +58,7 @@ for _ in range(int(sys.argv[1])):
 """
 API = """
 import sys
-from deployments.server.api import submit
+from jobcloud.deployments.jobs.client import submit
 for _ in range(int(sys.argv[1])):
     print(submit(sys.argv[2]).id, flush=True)
 """

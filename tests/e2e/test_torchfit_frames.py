@@ -17,14 +17,14 @@ SAMPLE = ROOT / "images" / "torchfit" / "sample"
 
 @pytest.fixture(scope="session")
 def torchfit_image(engine: str) -> str:
-    from deployments.server.images_build import build
+    from jobcloud.deployments.imaging.build import build
 
     build(["torchfit"], log=lambda m: None)
     return "localhost/jobcloud/torchfit:1"
 
 
 def test_frames_train_then_predict_through_the_catalog(torchfit_image, prefect_api, cli, jc_env) -> None:
-    from blocks.store.factory import store_from_settings
+    from jobcloud.blocks.store.factory import store_from_settings
 
     put = cli("files", "put", str(SAMPLE / "data"), str(SAMPLE / "frames.yaml"), "samples/torchfit")
     assert put.returncode == 0, put.stderr

@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 import pytest
 
-from deployments.server.processes import PrefectServer, Proc, start_worker
-from flows.catalog import EntrypointRef
-from flows.catalog_flows import entrypoint_of
+from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
+from jobcloud.flows.catalog import EntrypointRef
+from jobcloud.flows.catalog_flows import entrypoint_of
 from tests.conftest import JOBCLOUD
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def cmdline(pid: int) -> list[str]:
 def bare_host_env(engine: str, home: Path) -> dict[str, str]:
     """A worker host's environment: nothing of JobCloud's, Prefect's poll interval unset, its own
     HOME; DOCKER_HOST only where the engine is not the host's default socket."""
-    from blocks.engine import engine_url
+    from jobcloud.blocks.engine import engine_url
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBCLOUD_", "PREFECT_")) and k != "PYTHONPATH"}
     env["HOME"] = str(home)

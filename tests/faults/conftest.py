@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from deployments.server.processes import PrefectServer, Proc, start_worker
+from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import JOBCLOUD, ROOT
 
 BUSYBOX = "localhost/jobcloud/busybox:1"

@@ -277,7 +277,7 @@ def test_cancel_when_no_process_is_left(stage: Stage) -> None:
     cli = stage.spawn(env, "run", "faults/v1/nap", "--local")
     job = job_id_in(home)
     running_container(stage.engine_host, job)
-    guards = [int(p.split()[0]) for p in processes_with(f"JOBCLOUD_HOME={home}") if "flows.job_guard" in p]
+    guards = [int(p.split()[0]) for p in processes_with(f"JOBCLOUD_HOME={home}") if "jobcloud.flows.job_guard" in p]
     assert guards, "no guard process"
     for pid in guards:
         os.kill(pid, signal.SIGKILL)

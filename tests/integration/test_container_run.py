@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.engine import docker_client
-from flows.container_run import run_container
-from flows.container_spec import ContainerSpec
+from jobcloud.blocks.engine import docker_client
+from jobcloud.flows.container_run import run_container
+from jobcloud.flows.container_spec import ContainerSpec
 
 pytestmark = pytest.mark.integration
 

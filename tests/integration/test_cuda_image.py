@@ -27,7 +27,7 @@ IMAGE = "localhost/jobcloud/torchfit-cuda:1"
 
 @pytest.fixture(scope="module")
 def cuda_image(engine: str) -> str:
-    from deployments.server.images_build import build
+    from jobcloud.deployments.imaging.build import build
 
     build(["pytorch-cuda", "torchfit-cuda"], log=lambda m: None)
     return IMAGE
@@ -48,7 +48,7 @@ def _run(image: str, script: str, **env: str) -> str:
 
 
 def test_the_image_torch_is_the_cuda_build_and_the_application_imports(cuda_image: str) -> None:
-    out = _run(cuda_image, "import torch, torchfit.train, torchfit.predict, torchfit.frames, flows.job;"
+    out = _run(cuda_image, "import torch, torchfit.train, torchfit.predict, torchfit.frames, jobcloud.flows.job;"
                            "print('TORCH', torch.__version__, torch.version.cuda, torch.backends.cudnn.version())")
     line = next(ln for ln in out.splitlines() if ln.startswith("TORCH "))
     _, version, cuda, cudnn = line.split()

@@ -22,9 +22,9 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
 
-from deployments.server.pool_resources import deployment_job_variables
-from deployments.server.pool_templates import IN_CONTAINER_COMMAND
-from deployments.server.pools import base_job_template, pool_env
+from jobcloud.deployments.pools.resources import deployment_job_variables
+from jobcloud.deployments.pools.templates import IN_CONTAINER_COMMAND
+from jobcloud.deployments.pools.work_pools import base_job_template, pool_env
 
 pytestmark = pytest.mark.integration
 

@@ -51,7 +51,7 @@ def _jobs_of(cli, app: str) -> list:
 
 
 def _containers_labelled(app: str) -> list:
-    from blocks.engine import docker_client
+    from jobcloud.blocks.engine import docker_client
 
     return docker_client().containers.list(all=True, filters={"label": f"io.jobcloud.application={app}"})
 
@@ -68,7 +68,7 @@ def test_no_engine_exits_2_before_any_job(linefit_cli, tmp_path: Path) -> None:
 
 
 def test_gpu_request_on_an_engine_without_gpus_exits_2_before_anything(linefit_cli) -> None:
-    from blocks.engine import docker_client, gpu_support
+    from jobcloud.blocks.engine import docker_client, gpu_support
 
     if gpu_support(docker_client()).available:
         pytest.skip("this engine can give GPUs")
@@ -83,10 +83,10 @@ def test_gpu_request_on_an_engine_without_gpus_exits_2_before_anything(linefit_c
 
 def test_run_container_refuses_gpus_before_create(engine: str, images) -> None:
     """The same check inside the flow (server-mode jobs): no container is ever created."""
-    from blocks.engine import docker_client, gpu_support
-    from flows.container_run import run_container
-    from flows.container_spec import ContainerSpec
-    from blocks.errors import GpuUnavailableError
+    from jobcloud.blocks.engine import docker_client, gpu_support
+    from jobcloud.flows.container_run import run_container
+    from jobcloud.flows.container_spec import ContainerSpec
+    from jobcloud.blocks.errors import GpuUnavailableError
 
     client = docker_client()
     if gpu_support(client).available:
@@ -100,7 +100,7 @@ def test_run_container_refuses_gpus_before_create(engine: str, images) -> None:
 
 
 def test_api_version_is_remembered_after_a_job(linefit_cli, jc_env: dict[str, str]) -> None:
-    from blocks.engine import sdk_api_version
+    from jobcloud.blocks.engine import sdk_api_version
 
     proc = linefit_cli("run", f"{linefit_cli.app}/v1/train", *TRAIN_INPUTS, "--local", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -173,10 +173,10 @@ def proxy(engine: str) -> Iterator[_Proxy]:
 
 
 def test_losing_the_engine_mid_run_is_one_plain_sentence(proxy: _Proxy, images, monkeypatch: pytest.MonkeyPatch) -> None:
-    from blocks.engine import docker_client
-    from flows.container_run import run_container
-    from flows.container_spec import ContainerSpec
-    from blocks.errors import ContainerEngineError
+    from jobcloud.blocks.engine import docker_client
+    from jobcloud.flows.container_run import run_container
+    from jobcloud.flows.container_spec import ContainerSpec
+    from jobcloud.blocks.errors import ContainerEngineError
 
     real_host = os.environ["DOCKER_HOST"]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")

@@ -1,10 +1,10 @@
 """A GPU request is honoured or the job fails, on the real engine of this machine (no GPU).
 
-The host-level refusal (`blocks.engine.require_gpus`) is passed on purpose here, as it is in
+The host-level refusal (`jobcloud.blocks.engine.require_gpus`) is passed on purpose here, as it is in
 the field when a probe is wrong or skipped (`JOBCLOUD_ASSUME_GPU=1`): the engine is taken for
 Docker with the nvidia runtime, so the container is created with a real
 `DeviceRequest(count=N, capabilities=[["gpu"]])`, which Podman's Docker API accepts and
-ignores. What stops the job is then its own GPU check (flows.container_spec), at once, with a
+ignores. What stops the job is then its own GPU check (jobcloud.flows.container_spec), at once, with a
 message that says why, before the application's command runs: never a quiet run on the CPU.
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from blocks import engine
-from blocks.engine import GpuSupport, docker_client, gpu_support
-from blocks.errors import ContainerEngineError
-from flows import container_run
-from flows.catalog import EntrypointRef, parse_catalog
-from flows.container_run import run_container
-from flows.container_spec import GPU_CHECK_EXIT, build_spec
-from flows.request import HardwareOverride, JobRequest
+from jobcloud.blocks import engine
+from jobcloud.blocks.engine import GpuSupport, docker_client, gpu_support
+from jobcloud.blocks.errors import ContainerEngineError
+from jobcloud.flows import container_run
+from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+from jobcloud.flows.container_run import run_container
+from jobcloud.flows.container_spec import GPU_CHECK_EXIT, build_spec
+from jobcloud.flows.request import HardwareOverride, JobRequest
 
 pytestmark = pytest.mark.integration
 
@@ -122,8 +122,8 @@ def test_a_gpu_job_fails_with_the_reason_and_its_manifest_names_the_gpu_image(
 ) -> None:
     """The whole job, in this process: Failed at once, the check's words in its message, the
     GPU image and the id that ran in its manifest, the log uploaded."""
-    from blocks.store.factory import store_from_settings
-    from deployments.server import run_local as run_local_module
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs import run_local as run_local_module
 
     monkeypatch.setattr(container_run, "require_gpus", _misprobed)
     monkeypatch.setattr(run_local_module, "require_gpus", _misprobed)

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from deployments.server.images_wrap import WRAPPED_FROM_LABEL, jobcloud_version, python_facts, stage
-from deployments.server.in_container import IN_CONTAINER_LABEL, VENV_PYTHON, probe_in_container, run_throwaway
+from jobcloud.deployments.imaging.wrap import WRAPPED_FROM_LABEL, jobcloud_version, python_facts, stage
+from jobcloud.deployments.pools.in_container import IN_CONTAINER_LABEL, VENV_PYTHON, probe_in_container, run_throwaway
 from tests.conftest import JOBCLOUD
 
 # The wrap (pip installs Prefect and the S3/GCS extras from PyPI) took 3-10 min on 2 busy cores.
@@ -30,7 +30,7 @@ KEPT = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volum
 
 
 def _client() -> Any:
-    from blocks.engine import docker_client
+    from jobcloud.blocks.engine import docker_client
 
     return docker_client(timeout=600)
 
@@ -58,7 +58,7 @@ def _build(client: Any, tag: str, dockerfile: str, ctx: Path, files: dict[str, s
 @pytest.fixture(scope="module")
 def python_image(engine: str) -> str:
     """The Debian Python base, built by `jobcloud images build python` if missing."""
-    from deployments.server.images_build import build, has_image
+    from jobcloud.deployments.imaging.build import build, has_image
 
     if not has_image(_client(), PYTHON):
         build(["python"], log=lambda m: None)
@@ -81,7 +81,7 @@ def test_wrap_builds_the_tag(wrapped: dict[str, Any]) -> None:
 
 
 def test_wrapped_image_imports_the_flow_and_prefect(wrapped: dict[str, Any]) -> None:
-    code, output = run_throwaway(_client(), WRAPPED, [VENV_PYTHON, "-c", "import flows.job, prefect; print(prefect.__version__)"])
+    code, output = run_throwaway(_client(), WRAPPED, [VENV_PYTHON, "-c", "import jobcloud.flows.job, prefect; print(prefect.__version__)"])
     assert code == 0, output
     assert output.strip().splitlines()[-1] == "3.8.8"
 

@@ -242,9 +242,9 @@ def test_unreachable_engine_is_retried_with_backoff(prefect_api, prefect_client,
     """Infrastructure failures are retried (3 attempts) whatever the catalog says."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from blocks.store.factory import store_from_settings
-    from flows.catalog import EntrypointRef, parse_catalog
-    from flows.job import make_flow
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+    from jobcloud.flows.job import make_flow
 
     catalog = parse_catalog(yaml.safe_dump(CATALOG))
     ref = EntrypointRef.parse("outcomes/v1/sleepy")

@@ -18,13 +18,13 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from deployments.server.processes import PrefectServer
+from jobcloud.deployments.server.processes import PrefectServer
 from tests.receivers import HttpReceiver, SmtpReceiver, closed_port, free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-JOBCLOUD = [sys.executable, "-m", "deployments.cli"]
+JOBCLOUD = [sys.executable, "-m", "jobcloud.deployments.cli"]
 # From a flow run's final state to the notification: the events pipeline, the triggers and the
 # actions services, on a busy 2-core box.
 NOTIFY_WAIT_S = 60

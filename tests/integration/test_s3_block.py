@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_block_registers_saves_and_selects_the_store(prefect_api: str, seaweed: Seaweed, cli, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)}
     reg = subprocess.run(
-        [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks.store.store_block"],
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "jobcloud.blocks.store.store_block"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert reg.returncode == 0, reg.stdout + reg.stderr
@@ -31,7 +31,7 @@ def test_block_registers_saves_and_selects_the_store(prefect_api: str, seaweed: 
 
     from prefect_aws import AwsCredentials
 
-    from blocks.store.store_block import JobStoreBlock
+    from jobcloud.blocks.store.store_block import JobStoreBlock
 
     bucket = seaweed.make_bucket(f"blk-{uuid.uuid4().hex[:10]}")
     name = f"lab-store-{uuid.uuid4().hex[:6]}"

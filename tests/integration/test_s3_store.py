@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from blocks.errors import MissingKeyError, StorageError, UserError
-from blocks.store.factory import store_from_setting
-from blocks.store.job_store import JobStore
-from blocks.store.store_block import JobStoreBlock
-from blocks.store.store_urls import s3_options
-from blocks.transfer import base as transfer
-from blocks.transfer import s3 as transfer_s3
-from blocks.transfer.base import StoreAccessError, TransferError
+from jobcloud.blocks.errors import MissingKeyError, StorageError, UserError
+from jobcloud.blocks.store.factory import store_from_setting
+from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.blocks.store.store_block import JobStoreBlock
+from jobcloud.blocks.store.store_urls import s3_options
+from jobcloud.blocks.transfer import base as transfer
+from jobcloud.blocks.transfer import s3 as transfer_s3
+from jobcloud.blocks.transfer.base import StoreAccessError, TransferError
 from tests.integration.seaweed import ACCESS_KEY, SECRET_KEY, Seaweed
 
 pytestmark = pytest.mark.integration

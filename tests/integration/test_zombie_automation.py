@@ -20,13 +20,13 @@ from uuid import UUID
 
 import pytest
 
-from deployments.server.automations import (
+from jobcloud.deployments.notify.automations import (
     HEARTBEAT_EVENT,
     ZOMBIE_AUTOMATION,
     ensure_zombie_automation,
     zombie_after_s,
 )
-from deployments.server.processes import PrefectServer
+from jobcloud.deployments.server.processes import PrefectServer
 from tests.prefect_helpers import prefect_client
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ def test_ensure_is_idempotent_and_touches_only_its_own(server: PrefectServer) ->
     # The command local_server.py runs in a child process (default window again: an update).
     env = {**server.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("JOBCLOUD_ZOMBIE_AFTER_S", None)
-    proc = subprocess.run([sys.executable, "-m", "deployments.server.automations"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "jobcloud.deployments.notify.automations"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["updated", "automation", ZOMBIE_AUTOMATION]
 

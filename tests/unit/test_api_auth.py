@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deployments.api.app import create_app
-from deployments.api.auth import ApiKeysError, KeyRing, load_keys
-from deployments.api.settings import ApiSettings
+from jobcloud.deployments.http_api.app import create_app
+from jobcloud.deployments.http_api.auth import ApiKeysError, KeyRing, load_keys
+from jobcloud.deployments.http_api.settings import ApiSettings
 from tests.api_fixtures import api, auth, make_app  # noqa: F401 - the fixture
 
 OPEN = ["/status", "/docs", "/openapi.json", "/swiss/linefit/v1/train/status"]

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from deployments.api.auth import RateLimiter
-from deployments.api.services import Backend
+from jobcloud.deployments.http_api.auth import RateLimiter
+from jobcloud.deployments.http_api.services import Backend
 from tests.conftest import ROOT
 from tests.prefect_helpers import prefect_client
 
@@ -42,9 +42,9 @@ def _app() -> Any:
     settings are set per run by `fuzz_backend` (routes read them from `app.state` per request).
     (`schemathesis.pytest.from_fixture` would make it in a fixture, but fails on pytest 9:
     `'Function' object has no attribute '_nodeid'`.)"""
-    from deployments.api.app import create_app
-    from deployments.api.auth import KeyRing
-    from deployments.api.settings import ApiSettings
+    from jobcloud.deployments.http_api.app import create_app
+    from jobcloud.deployments.http_api.auth import KeyRing
+    from jobcloud.deployments.http_api.settings import ApiSettings
 
     return create_app(ApiSettings(keys_file=None), KeyRing.parse(json.dumps(KEYS), "test"), Backend())
 
@@ -101,8 +101,8 @@ def flatmap_case(_: Any, case: Any) -> Any:
 def fuzz_backend(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[None]:
     """A fresh job store with a few of the user's files, no rate limit in the way, the project's
     catalog, no container engine (image_present is null) and the session's Prefect server."""
-    from blocks.store.job_store import JobStore
-    from deployments.api.settings import ApiSettings
+    from jobcloud.blocks.store.job_store import JobStore
+    from jobcloud.deployments.http_api.settings import ApiSettings
 
     tmp = tmp_path_factory.mktemp("api-fuzz")
     with pytest.MonkeyPatch.context() as mp:

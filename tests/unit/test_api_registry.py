@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from deployments.api.register import register, registrations
-from flows.catalog import load_catalog
+from jobcloud.deployments.http_api.register import register, registrations
+from jobcloud.flows.catalog import load_catalog
 from tests.api_fixtures import api, auth  # noqa: F401 - the fixture
 from tests.conftest import ROOT
 from tests.receivers import HttpReceiver

@@ -1,5 +1,5 @@
 """The job's callback (flows/callbacks.py), its events' shape (flows/job_events.py) and the
-notification templates (deployments/server/notifications.py): URL checks, and delivery against
+notification templates (deployments/notify/notifications.py): URL checks, and delivery against
 real local HTTP servers that answer, are down, answer 500 and hang."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Iterator
 import pytest
 import yaml
 
-from blocks.errors import ParameterError, UserError
-from flows.callbacks import CallbackSender, check_callback_url, task_update
-from flows.catalog import EntrypointRef, parse_catalog
-from flows.job_events import JobReporter, data_out, related_resources
-from flows.manifest import JobManifest, OutputRecord
-from flows.request import JobRequest, flow_signature, request_from_parameters, validate_request
+from jobcloud.blocks.errors import ParameterError, UserError
+from jobcloud.flows.callbacks import CallbackSender, check_callback_url, task_update
+from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+from jobcloud.flows.job_events import JobReporter, data_out, related_resources
+from jobcloud.flows.manifest import JobManifest, OutputRecord
+from jobcloud.flows.request import JobRequest, flow_signature, request_from_parameters, validate_request
 from tests.receivers import HttpReceiver, closed_port
 
 CATALOG = parse_catalog(
@@ -174,7 +174,7 @@ def test_related_resources_name_application_version_and_entrypoint() -> None:
 
 
 def test_reporter_sends_each_phase_and_the_final_update(receiver: HttpReceiver, logs: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.job_events as job_events
+    import jobcloud.flows.job_events as job_events
 
     emitted: list[tuple[str, dict]] = []
     monkeypatch.setattr("prefect.events.emit_event", lambda **kw: emitted.append((kw["event"], kw)))
@@ -241,7 +241,7 @@ def _render(template: str, run: _Run) -> str:
 
 
 def test_notification_texts_name_job_app_version_entrypoint_state_and_outputs() -> None:
-    from deployments.server.notifications import json_body, text_body
+    from jobcloud.deployments.notify.notifications import json_body, text_body
 
     run = _Run("Failed", 'exit code 3 | "quote" {{not a template}}')
     text = _render(text_body("error", "s3://bucket/{{x}}"), run)
@@ -260,7 +260,7 @@ def test_notification_texts_name_job_app_version_entrypoint_state_and_outputs() 
 
 
 def test_notify_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.server.notifications import notify_settings
+    from jobcloud.deployments.notify.notifications import notify_settings
 
     monkeypatch.setenv("JOBCLOUD_NOTIFY_WEBHOOK_URL", "http://169.254.169.254/")
     with pytest.raises(UserError, match="JOBCLOUD_NOTIFY_WEBHOOK_URL"):
@@ -283,7 +283,7 @@ def test_notify_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_email_block_makes_an_apprise_url_that_keeps_the_password_secret() -> None:
-    from deployments.server.email_block import JobCloudEmail
+    from jobcloud.deployments.notify.email_block import JobCloudEmail
 
     block = JobCloudEmail(smtp_host="smtp.lab.example", smtp_port=2525, security="starttls", username="u@x",
                           password="p:w/d", from_address="jc@lab.example", to=["a@lab.example", "b@lab.example"])

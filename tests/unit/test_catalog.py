@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.catalog import EntrypointRef, load_catalog, parse_catalog
-from blocks.errors import CatalogError, UnknownEntrypointError
+from jobcloud.flows.catalog import EntrypointRef, load_catalog, parse_catalog
+from jobcloud.blocks.errors import CatalogError, UnknownEntrypointError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -164,8 +164,8 @@ def test_a_variable_is_plain_or_secret_not_both() -> None:
 
 
 def test_secrets_are_validated_in_a_job_request() -> None:
-    from blocks.errors import ParameterError
-    from flows.request import JobRequest, secret_blocks, validate_request
+    from jobcloud.blocks.errors import ParameterError
+    from jobcloud.flows.request import JobRequest, secret_blocks, validate_request
 
     entry = _one({"env": ["LR"], "secrets": ["API_TOKEN"]})
     request = validate_request(entry, JobRequest(secrets={"API_TOKEN": "other-token"}))
@@ -182,7 +182,7 @@ def test_secrets_are_validated_in_a_job_request() -> None:
 def test_secret_values_stay_out_of_the_spec_dump() -> None:
     from pydantic import SecretStr
 
-    from flows.container_spec import ContainerSpec
+    from jobcloud.flows.container_spec import ContainerSpec
 
     spec = ContainerSpec(image="i", command=["c"], host_files="/tmp/x", environment={"LR": "1"})
     spec = spec.model_copy(update={"secret_environment": {"TOKEN": SecretStr("s3cr3t")}})

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-import flows.catalog_flows as catalog_flows
-from blocks.errors import CatalogError
-from deployments.server.deploy import catalog_deployments, what_changed
-from flows.catalog import EntrypointRef, parse_catalog
-from flows.definition import DEFINITION_ENV, definition_of, definition_sha256, deployed_entry, encode_definition
+import jobcloud.flows.catalog_flows as catalog_flows
+from jobcloud.blocks.errors import CatalogError
+from jobcloud.deployments.deploy.sync import catalog_deployments, what_changed
+from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+from jobcloud.flows.definition import DEFINITION_ENV, definition_of, definition_sha256, deployed_entry, encode_definition
 
 CATALOG = """
 app:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from blocks.errors import CatalogError, ParameterError
-from deployments.server.deploy import catalog_deployments
-from deployments.server.submit import parameters_of
-from flows.catalog import EntrypointRef, load_catalog, parse_catalog
-from flows.catalog_flows import flow_for
-from flows.request import JobRequest, request_from_parameters, validate_request
+from jobcloud.blocks.errors import CatalogError, ParameterError
+from jobcloud.deployments.deploy.sync import catalog_deployments
+from jobcloud.deployments.jobs.submit import parameters_of
+from jobcloud.flows.catalog import EntrypointRef, load_catalog, parse_catalog
+from jobcloud.flows.catalog_flows import flow_for
+from jobcloud.flows.request import JobRequest, request_from_parameters, validate_request
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(ROOT / "application_config.yaml")
@@ -193,8 +193,8 @@ def test_required_inputs_must_be_inputs_the_entrypoint_takes() -> None:
 
 
 def test_names_that_would_clash_are_refused() -> None:
-    from blocks.errors import UserError
-    from deployments.server.deploy import desired_deployments
+    from jobcloud.blocks.errors import UserError
+    from jobcloud.deployments.deploy.sync import desired_deployments
 
     # x/y/y-z and x-y/y/z: both flow x-y-z, both deployment x-y-y-z.
     clash = parse_catalog(
@@ -208,7 +208,7 @@ def test_names_that_would_clash_are_refused() -> None:
 def test_prune_removes_deployments_of_the_old_names(prefect_api: str, jc_env: dict[str, str]) -> None:
     """A server deployed by an earlier JobCloud has `linefit-train/v1` and `linefit-train/nightly`;
     `deploy` reports them, `deploy --prune` deletes them and keeps the new ones."""
-    from deployments.server.deploy import MANAGED_TAG, sync
+    from jobcloud.deployments.deploy.sync import MANAGED_TAG, sync
     from tests.prefect_helpers import prefect_client, prefect_settings
 
     catalog = load_catalog(ROOT / "application_config.yaml")
@@ -216,7 +216,7 @@ def test_prune_removes_deployments_of_the_old_names(prefect_api: str, jc_env: di
         flow_id = client.create_flow_from_name("linefit-train")
         for old in ("v1", "nightly"):
             client.create_deployment(
-                flow_id=flow_id, name=old, entrypoint="flows.catalog_flows.linefit/v1/train",
+                flow_id=flow_id, name=old, entrypoint="jobcloud.flows.catalog_flows.linefit/v1/train",
                 tags=[MANAGED_TAG, "app:linefit", "version:v1", "entrypoint:train"],
             )
     with prefect_settings(prefect_api):

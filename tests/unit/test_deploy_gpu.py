@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from deployments.server.deploy import catalog_deployments
-from deployments.server.pools import base_job_template
-from flows.catalog import parse_catalog
-from flows.catalog_flows import flow_for
-from flows.container_spec import build_spec
-from flows.request import JobRequest
+from jobcloud.deployments.deploy.sync import catalog_deployments
+from jobcloud.deployments.pools.work_pools import base_job_template
+from jobcloud.flows.catalog import parse_catalog
+from jobcloud.flows.catalog_flows import flow_for
+from jobcloud.flows.container_spec import build_spec
+from jobcloud.flows.request import JobRequest
 
 CATALOG = """
 app:
@@ -34,7 +34,7 @@ class _NoClient:
 
 
 def _job_configuration(pool: str, job_variables: dict[str, Any]) -> Any:
-    from deployments.worker.fast_worker import JobCloudJobConfiguration
+    from jobcloud.deployments.worker.fast_worker import JobCloudJobConfiguration
 
     return asyncio.run(
         JobCloudJobConfiguration.from_template_and_values(base_job_template(pool), job_variables, client=_NoClient())
@@ -84,8 +84,8 @@ def test_pools_use_the_process_template_with_jobcloud_worker() -> None:
     from prefect.workers.base import BaseWorker
     from prefect.workers.process import ProcessWorker
 
-    from deployments.worker.fast_worker import JobCloudWorker
-    from deployments.server.pools import POOL_TYPE
+    from jobcloud.deployments.worker.fast_worker import JobCloudWorker
+    from jobcloud.deployments.pools.work_pools import POOL_TYPE
 
     load_prefect_collections()  # the entry point `prefect worker start` uses
     assert lookup_type(BaseWorker, POOL_TYPE) is JobCloudWorker

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.cli.deploy import parse_limits
-from deployments.server.jobs import state_types
-from deployments.server.pools import prefect_priority, queue_name
-from deployments.server.submit import deployment_name, parameters_of
-from flows.catalog import EntrypointRef
-from blocks.errors import ParameterError, UserError
-from flows.request import HardwareOverride, JobRequest
+from jobcloud.deployments.cli.deploy import parse_limits
+from jobcloud.deployments.jobs.show import state_types
+from jobcloud.deployments.pools.work_pools import prefect_priority, queue_name
+from jobcloud.deployments.jobs.submit import deployment_name, parameters_of
+from jobcloud.flows.catalog import EntrypointRef
+from jobcloud.blocks.errors import ParameterError, UserError
+from jobcloud.flows.request import HardwareOverride, JobRequest
 
 
 def test_priorities_map_to_queues_most_urgent_first() -> None:
@@ -60,7 +60,7 @@ def test_cli_rejects_bad_priority_and_state(cli) -> None:
 def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
     from prefect.states import Completed, Scheduled
 
-    from deployments.server import submit
+    from jobcloud.deployments.jobs import submit
 
     states = [Scheduled(), Scheduled(), Scheduled(), Completed()]
 
@@ -84,7 +84,7 @@ def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
 
 
 def test_cli_says_when_the_server_does_not_answer(cli) -> None:
-    from deployments.server.processes import free_port
+    from jobcloud.deployments.server.processes import free_port
 
     cli.env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
     proc = cli("jobs", "ls")

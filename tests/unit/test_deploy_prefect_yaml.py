@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from deployments.server.deploy import catalog_deployments, render_prefect_yaml, scheduled_deployments
-from flows.catalog import load_catalog
-from flows.request import JobRequest
+from jobcloud.deployments.deploy.sync import catalog_deployments, render_prefect_yaml, scheduled_deployments
+from jobcloud.flows.catalog import load_catalog
+from jobcloud.flows.request import JobRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from deployments.server.deploy import MANAGED_TAG, catalog_deployments
-from flows.catalog import EntrypointRef, parse_catalog
-from flows.catalog_flows import attribute_name, entrypoint_of, ref_of_attribute
+from jobcloud.deployments.deploy.sync import MANAGED_TAG, catalog_deployments
+from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+from jobcloud.flows.catalog_flows import attribute_name, entrypoint_of, ref_of_attribute
 
 CATALOG = """
 decode:
@@ -84,4 +84,4 @@ def test_unknown_entrypoint_is_a_missing_flow(catalog_file: Path) -> None:
     from prefect.flows import load_flow_from_entrypoint
 
     with pytest.raises(MissingFlowError):
-        load_flow_from_entrypoint("flows.catalog_flows.decode/v9/train")
+        load_flow_from_entrypoint("jobcloud.flows.catalog_flows.decode/v9/train")

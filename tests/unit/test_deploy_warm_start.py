@@ -30,7 +30,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": "http://server.invalid/api"}
     with open(tmp_path / SERVER_LOG, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.worker.warm_start", "--serve", sock, "tests.unit.warm_probe"],
+            [sys.executable, "-m", "jobcloud.deployments.worker.warm_start", "--serve", sock, "tests.unit.warm_probe"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
@@ -49,7 +49,7 @@ def _client(sock: str | None, cwd: Path, *args: str, env_extra: dict[str, str] |
     if sock:
         env["JOBCLOUD_WARM_SOCKET"] = sock
     return subprocess.Popen(
-        [sys.executable, "-m", "deployments.worker.warm_start", *args], env=env, cwd=cwd,
+        [sys.executable, "-m", "jobcloud.deployments.worker.warm_start", *args], env=env, cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )
 
@@ -123,7 +123,7 @@ def test_without_a_server_the_client_is_the_stock_engine(tmp_path: Path) -> None
 
 
 def test_worker_makes_relative_settings_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.worker.fast_worker import absolute_paths
+    from jobcloud.deployments.worker.fast_worker import absolute_paths
 
     monkeypatch.chdir(tmp_path)
     env = {"JOBCLOUD_CONFIG": "cat.yaml", "JOBCLOUD_STORAGE": "s3://b/p", "JOBCLOUD_HOME": "~/jc", "JOBCLOUD_WORKDIR": "/abs"}
@@ -142,8 +142,8 @@ class _FakeRun:
 def _configuration(template: dict[str, Any] | None = None) -> Any:
     import asyncio
 
-    from deployments.server.pools import base_job_template
-    from deployments.worker.fast_worker import JobCloudJobConfiguration
+    from jobcloud.deployments.pools.work_pools import base_job_template
+    from jobcloud.deployments.worker.fast_worker import JobCloudJobConfiguration
 
     class NoClient:
         async def read_block_document_by_name(self, *a: object, **k: object) -> None:
@@ -157,14 +157,14 @@ def _configuration(template: dict[str, Any] | None = None) -> Any:
 def test_with_a_fork_server_each_run_starts_through_its_client(monkeypatch: pytest.MonkeyPatch) -> None:
     # Prefect's process worker starts the command a configuration has before Prefect prepares
     # it; one it fills in itself would be `python -m prefect.engine`, the cold start.
-    from deployments.worker.fast_worker import warm_command
-    from deployments.worker.warm_start import SOCKET_ENV
+    from jobcloud.deployments.worker.fast_worker import warm_command
+    from jobcloud.deployments.worker.warm_start import SOCKET_ENV
 
     monkeypatch.setenv(SOCKET_ENV, "/tmp/fork.sock")
     config = _configuration()
     config.prepare_for_flow_run(_FakeRun())
     assert config.command == warm_command()
-    assert config.command.endswith("-m deployments.worker.warm_start")
+    assert config.command.endswith("-m jobcloud.deployments.worker.warm_start")
     assert config.env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
     monkeypatch.delenv(SOCKET_ENV)
@@ -174,8 +174,8 @@ def test_with_a_fork_server_each_run_starts_through_its_client(monkeypatch: pyte
 
 
 def test_a_template_command_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.server.pools import base_job_template
-    from deployments.worker.warm_start import SOCKET_ENV
+    from jobcloud.deployments.pools.work_pools import base_job_template
+    from jobcloud.deployments.worker.warm_start import SOCKET_ENV
 
     monkeypatch.setenv(SOCKET_ENV, "/tmp/fork.sock")
     template = base_job_template("cpu")
@@ -192,7 +192,7 @@ def _loop_interval(monkeypatch: pytest.MonkeyPatch) -> float:
     from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
     from prefect.workers.process import ProcessWorker
 
-    from deployments.worker.fast_worker import JobCloudWorker
+    from jobcloud.deployments.worker.fast_worker import JobCloudWorker
 
     seen: list[float] = []
 
@@ -225,7 +225,7 @@ def test_prefect_still_has_the_label_hook_the_worker_overrides() -> None:
 
     from prefect.workers.base import BaseWorker
 
-    from deployments.worker.fast_worker import JobCloudWorker
+    from jobcloud.deployments.worker.fast_worker import JobCloudWorker
 
     name = "_give_worker_labels_to_flow_run"
     assert name in vars(JobCloudWorker)
@@ -235,7 +235,7 @@ def test_prefect_still_has_the_label_hook_the_worker_overrides() -> None:
 
 
 def _labelling_worker(error: BaseException) -> Any:
-    from deployments.worker.fast_worker import JobCloudWorker
+    from jobcloud.deployments.worker.fast_worker import JobCloudWorker
 
     class Client:
         async def update_flow_run_labels(self, *args: object) -> None:

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from deployments.server.watch import watch
+from jobcloud.deployments.deploy.watch import watch
 
 ONE = "app:\n  v1:\n    a: {app: {cmd: [x]}, handler: {image_url: i}}\n"
 TWO = ONE + "    b: {app: {cmd: [y]}, handler: {image_url: i}}\n"

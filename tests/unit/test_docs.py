@@ -7,9 +7,9 @@ backslash continuations are joined, trailing comments and leading `VAR=value` as
 stripped, and `a && b`, `a | b`, `a; b` are checked part by part. Each command is one test,
 named by its file and line:
 
-- `jobcloud ...` (or `python -m deployments.cli ...`): the command path exists and its options
+- `jobcloud ...` (or `python -m jobcloud.deployments.cli ...`): the command path exists and its options
   and arguments parse (click's `make_context` on the CLI app; where the app cannot be imported
-  in-process, `python -m deployments.cli <path> --help` in a subprocess, and every option the
+  in-process, `python -m jobcloud.deployments.cli <path> --help` in a subprocess, and every option the
   command uses must appear in that help).
 - `prefect ...`: `python -m prefect <path> --help` exits 0 and names every option the command
   uses; a module given with `-m` must be importable.
@@ -181,7 +181,7 @@ def _jobcloud_click():
     """The click command of `jobcloud`, or None where the CLI cannot be imported here."""
     import typer
 
-    for module in ("deployments.cli", "deployments.cli.main"):
+    for module in ("jobcloud.deployments.cli", "jobcloud.deployments.cli.main"):
         try:
             mod = importlib.import_module(module)
         except ImportError:
@@ -227,7 +227,7 @@ def check_jobcloud_help(args: list[str]) -> str | None:
         if a.startswith("-"):
             break
         path.append(a)
-    return _help_check((sys.executable, "-m", "deployments.cli", *path), args)
+    return _help_check((sys.executable, "-m", "jobcloud.deployments.cli", *path), args)
 
 
 # --- prefect -------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def check_python(args: list[str]) -> str | None:
         if len(args) < 2:
             return "`python -m` without a module"
         module, rest = args[1], args[2:]
-        if module == "deployments.cli":
+        if module == "jobcloud.deployments.cli":
             return check_jobcloud(rest)
         if module == "prefect":
             return check_prefect(rest)

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 import pytest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
-from blocks import engine
-from blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError, UserError
+from jobcloud.blocks import engine
+from jobcloud.blocks.errors import ContainerEngineError, EngineUnavailableError, GpuUnavailableError, UserError
 
 SDK = engine.sdk_api_version()
 
@@ -340,13 +340,13 @@ def test_cdi_request_for_more_gpus_than_there_are_is_refused() -> None:
 
 
 def _spec(gpus: int = 0):
-    from flows.container_spec import ContainerSpec
+    from jobcloud.flows.container_spec import ContainerSpec
 
     return ContainerSpec(image="img", command=["true"], host_files="/tmp/x", gpus=gpus, timeout=30)
 
 
 def test_run_container_refuses_gpus_before_creating_anything(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.container_run import run_container
+    from jobcloud.flows.container_run import run_container
 
     monkeypatch.setattr(engine, "local_cdi_gpu_spec", lambda *a: False)
     client = _Client(PLAIN_INFO, PODMAN_VERSION)
@@ -358,7 +358,7 @@ def test_run_container_refuses_gpus_before_creating_anything(monkeypatch: pytest
 def test_losing_the_engine_mid_run_is_a_plain_message(monkeypatch: pytest.MonkeyPatch) -> None:
     from urllib3.exceptions import ProtocolError
 
-    from flows import container_run
+    from jobcloud.flows import container_run
 
     removed: list[bool] = []
 

@@ -13,11 +13,11 @@ from typing import Any
 import docker.errors
 import pytest
 
-from blocks import engine
-from blocks.errors import CatalogError, GpuUnavailableError
-from deployments.server import gpu_check
-from flows.catalog import EntrypointRef, load_catalog, parse_catalog
-from flows.container_spec import (
+from jobcloud.blocks import engine
+from jobcloud.blocks.errors import CatalogError, GpuUnavailableError
+from jobcloud.deployments.imaging import gpu_check
+from jobcloud.flows.catalog import EntrypointRef, load_catalog, parse_catalog
+from jobcloud.flows.container_spec import (
     GPU_CHECK_EXIT,
     ContainerSpec,
     build_spec,
@@ -26,8 +26,8 @@ from flows.container_spec import (
     job_gpus,
     shell_command,
 )
-from flows.definition import entry_data
-from flows.request import HardwareOverride, JobRequest
+from jobcloud.flows.definition import entry_data
+from jobcloud.flows.request import HardwareOverride, JobRequest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CATALOG = """
@@ -332,7 +332,7 @@ def test_a_failed_probe_is_a_note_and_is_asked_again(monkeypatch: pytest.MonkeyP
 
 
 def test_check_without_an_engine_notes_it_cannot_tell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from deployments.cli.main import main
+    from jobcloud.deployments.cli.main import main
 
     (tmp_path / "c.yaml").write_text(CATALOG)
     monkeypatch.delenv("JOBCLOUD_POOL_TYPES", raising=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from docker.errors import ImageNotFound
 
-from blocks.errors import UserError
-from deployments.server import images_build as ib
+from jobcloud.blocks.errors import UserError
+from jobcloud.deployments.imaging import build as ib
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -72,7 +72,11 @@ def test_stage_context_brings_the_wheel_the_ca_bundle_and_jobcloud(tmp_path: Pat
     assert (ctx / "Dockerfile").exists()
     assert [p.name for p in (ctx / "_stage" / "wheels").iterdir()] == ["torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl"]
     assert (ctx / "_stage" / "jobcloud" / "pyproject.toml").exists()
-    assert (ctx / "_stage" / "jobcloud" / "flows" / "job.py").exists()
+    staged = ctx / "_stage" / "jobcloud" / "jobcloud"
+    # One namespace in the image too: the root package, its subpackages and the recipes.
+    for part in ("__init__.py", "flows/job.py", "blocks/errors.py", "deployments/cli/main.py", "images/images.yaml"):
+        assert (staged / part).exists(), part
+    assert not (ctx / "_stage" / "jobcloud" / "flows").exists()
     assert not list((ctx / "_stage" / "jobcloud").rglob("__pycache__"))
     assert (ctx / "_stage" / "ca-certificates.crt").exists()
 
@@ -124,7 +128,7 @@ def test_debian_mirror_without_a_usable_source_is_the_default(tmp_path: Path, mo
 
 
 def test_no_engine_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from blocks.errors import ContainerEngineError
+    from jobcloud.blocks.errors import ContainerEngineError
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     with pytest.raises(ContainerEngineError, match="no container engine answers at .*scripts/engine.sh"):

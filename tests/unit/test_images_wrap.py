@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from docker.errors import ImageNotFound
 
-from deployments.cli.main import main
-from deployments.server import images_wrap as iw
-from deployments.server import in_container as ic
-from flows.catalog import load_catalog
+from jobcloud.deployments.cli.main import main
+from jobcloud.deployments.imaging import wrap as iw
+from jobcloud.deployments.pools import in_container as ic
+from jobcloud.flows.catalog import load_catalog
 
 
 class _Image:
@@ -119,12 +119,12 @@ def test_the_final_stage_changes_nothing_but_opt_jobcloud() -> None:
 def test_the_context_holds_jobcloud_pip_and_the_script(tmp_path: Path) -> None:
     iw.stage(tmp_path)
     staged = tmp_path / "_stage"
-    for path in ("jobcloud/pyproject.toml", "jobcloud/flows/job.py", "pip/pip/__init__.py", "wrap_venv.py", "constraints.txt", "ca-certificates.crt"):
+    for path in ("jobcloud/pyproject.toml", "jobcloud/jobcloud/flows/job.py", "pip/pip/__init__.py", "wrap_venv.py", "constraints.txt", "ca-certificates.crt"):
         assert (staged / path).is_file(), path
     assert "prefect==3.8.8" in (staged / "constraints.txt").read_text()
     assert iw.stage_hash(tmp_path, "sha256:a") == iw.stage_hash(tmp_path, "sha256:a") != iw.stage_hash(tmp_path, "sha256:b")
     before = iw.stage_hash(tmp_path, "sha256:a")
-    (staged / "jobcloud/flows/job.py").write_text("# an edit of the code: no rewrap without --force\n")
+    (staged / "jobcloud/jobcloud/flows/job.py").write_text("# an edit of the code: no rewrap without --force\n")
     assert iw.stage_hash(tmp_path, "sha256:a") == before
     (staged / "constraints.txt").write_text("prefect==3.8.9\n")
     assert iw.stage_hash(tmp_path, "sha256:a") != before

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prefect.states import Failed
 
-from blocks.errors import ContainerEngineError, ImageNotFoundError, ParameterError, StorageError
-from flows.retries import RetryPolicy, is_infra_failure
-from flows.secrets import masker
+from jobcloud.blocks.errors import ContainerEngineError, ImageNotFoundError, ParameterError, StorageError
+from jobcloud.flows.retries import RetryPolicy, is_infra_failure
+from jobcloud.flows.secrets import masker
 
 
 def _app_failure(code: int = 1, timed_out: bool = False):
@@ -66,7 +66,7 @@ def test_image_pull_failures_are_retried_only_when_transient() -> None:
 
 
 def test_bad_retry_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from blocks.errors import JobCloudError
+    from jobcloud.blocks.errors import JobCloudError
 
     monkeypatch.setenv("JOBCLOUD_INFRA_ATTEMPTS", "0")
     with pytest.raises(JobCloudError, match="JOBCLOUD_INFRA_ATTEMPTS"):
@@ -81,7 +81,7 @@ def test_masker_hides_every_secret_value() -> None:
 
 
 def test_an_engine_that_does_not_answer_is_retried_inside_a_job() -> None:
-    from blocks.errors import EngineUnavailableError, GpuUnavailableError
+    from jobcloud.blocks.errors import EngineUnavailableError, GpuUnavailableError
 
     assert is_infra_failure(EngineUnavailableError("no container engine answers"))
     assert not is_infra_failure(GpuUnavailableError(1, "podman", "no GPU"))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocks.errors import UnsafeKeyError, UserError
-from blocks.keys import check_key, check_unique_names, join_key, last_name
+from jobcloud.blocks.errors import UnsafeKeyError, UserError
+from jobcloud.blocks.keys import check_key, check_unique_names, join_key, last_name
 
 
 @pytest.mark.parametrize(

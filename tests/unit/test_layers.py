@@ -2,9 +2,11 @@
 
 Layers, lowest first (a module may import its own layer and those below it):
 
-    blocks  <  flows  <  deployments.worker  <  deployments.server  <  deployments.api  <  deployments.cli
+    blocks < flows < deployments.worker < .server < .pools < .imaging < .notify < .jobs < .deploy
+           < .http_api < .cli         (all under the namespace `jobcloud`)
 
-Every import of every module under blocks/, flows/ and deployments/ counts, also those inside
+The root package `jobcloud` (the public Python API) sits with the CLI at the top: nothing of
+ours imports it. Every import of every module under jobcloud/, blocks/, flows/ and deployments/ counts, also those inside
 functions and under `if TYPE_CHECKING:`. Cycles are looked for among module-level imports
 (those inside functions run later, when every module is loaded).
 """
@@ -19,8 +21,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PACKAGES = ("blocks", "flows", "deployments")
-LAYERS = ("blocks", "flows", "deployments.worker", "deployments.server", "deployments.api", "deployments.cli")
+# folder -> the package it installs as (pyproject's package-dir)
+PACKAGES = {"jobcloud": "jobcloud", "blocks": "jobcloud.blocks", "flows": "jobcloud.flows", "deployments": "jobcloud.deployments"}
+LAYERS = tuple(
+    f"jobcloud.{layer}"
+    for layer in (
+        "blocks", "flows", "deployments.worker", "deployments.server", "deployments.pools", "deployments.imaging",
+        "deployments.notify", "deployments.jobs", "deployments.deploy", "deployments.http_api", "deployments.cli",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -33,14 +42,14 @@ class Import:
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
+    folder, *parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts and parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join([PACKAGES[folder], *parts])
 
 
 def our_modules() -> dict[str, Path]:
-    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+    return {module_name(p): p for folder in PACKAGES for p in sorted((ROOT / folder).rglob("*.py"))}
 
 
 def resolve(name: str, modules: dict[str, Path]) -> str | None:
@@ -91,8 +100,10 @@ def layer_of(module: str) -> int:
     for i, layer in enumerate(LAYERS):
         if module == layer or module.startswith(layer + "."):
             best = i
-    if best < 0 and module == "deployments":
-        return LAYERS.index("deployments.worker")  # the package's own docstring
+    if module == "jobcloud":
+        return len(LAYERS) - 1  # the public API: above everything but the CLI's equal
+    if best < 0 and module == "jobcloud.deployments":
+        return LAYERS.index("jobcloud.deployments.worker")  # the package's own docstring
     assert best >= 0, f"{module} is in no layer: add it to LAYERS"
     return best
 
@@ -149,8 +160,9 @@ def test_the_scan_sees_the_imports() -> None:
     imports = all_imports()
     pairs = {(i.module, i.target) for i in imports}
     # One at module level, one inside a function, one relative to nothing: the parser works.
-    assert ("blocks.store.job_store", "blocks.errors") in pairs
-    assert ("deployments.cli.run", "deployments.server.run_local") in pairs
+    assert ("jobcloud.blocks.store.job_store", "jobcloud.blocks.errors") in pairs
+    assert ("jobcloud.deployments.cli.run", "jobcloud.deployments.jobs.run_local") in pairs
+    assert ("jobcloud", "jobcloud.deployments.jobs.client") in pairs
     assert len(imports) > 200
 
 
@@ -167,23 +179,31 @@ def test_no_private_name_crosses_a_module() -> None:
 
 
 def test_every_package_is_installed() -> None:
-    """pyproject.toml lists the packages (images/ is mapped in as `deployments.images`)."""
+    """pyproject.toml lists the packages, every one under `jobcloud` (images/ is mapped in as
+    `jobcloud.images`)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {module_name(p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")}
-    assert set(config["packages"]) == folders | {"deployments.images"}
-    assert config["package-dir"] == {"deployments.images": "images"}
+    folders = {module_name(p) for folder in PACKAGES for p in (ROOT / folder).rglob("__init__.py")}
+    assert set(config["packages"]) == folders | {"jobcloud.images"}
+    assert all(p == "jobcloud" or p.startswith("jobcloud.") for p in config["packages"])
+    assert config["package-dir"] == {**{v: k for k, v in PACKAGES.items()}, "jobcloud.images": "images"}
 
 
 @pytest.mark.parametrize(
     "module, source, check",
     [
-        ("blocks.keys", "from flows.catalog import Catalog\n", upward),
-        ("flows.job", "def f():\n    from deployments.server.submit import submit\n", upward),
-        ("deployments.server.submit", "from deployments.cli.run import report\n", upward),
-        ("deployments.worker.fast_worker", "import deployments.server.pools\n", upward),
-        ("blocks.errors", "from blocks.keys import check_key\n", cycles),
-        ("flows.job", "from blocks.transfer.local import _kernel_copy\n", private_names),
-        ("flows.job", "from ..blocks.transfer import local\nfrom blocks.transfer.local import _READ_FLAGS\n", private_names),
+        ("jobcloud.blocks.keys", "from jobcloud.flows.catalog import Catalog\n", upward),
+        ("jobcloud.flows.job", "def f():\n    from jobcloud.deployments.jobs.submit import submit\n", upward),
+        ("jobcloud.deployments.jobs.submit", "from jobcloud.deployments.cli.run import report\n", upward),
+        ("jobcloud.deployments.worker.fast_worker", "import jobcloud.deployments.pools.work_pools\n", upward),
+        ("jobcloud.deployments.pools.types", "from jobcloud.deployments.jobs import submit\n", upward),
+        ("jobcloud.flows.job", "import jobcloud\n", upward),
+        ("jobcloud.blocks.errors", "from jobcloud.blocks.keys import check_key\n", cycles),
+        ("jobcloud.flows.job", "from jobcloud.blocks.transfer.local import _kernel_copy\n", private_names),
+        (
+            "jobcloud.flows.job",
+            "from ..blocks.transfer import local\nfrom jobcloud.blocks.transfer.local import _READ_FLAGS\n",
+            private_names,
+        ),
     ],
 )
 def test_each_check_fails_on_a_bad_import(module: str, source: str, check) -> None:

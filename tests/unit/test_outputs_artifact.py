@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from blocks.store.job_store import JobStore
-from flows import job
-from flows.catalog import EntrypointRef, parse_catalog
-from flows.manifest import EndedManifest, JobManifest, OutputRecord, human_size
-from flows.output_images import prefect_key
+from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.flows import job
+from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+from jobcloud.flows.manifest import EndedManifest, JobManifest, OutputRecord, human_size
+from jobcloud.flows.output_images import prefect_key
 
 JOB = "0b3c9a52-0000-4000-8000-000000000001"
 SHA_A = hashlib.sha256(b"a").hexdigest()

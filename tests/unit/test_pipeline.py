@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.catalog import load_catalog
-from flows.pipeline import (
+from jobcloud.flows.catalog import load_catalog
+from jobcloud.flows.pipeline import (
     PIPELINES,
     Pipeline,
     PipelineError,
@@ -106,7 +106,7 @@ def test_pipeline_flow_is_named_and_documents_its_steps() -> None:
 
 
 def test_module_attribute_is_the_pipeline_flow_for_deployments() -> None:
-    import flows.pipeline as module
+    import jobcloud.flows.pipeline as module
 
     assert getattr(module, "linefit-train-predict").name == "pipeline-linefit-train-predict"
     with pytest.raises(AttributeError, match="no such pipeline"):

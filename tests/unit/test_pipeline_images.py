@@ -9,8 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flows.manifest import JobManifest, OutputRecord
-from flows.output_images import artifact_key, image_markdown
+from jobcloud.flows.manifest import JobManifest, OutputRecord
+from jobcloud.flows.output_images import artifact_key, image_markdown
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "images" / "torchfit"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prefect.exceptions import ObjectNotFound
 
-from deployments.server.pools import (
+from jobcloud.deployments.pools.work_pools import (
     POOL_TYPE,
     base_job_template,
     ensure_pools,
@@ -134,7 +134,7 @@ def test_a_stock_process_pool_is_left_as_it_is(settings: Path) -> None:
 
 
 def test_a_flow_runs_environment_takes_the_pool_settings_over_the_hosts(settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deployments.worker.fast_worker import JobCloudJobConfiguration
+    from jobcloud.deployments.worker.fast_worker import JobCloudJobConfiguration
 
     class NoClient:
         async def read_block_document_by_name(self, *a: object, **k: object) -> None:

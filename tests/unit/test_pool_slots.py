@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from prefect.exceptions import ObjectNotFound
 
-import flows.pool_slots as pool_slots
-from deployments.server.pools import sync_pool_slots
+import jobcloud.flows.pool_slots as pool_slots
+from jobcloud.deployments.pools.work_pools import sync_pool_slots
 
 
 class FakeClient:

@@ -13,16 +13,16 @@ import jsonschema
 import pytest
 from prefect.client.schemas.objects import FlowRun
 
-from blocks.errors import UserError
-from deployments.server.pool_resources import check_infra, deployment_job_variables
-from deployments.server.pool_templates import IN_CONTAINER_COMMAND
-from deployments.server.pool_types import (
+from jobcloud.blocks.errors import UserError
+from jobcloud.deployments.pools.resources import check_infra, deployment_job_variables
+from jobcloud.deployments.pools.templates import IN_CONTAINER_COMMAND
+from jobcloud.deployments.pools.types import (
     PoolTypeError,
     parse_pool_types,
     require_pool_type,
     worker_class,
 )
-from deployments.server.pools import (
+from jobcloud.deployments.pools.work_pools import (
     base_job_template,
     ensure_pools,
     pool_env,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from blocks.errors import GpuUnavailableError
-from flows.cancel_watch import _flag
-from flows.container_spec import ContainerSpec
-from flows.job_guard import kill_groups
-from flows.process_run import child_environment, require_visible_gpus, run_process
+from jobcloud.blocks.errors import GpuUnavailableError
+from jobcloud.flows.cancel_watch import _flag
+from jobcloud.flows.container_spec import ContainerSpec
+from jobcloud.flows.job_guard import kill_groups
+from jobcloud.flows.process_run import child_environment, require_visible_gpus, run_process
 
 
 def spec(tmp_path: Path, script: str, timeout: int | None = None, **kw) -> ContainerSpec:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.catalog import EntrypointRef, load_catalog
-from flows.container_spec import build_spec, shell_command
-from blocks.errors import ParameterError, UnsafeKeyError
-from flows.request import HardwareOverride, JobRequest, validate_request
+from jobcloud.flows.catalog import EntrypointRef, load_catalog
+from jobcloud.flows.container_spec import build_spec, shell_command
+from jobcloud.blocks.errors import ParameterError, UnsafeKeyError
+from jobcloud.flows.request import HardwareOverride, JobRequest, validate_request
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REF = EntrypointRef.parse("linefit/v1/train")

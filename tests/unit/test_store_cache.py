@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from blocks.store.job_store import FileRecord, JobStore
-from flows.cache import CacheLookup, cache_key, lookup, remember, reuse_outputs
-from flows.catalog import Entrypoint
-from flows.manifest import InputRecord, JobManifest, OutputRecord
+from jobcloud.blocks.store.job_store import FileRecord, JobStore
+from jobcloud.flows.cache import CacheLookup, cache_key, lookup, remember, reuse_outputs
+from jobcloud.flows.catalog import Entrypoint
+from jobcloud.flows.manifest import InputRecord, JobManifest, OutputRecord
 
 
 def _inp(key: str, sha: str = "a" * 64, at: str = "/files/data/exp1") -> InputRecord:
@@ -42,7 +42,7 @@ class _Spec:
 
 
 def test_lookup_remember_and_reuse(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("flows.cache.image_id", lambda image: "sha256:1")
+    monkeypatch.setattr("jobcloud.flows.cache.image_id", lambda image: "sha256:1")
     store = JobStore(str(tmp_path / "store"))
     inputs = [_inp("data/exp1")]
     assert lookup(store, _entry(False), _Spec(), inputs).key is None  # opt-in only

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.errors import MissingKeyError, UnsafeKeyError, UserError
-from blocks.store.job_store import JobStore, local_files
-from blocks.transfer import local as transfer
+from jobcloud.blocks.errors import MissingKeyError, UnsafeKeyError, UserError
+from jobcloud.blocks.store.job_store import JobStore, local_files
+from jobcloud.blocks.transfer import local as transfer
 
 MiB = 1024 * 1024
 

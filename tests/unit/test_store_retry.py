@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from blocks.errors import MissingKeyError
-from blocks.transfer import base as transfer
-from blocks.transfer.base import StoreAccessError, TransferError, is_transient, retrying
+from jobcloud.blocks.errors import MissingKeyError
+from jobcloud.blocks.transfer import base as transfer
+from jobcloud.blocks.transfer.base import StoreAccessError, TransferError, is_transient, retrying
 
 
 def _client_error(code: str, status: int) -> ClientError:

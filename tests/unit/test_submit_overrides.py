@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from blocks.errors import ParameterError
-from deployments.server.deploy import catalog_deployments
-from deployments.server.pool_resources import deployment_job_variables
-from deployments.server.submit import override_variables
-from flows.catalog import EntrypointRef, parse_catalog
-from flows.request import JobRequest
+from jobcloud.blocks.errors import ParameterError
+from jobcloud.deployments.deploy.sync import catalog_deployments
+from jobcloud.deployments.pools.resources import deployment_job_variables
+from jobcloud.deployments.jobs.submit import override_variables
+from jobcloud.flows.catalog import EntrypointRef, parse_catalog
+from jobcloud.flows.request import JobRequest
 
 CATALOG = """
 app:

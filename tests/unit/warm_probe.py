@@ -1,4 +1,4 @@
-"""Stands in for prefect.engine in tests of deployments.worker.warm_start."""
+"""Stands in for prefect.engine in tests of jobcloud.deployments.worker.warm_start."""
 
 import atexit
 import os
