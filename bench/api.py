@@ -331,8 +331,7 @@ async def hammer(url: str, job_id: str, clients: int, total: int) -> dict[str, A
     left = total
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60,
-                                 headers={"authorization": f"Bearer {TOKEN}"}) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers={"authorization": f"Bearer {TOKEN}"}) as client:
         # Warm up: the API opens its Prefect client on first use.
         (await client.get(f"/jobs/{job_id}")).raise_for_status()
 
@@ -376,17 +375,27 @@ def report(files: list[dict[str, Any]], jobs: dict[str, Any] | None, rss: float)
             ratio = b / a
             style = "green" if ratio >= 0.8 else "red"
             bare = median(r["bare_s"] for r in rs)
-            table.add_row(op, _h(rs[0]["size"]), f"{mib / b:.0f}", f"{mib / a:.0f}", f"[{style}]{ratio:.2f}x[/]",
-                          f"{mib / bare:.0f}", str(len(rs)))
+            table.add_row(
+                op, _h(rs[0]["size"]), f"{mib / b:.0f}", f"{mib / a:.0f}", f"[{style}]{ratio:.2f}x[/]", f"{mib / bare:.0f}", str(len(rs))
+            )
         console.print(table)
-        console.print("ratio = store time / API time (goal >= 0.8x); medians over the runs. bare HTTP: an ASGI app"
-                      " that only moves the bytes (no disk, no hash) on the same uvicorn and httpx: HTTP's own ceiling here")
+        console.print(
+            "ratio = store time / API time (goal >= 0.8x); medians over the runs. bare HTTP: an ASGI app"
+            " that only moves the bytes (no disk, no hash) on the same uvicorn and httpx: HTTP's own ceiling here"
+        )
     if jobs:
         table = Table(title="GET /jobs/{id} against a real Prefect server (one job)")
         for col in ("clients", "requests", "elapsed s", "req/s", "p50 ms", "p95 ms", "non-200"):
             table.add_column(col, justify="right")
-        table.add_row(str(jobs["clients"]), str(jobs["requests"]), f"{jobs['elapsed_s']:.1f}", f"{jobs['rps']:.0f}",
-                      f"{jobs['p50_ms']:.0f}", f"{jobs['p95_ms']:.0f}", str(sum(jobs["errors"].values())))
+        table.add_row(
+            str(jobs["clients"]),
+            str(jobs["requests"]),
+            f"{jobs['elapsed_s']:.1f}",
+            f"{jobs['rps']:.0f}",
+            f"{jobs['p50_ms']:.0f}",
+            f"{jobs['p95_ms']:.0f}",
+            str(sum(jobs["errors"].values())),
+        )
         console.print(table)
     console.print(f"API process peak RSS: {rss:.0f} MiB")
 

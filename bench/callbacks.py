@@ -65,11 +65,17 @@ def main() -> None:
         # Set before Prefect is imported: its background workers read the environment once.
         os.environ.update(server.env())
         os.environ.update(
-            JOBCLOUD_HOME=str(tmp / "home"), JOBCLOUD_STORAGE=str(tmp / "store"), JOBCLOUD_CONFIG=str(tmp / "catalog.yaml"),
-            JOBCLOUD_RUNNER="process", JOBCLOUD_FILES_DIR=str(tmp / "files"),
+            JOBCLOUD_HOME=str(tmp / "home"),
+            JOBCLOUD_STORAGE=str(tmp / "store"),
+            JOBCLOUD_CONFIG=str(tmp / "catalog.yaml"),
+            JOBCLOUD_RUNNER="process",
+            JOBCLOUD_FILES_DIR=str(tmp / "files"),
         )
         deploy = subprocess.run(
-            [sys.executable, "-m", "jobcloud.deployments.cli", "deploy"], cwd=tmp, capture_output=True, text=True,
+            [sys.executable, "-m", "jobcloud.deployments.cli", "deploy"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), "JOBCLOUD_NOTIFY_WEBHOOK_URL": f"http://127.0.0.1:{webhook.port}/hook"},
         )
         if deploy.returncode != 0:
@@ -103,7 +109,10 @@ def main() -> None:
             to_callback.append(cb[0].at - final_at)
             to_webhook.append(hook[0].at - final_at)
             if not args.json:
-                print(f"job {i + 1:2}/{args.jobs} {result.state}: callback {to_callback[-1]:+.3f} s, webhook {to_webhook[-1]:+.3f} s", flush=True)
+                print(
+                    f"job {i + 1:2}/{args.jobs} {result.state}: callback {to_callback[-1]:+.3f} s, webhook {to_webhook[-1]:+.3f} s",
+                    flush=True,
+                )
         figures = {
             name: {"median_s": round(statistics.median(v), 3), "p90_s": round(percentile(v, 0.9), 3), "max_s": round(max(v), 3)}
             for name, v in (("callback", to_callback), ("webhook_notification", to_webhook))
@@ -112,7 +121,9 @@ def main() -> None:
             print(json.dumps({"jobs": args.jobs, **figures}))
         else:
             for name, f in figures.items():
-                print(f"{name:>21}: median {f['median_s']:+.3f} s, p90 {f['p90_s']:+.3f} s, max {f['max_s']:+.3f} s (from the final state, {args.jobs} jobs)")
+                print(
+                    f"{name:>21}: median {f['median_s']:+.3f} s, p90 {f['p90_s']:+.3f} s, max {f['max_s']:+.3f} s (from the final state, {args.jobs} jobs)"
+                )
     finally:
         callback.stop()
         webhook.stop()

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def _submit(client: Any, deployment_id: Any) -> tuple[Any, datetime]:
     # A SQLite server on a busy 2-core host answers 503 ("database is locked") now and then,
     # after the client's own retries; a submission that was refused is simply made again.
     for attempt in range(10):
-        t0 = datetime.now(timezone.utc)
+        t0 = datetime.now(UTC)
         try:
             run = client.create_flow_run_from_deployment(deployment_id, parameters=PARAMS, work_queue_name="priority-0")
             return run, t0
@@ -100,9 +100,7 @@ def latency(server: PrefectServer, env: dict[str, str], tmp: Path, name: str, ru
     from prefect.client.orchestration import get_client
 
     extra = [] if name == "jobcloud" else ["--type", "process"]
-    worker = start_worker(
-        server, "cpu", env, tmp / f"worker-{name}.log", fast=name != "stock", name=f"bench-{name}", extra_args=extra
-    )
+    worker = start_worker(server, "cpu", env, tmp / f"worker-{name}.log", fast=name != "stock", name=f"bench-{name}", extra_args=extra)
     starts, dones, states = [], [], []
     try:
         with get_client(sync_client=True) as client:
@@ -249,7 +247,7 @@ def main() -> None:
         store.write_bytes("bench/config.yaml", (ROOT / "examples/linefit/config.yaml").read_bytes())
         store.write_bytes("bench/points.csv", (ROOT / "examples/linefit/points.csv").read_bytes())
         sync(load_catalog(catalog))
-        results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "latency": []}
+        results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "latency": []}
         for name in WORKERS if args.runs else ():
             print(f"latency, {WORKERS[name]} ...", file=sys.stderr)
             results["latency"].append(latency(server, env, tmp, name, args.runs))
@@ -281,7 +279,9 @@ def _print(results: dict[str, Any]) -> None:
             f"| {r['done_median_s']} s | {r['completed']}/{r['runs']} |"
         )
     if results.get("throughput"):
-        print("\n| worker | jobs | pool limit | elapsed | jobs/min | Completed | manifests | max containers at once | max Pending+Running runs |")
+        print(
+            "\n| worker | jobs | pool limit | elapsed | jobs/min | Completed | manifests | max containers at once | max Pending+Running runs |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
     for t in results.get("throughput", []):
         print(

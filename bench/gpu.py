@@ -58,9 +58,9 @@ def cores() -> int:
 
 # -- one mode, in its own process ----------------------------------------------------------
 
+
 def run_mode(mode: str, config_path: Path, window: float, max_steps: int) -> dict[str, Any]:
     import torch
-
     from torchfit import frames
     from torchfit.data import load_config
 
@@ -72,8 +72,10 @@ def run_mode(mode: str, config_path: Path, window: float, max_steps: int) -> dic
     batch = int(config["batch_size"])
     trainer = frames.Trainer(config, device, compile=compile_, precision=precision)
     data = frames.make_frames(4 * batch, config, int(config["seed"]), device)
-    batches = [(trainer.to_device(data["frames"][i * batch:(i + 1) * batch]), trainer.to_device(data["target"][i * batch:(i + 1) * batch]))
-               for i in range(4)]
+    batches = [
+        (trainer.to_device(data["frames"][i * batch : (i + 1) * batch]), trainer.to_device(data["target"][i * batch : (i + 1) * batch]))
+        for i in range(4)
+    ]
 
     def sync() -> None:
         if device.type == "cuda":
@@ -101,21 +103,37 @@ def run_mode(mode: str, config_path: Path, window: float, max_steps: int) -> dic
     cpu_ms = 1000 * (time.process_time() - c0) / steps  # CPU time of this process: on a shared
     # machine the wall clock stretches, this does not (much)
     return {
-        "mode": mode, "device": dev, "precision": trainer.precision, "compiled": trainer.compiled,
-        "compile_error": trainer.compile_error, "threads": torch.get_num_threads() if dev == "cpu" else None,
-        "first_step_s": round(first_step_s, 3), "steps": steps, "seconds": round(elapsed, 3),
-        "ms_per_step": round(ms, 3), "cpu_ms_per_step": round(cpu_ms, 1), "frames_per_s": round(batch * 1000 / ms, 1),
-        "loss_first": round(first_loss, 5), "loss_mean_timed": round(float(total) / steps, 5),
+        "mode": mode,
+        "device": dev,
+        "precision": trainer.precision,
+        "compiled": trainer.compiled,
+        "compile_error": trainer.compile_error,
+        "threads": torch.get_num_threads() if dev == "cpu" else None,
+        "first_step_s": round(first_step_s, 3),
+        "steps": steps,
+        "seconds": round(elapsed, 3),
+        "ms_per_step": round(ms, 3),
+        "cpu_ms_per_step": round(cpu_ms, 1),
+        "frames_per_s": round(batch * 1000 / ms, 1),
+        "loss_first": round(first_loss, 5),
+        "loss_mean_timed": round(float(total) / steps, 5),
     }
 
 
 # -- the parent: every mode under a time budget ---------------------------------------------
 
+
 def environment() -> dict[str, Any]:
     import torch
 
-    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                           "cpu_cores": cores(), "torch_threads_default": torch.get_num_threads(), "platform": platform.platform()}
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpu_cores": cores(),
+        "torch_threads_default": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
         env["gpu_bf16"] = torch.cuda.is_bf16_supported()
@@ -151,7 +169,7 @@ def measure(modes: list[str], config: Path, budget: float, quick: bool, say: Any
             results.append({"mode": mode, "error": f"exit {proc.returncode}: " + " | ".join(tail)[-600:]})
             say(f"{mode}: failed (exit {proc.returncode})")
             continue
-        result = json.loads(lines[-1][len("RESULT "):])
+        result = json.loads(lines[-1][len("RESULT ") :])
         result["process_s"] = round(time.monotonic() - started, 1)
         if result.get("compile_error"):
             say(f"{mode}: torch.compile failed, timed without it: {result['compile_error']}")
@@ -171,14 +189,27 @@ def table(results: list[dict[str, Any]], env: dict[str, Any], config: Path) -> s
             rows.append([r["mode"], "-", "-", "-", "-", "-", "-", r["error"][:70]])
             continue
         compiled = "yes" if r["compiled"] else ("FAILED" if r.get("compile_error") else "no")
-        rows.append([r["mode"] + (f" ({r['threads']} threads)" if r.get("threads") else ""), r["precision"], compiled,
-                     f"{r['ms_per_step']:.2f}", f"{r['frames_per_s']:.0f}",
-                     f"{r['speedup_vs_cpu']:.1f}x" if "speedup_vs_cpu" in r else "-", f"{r['first_step_s']:.1f}", str(r["steps"])])
+        rows.append(
+            [
+                r["mode"] + (f" ({r['threads']} threads)" if r.get("threads") else ""),
+                r["precision"],
+                compiled,
+                f"{r['ms_per_step']:.2f}",
+                f"{r['frames_per_s']:.0f}",
+                f"{r['speedup_vs_cpu']:.1f}x" if "speedup_vs_cpu" in r else "-",
+                f"{r['first_step_s']:.1f}",
+                str(r["steps"]),
+            ]
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    out = [f"torchfit frames training step ({config.name}): torch {env['torch']}, CUDA {env.get('cuda')}, "
-           f"GPU {env.get('gpu', 'none')}, {env['cpu_cores']} CPU cores",
-           line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)]
+    out = [
+        f"torchfit frames training step ({config.name}): torch {env['torch']}, CUDA {env.get('cuda')}, "
+        f"GPU {env.get('gpu', 'none')}, {env['cpu_cores']} CPU cores",
+        line(head),
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        *(line(r) for r in rows),
+    ]
     for r in results:
         if r.get("compile_error"):
             out.append(f"torch.compile failed in {r['mode']} (timed eagerly instead): {r['compile_error']}")
@@ -219,8 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(modes, config, args.budget, args.quick, say)
     text = table(results, env, config)
     print(text, flush=True)
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
-              "quick": args.quick, "environment": env, "results": results}
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
+        "quick": args.quick,
+        "environment": env,
+        "results": results,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.table:

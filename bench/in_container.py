@@ -75,8 +75,9 @@ class Mode:
 
     def run(self, epochs: int, store: Path) -> dict[str, float]:
         t = time.perf_counter()
-        proc = jc(self.env, "run", REF, "--config", "bench/bench.yaml", "--data", "bench/data",
-                  "--env", f"TORCHFIT_EPOCHS={epochs}", "--json")
+        proc = jc(
+            self.env, "run", REF, "--config", "bench/bench.yaml", "--data", "bench/data", "--env", f"TORCHFIT_EPOCHS={epochs}", "--json"
+        )
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             sys.exit(f"{self.name}: jobcloud run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{self.worker.tail()}")
@@ -84,8 +85,15 @@ class Mode:
         manifest = json.loads((store / "jobs" / job / "manifest.json").read_text())
         metrics = json.loads((store / "jobs" / job / "output" / "metrics.json").read_text())
         t = manifest["timings"]
-        return {"wall": wall, "flow": t["total_s"], "staging": t["staging_s"], "container": t["container_s"],
-                "upload": t["upload_s"], "training": metrics["training_seconds"], "runner": manifest["runner"]}
+        return {
+            "wall": wall,
+            "flow": t["total_s"],
+            "staging": t["staging_s"],
+            "container": t["container_s"],
+            "upload": t["upload_s"],
+            "training": metrics["training_seconds"],
+            "runner": manifest["runner"],
+        }
 
 
 def jc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -158,8 +166,13 @@ def main() -> None:
     }
     for name in MODES:
         adds = med(name, "rest") - base_rest
-        table.add_row(labels[name], f"{med(name, 'wall'):.2f}", f"{med(name, 'training'):.2f}", f"{med(name, 'rest'):.2f}",
-                      "" if name == "baseline" else f"{adds:+.2f} s ({100 * adds / base_wall:+.1f} %)")
+        table.add_row(
+            labels[name],
+            f"{med(name, 'wall'):.2f}",
+            f"{med(name, 'training'):.2f}",
+            f"{med(name, 'rest'):.2f}",
+            "" if name == "baseline" else f"{adds:+.2f} s ({100 * adds / base_wall:+.1f} %)",
+        )
     Console(width=150).print(table)
     for name in MODES:
         print(f"{name} walls: " + ", ".join(f"{r['wall']:.1f}" for r in runs[name]) + " s")

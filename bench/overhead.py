@@ -44,7 +44,8 @@ def baseline(inputs: Path, work: Path, outputs: Path) -> float:
     (files / "output").mkdir(parents=True)
     subprocess.run(
         [*engine_cli(), "run", "--rm", "-v", f"{files}:/files", IMAGE, "/bin/sh", "-c", CMD],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     shutil.copytree(files / "output", outputs)
     elapsed = time.perf_counter() - t
@@ -57,7 +58,9 @@ def jobcloud(env: dict[str, str]) -> float:
     t = time.perf_counter()
     proc = subprocess.run(
         [str(ROOT / ".venv/bin/jobcloud"), "run", "bench/v1/tiny", "--data", "inputs", "--local", "--json"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
@@ -78,17 +81,23 @@ def main() -> None:
     for i in range(args.inputs):
         (inputs / f"in{i:02d}.txt").write_text(f"input {i}\n" * 10)
     catalog = {
-        "bench": {"v1": {"tiny": {
-            "app": {"cmd": [CMD], "env": []},
-            "handler": {"image_url": IMAGE, "files_down": {"data_ids": "data"}, "files_up": {"output": "output"}},
-            "aws_resources": {"hardware": {"MEMORY": 64, "VCPU": 1, "GPU": 0}, "timeout": 60},
-        }}}
+        "bench": {
+            "v1": {
+                "tiny": {
+                    "app": {"cmd": [CMD], "env": []},
+                    "handler": {"image_url": IMAGE, "files_down": {"data_ids": "data"}, "files_up": {"output": "output"}},
+                    "aws_resources": {"hardware": {"MEMORY": 64, "VCPU": 1, "GPU": 0}, "timeout": 60},
+                }
+            }
+        }
     }
     (tmp / "catalog.yaml").write_text(yaml.safe_dump(catalog))
     env = {**os.environ, "JOBCLOUD_CONFIG": str(tmp / "catalog.yaml"), "JOBCLOUD_STORAGE": str(tmp / "store")}
     env.setdefault("JOBCLOUD_HOME", str(Path.home() / ".jobcloud"))
     subprocess.run([str(ROOT / ".venv/bin/jobcloud"), "files", "put", str(inputs), ""], env=env, check=False, capture_output=True)
-    subprocess.run([str(ROOT / ".venv/bin/jobcloud"), "files", "put", *map(str, inputs.iterdir()), "inputs"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(ROOT / ".venv/bin/jobcloud"), "files", "put", *map(str, inputs.iterdir()), "inputs"], env=env, check=True, capture_output=True
+    )
     # Warm-up: the first run starts the local Prefect server; it is reused afterwards.
     jobcloud(env)
     baseline(inputs, tmp / "w", tmp / "o")

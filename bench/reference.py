@@ -47,7 +47,9 @@ def jc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def run_jobcloud(env: dict[str, str], epochs: int) -> dict[str, float]:
     """One train job through JobCloud: wall seconds and the manifest's timings."""
     t = time.perf_counter()
-    proc = jc(env, "run", REF, "--config", "bench/bench.yaml", "--data", "bench/data", "--env", f"TORCHFIT_EPOCHS={epochs}", "--local", "--json")
+    proc = jc(
+        env, "run", REF, "--config", "bench/bench.yaml", "--data", "bench/data", "--env", f"TORCHFIT_EPOCHS={epochs}", "--local", "--json"
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.exit(f"jobcloud run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -57,8 +59,14 @@ def run_jobcloud(env: dict[str, str], epochs: int) -> dict[str, float]:
 
     os.environ.update({k: env[k] for k in ("JOBCLOUD_HOME", "JOBCLOUD_STORAGE")})
     metrics = json.loads(store_from_settings().read_bytes(f"jobs/{result['id']}/output/metrics.json"))
-    return {"wall": wall, "flow": timings["total_s"], "staging": timings["staging_s"],
-            "container": timings["container_s"], "upload": timings["upload_s"], "training": metrics["training_seconds"]}
+    return {
+        "wall": wall,
+        "flow": timings["total_s"],
+        "staging": timings["staging_s"],
+        "container": timings["container_s"],
+        "upload": timings["upload_s"],
+        "training": metrics["training_seconds"],
+    }
 
 
 def run_baseline(tmp: Path, image: str, shell_cmd: str, cpus: float | None, memory_mb: int | None, epochs: int) -> dict[str, float]:
@@ -75,8 +83,26 @@ def run_baseline(tmp: Path, image: str, shell_cmd: str, cpus: float | None, memo
         (files / d).mkdir()
     t1 = time.perf_counter()
     limits = [*(["--cpus", str(cpus)] if cpus else []), *(["--memory", f"{memory_mb}m"] if memory_mb else [])]
-    subprocess.run([*engine_cli(), "run", "--rm", *limits, "-e", f"TORCHFIT_EPOCHS={epochs}", "-v", f"{files}:/files",
-                    "-w", "/files", image, "/bin/sh", "-c", shell_cmd], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *engine_cli(),
+            "run",
+            "--rm",
+            *limits,
+            "-e",
+            f"TORCHFIT_EPOCHS={epochs}",
+            "-v",
+            f"{files}:/files",
+            "-w",
+            "/files",
+            image,
+            "/bin/sh",
+            "-c",
+            shell_cmd,
+        ],
+        check=True,
+        capture_output=True,
+    )
     t2 = time.perf_counter()
     for d in ("model", "output", "log"):
         shutil.copytree(files / d, dest / d)
@@ -103,8 +129,13 @@ def main() -> None:
     hw = entry.aws_resources.hardware
     build(["torchfit"], log=lambda m: None)
     tmp = Path(tempfile.mkdtemp(prefix="jobcloud-bench-ref-"))
-    env = {**os.environ, "JOBCLOUD_HOME": str(tmp / "home"), "JOBCLOUD_STORAGE": str(tmp / "store"),
-           "JOBCLOUD_CONFIG": str(ROOT / "application_config.yaml"), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "JOBCLOUD_HOME": str(tmp / "home"),
+        "JOBCLOUD_STORAGE": str(tmp / "store"),
+        "JOBCLOUD_CONFIG": str(ROOT / "application_config.yaml"),
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("PREFECT_API_URL", None)
     try:
         # The local Prefect server is started once, outside the timings (as for a user's later jobs).
@@ -140,18 +171,34 @@ def main() -> None:
     # The training loop's speed varies with the machine's load (2 shared cores); what JobCloud
     # adds is the rest: staging, container start, log streaming, upload, manifest, process start.
     rest_over = med("jobcloud", "rest") - med("baseline", "rest")
-    table.add_row("JobCloud adds", "", "", "", "", f"{wall_over:+.2f} ({100 * wall_over / base:+.1f} %)", "",
-                  f"{rest_over:+.2f} ({100 * rest_over / base:+.1f} %)")
+    table.add_row(
+        "JobCloud adds",
+        "",
+        "",
+        "",
+        "",
+        f"{wall_over:+.2f} ({100 * wall_over / base:+.1f} %)",
+        "",
+        f"{rest_over:+.2f} ({100 * rest_over / base:+.1f} %)",
+    )
     Console().print(table)
     for path in runs:
-        print(f"{path} walls: " + ", ".join(f"{r['wall']:.1f}" for r in runs[path]) + " s; training: "
-              + ", ".join(f"{r['training']:.1f}" for r in runs[path]) + " s")
+        print(
+            f"{path} walls: "
+            + ", ".join(f"{r['wall']:.1f}" for r in runs[path])
+            + " s; training: "
+            + ", ".join(f"{r['training']:.1f}" for r in runs[path])
+            + " s"
+        )
     # The overhead is a fixed cost (it does not grow with the training), so it is also given
     # against a job of one minute, whatever the training length this run used.
     minute = max(base, 60.0)
-    print(f"JobCloud adds {rest_over:+.2f} s (median, wall minus training): {100 * rest_over / base:+.1f} % of this "
-          f"run's {base:.1f} s baseline, {100 * rest_over / minute:+.1f} % of a {minute:.0f} s job "
-          f"(goal < 5 %: {'met' if rest_over / minute < 0.05 else 'NOT met'}); wall difference {wall_over:+.2f} s")
+    print(
+        f"JobCloud adds {rest_over:+.2f} s (median, wall minus training): {100 * rest_over / base:+.1f} % of this "
+        f"run's {base:.1f} s baseline, {100 * rest_over / minute:+.1f} % of a {minute:.0f} s job "
+        f"(goal < 5 %: {'met' if rest_over / minute < 0.05 else 'NOT met'}); wall difference {wall_over:+.2f} s"
+    )
+
 
 if __name__ == "__main__":
     main()

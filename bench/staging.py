@@ -153,10 +153,22 @@ def bench_local(work: Path, name: str, src: Path, repeat: int) -> list[dict]:
         base, ours = pair(
             i,
             lambda: measure({"tool": "cp", "src": str(store / "in" / name), "dst": str(fresh(work / "cp-down"))}),
-            lambda: measure({"tool": "jobstore", "op": "download", "store": str(store), "key": f"in/{name}", "src": "", "dst": str(fresh(work / "dl"))}),
+            lambda: measure(
+                {"tool": "jobstore", "op": "download", "store": str(store), "key": f"in/{name}", "src": "", "dst": str(fresh(work / "dl"))}
+            ),
         )
         rows.append(row("local", name, "download", base, ours))
-        ours_rehash = measure({"tool": "jobstore", "op": "download", "store": str(store), "key": f"in/{name}", "src": "", "dst": str(fresh(work / "dl")), "rehash": True})
+        ours_rehash = measure(
+            {
+                "tool": "jobstore",
+                "op": "download",
+                "store": str(store),
+                "key": f"in/{name}",
+                "src": "",
+                "dst": str(fresh(work / "dl")),
+                "rehash": True,
+            }
+        )
         rows.append(row("local", name, "download, rehash", base, ours_rehash))
         for p in ("cp-up", "cp-down", "dl"):
             fresh(work / p)
@@ -180,14 +192,38 @@ def bench_s3(work: Path, name: str, src: Path, repeat: int, server) -> list[dict
         bucket = server.make_bucket(f"bench-{name}-{i}-{os.getpid()}")
         base, ours = pair(
             i,
-            lambda: measure({"tool": "boto3", "op": "upload", "client": client, "bucket": bucket, "prefix": "base", "src": str(src), "dst": ""}),
-            lambda: measure({"tool": "jobstore", "op": "upload", "store": f"s3://{bucket}", "options": opts, "key": "ours", "src": str(src), "dst": ""}),
+            lambda bucket=bucket: measure(
+                {"tool": "boto3", "op": "upload", "client": client, "bucket": bucket, "prefix": "base", "src": str(src), "dst": ""}
+            ),
+            lambda bucket=bucket: measure(
+                {"tool": "jobstore", "op": "upload", "store": f"s3://{bucket}", "options": opts, "key": "ours", "src": str(src), "dst": ""}
+            ),
         )
         rows.append(row("seaweedfs", name, "upload", base, ours))
         base, ours = pair(
             i,
-            lambda: measure({"tool": "boto3", "op": "download", "client": client, "bucket": bucket, "prefix": "base", "src": "", "dst": str(fresh(work / "b-dl"))}),
-            lambda: measure({"tool": "jobstore", "op": "download", "store": f"s3://{bucket}", "options": opts, "key": "ours", "src": "", "dst": str(fresh(work / "dl"))}),
+            lambda bucket=bucket: measure(
+                {
+                    "tool": "boto3",
+                    "op": "download",
+                    "client": client,
+                    "bucket": bucket,
+                    "prefix": "base",
+                    "src": "",
+                    "dst": str(fresh(work / "b-dl")),
+                }
+            ),
+            lambda bucket=bucket: measure(
+                {
+                    "tool": "jobstore",
+                    "op": "download",
+                    "store": f"s3://{bucket}",
+                    "options": opts,
+                    "key": "ours",
+                    "src": "",
+                    "dst": str(fresh(work / "dl")),
+                }
+            ),
         )
         rows.append(row("seaweedfs", name, "download", base, ours))
         fresh(work / "b-dl")

@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,9 @@ def one_round(stack: TeamStack, workers: int, jobs: int, timeout: float) -> dict
         with prefect_client(stack.server.api_url) as client:
             stack.wait_workers_online(client)
             deployment = client.read_deployment_by_name(DEPLOYMENT)
-            t0 = datetime.now(timezone.utc)
+            t0 = datetime.now(UTC)
             ids = [_create(client, deployment.id).id for _ in range(jobs)]
-            submitted_s = (datetime.now(timezone.utc) - t0).total_seconds()
+            submitted_s = (datetime.now(UTC) - t0).total_seconds()
             deadline = time.monotonic() + timeout
             runs: list[Any] = []
             while time.monotonic() < deadline:
@@ -131,7 +131,7 @@ def main() -> None:
     os.environ["DOCKER_HOST"] = docker_host
     build(["busybox"], log=lambda m: None)
     tmp = Path(tempfile.mkdtemp(prefix="jobcloud-bench-throughput-"))
-    results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "rounds": []}
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "rounds": []}
     for database in args.databases.split(","):
         stack = TeamStack(tmp / database, docker_host, database=database, limit=args.limit)
         print(f"{database}: starting PostgreSQL/Prefect server in {stack.tmp} ...", file=sys.stderr)
@@ -158,7 +158,19 @@ def _save(results: dict[str, Any]) -> None:
 def _print(results: dict[str, Any], base_workers: int) -> None:
     rounds = results["rounds"]
     table = Table(title=f"tiny jobs through a real server and workers on one {results['cpus']}-CPU machine")
-    for col in ("database", "workers", "jobs", "pool limit", "elapsed", "jobs/min", "Completed", "lost", "run twice", "max Running at once", "vs 1 worker"):
+    for col in (
+        "database",
+        "workers",
+        "jobs",
+        "pool limit",
+        "elapsed",
+        "jobs/min",
+        "Completed",
+        "lost",
+        "run twice",
+        "max Running at once",
+        "vs 1 worker",
+    ):
         table.add_column(col)
     base = {r["database"]: r["jobs_per_min"] for r in rounds if r["workers"] == base_workers}
     for r in rounds:

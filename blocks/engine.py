@@ -14,7 +14,7 @@ import re
 import tempfile
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from jobcloud.blocks.settings import get_settings
 # Where Podman serves the Docker API when no Docker engine runs (rootful, then rootless).
 PODMAN_SOCKETS = (
     "/run/podman/podman.sock",
-    f"{os.environ.get('XDG_RUNTIME_DIR', '/run/user/%d' % os.getuid())}/podman/podman.sock",
+    f"{os.environ.get('XDG_RUNTIME_DIR', f'/run/user/{os.getuid()}')}/podman/podman.sock",
 )
 
 # Spoken when an engine's /version has no ApiVersion (nothing current does): Docker 20.10+ and
@@ -49,7 +49,7 @@ _REFUSED_VERSION = re.compile(r"client version \S+ is too (old|new)|client is ne
 _lock = threading.Lock()
 # In-process memory: one negotiation and one GPU probe per engine URL and process at most.
 _versions: dict[str, str] = {}
-_gpu_support: dict[str, "GpuSupport"] = {}
+_gpu_support: dict[str, GpuSupport] = {}
 
 
 def engine_url() -> str | None:
@@ -119,9 +119,7 @@ def engine_unavailable(url: str, exc: BaseException) -> EngineUnavailableError:
 
 def engine_lost(url: str, exc: BaseException) -> ContainerEngineError:
     """The error for an engine that went away while a container ran (a plain message, no repr)."""
-    return ContainerEngineError(
-        f"lost the container engine at {engine_label(url)} while the container ran: {short_reason(exc)}"
-    )
+    return ContainerEngineError(f"lost the container engine at {engine_label(url)} while the container ran: {short_reason(exc)}")
 
 
 # --- API version -----------------------------------------------------------------------------
@@ -165,7 +163,7 @@ def remember_api_version(url: str, version: str, server: dict[str, Any], path: P
         "server_api_version": server.get("ApiVersion"),
         "engine": ((server.get("Components") or [{}])[0] or {}).get("Name"),
         "engine_version": server.get("Version"),
-        "negotiated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "negotiated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,8 +244,7 @@ def docker_client(timeout: int = 120) -> docker.DockerClient:
     url = engine_url()
     if url is None:
         raise EngineUnavailableError(
-            "no container engine found: set DOCKER_HOST, start Docker, or start Podman's API "
-            "service (scripts/engine.sh does that)"
+            "no container engine found: set DOCKER_HOST, start Docker, or start Podman's API service (scripts/engine.sh does that)"
         )
     forced = os.environ.get("DOCKER_API_VERSION")
     try:
@@ -294,9 +291,7 @@ class GpuSupport:
         """The CDI ids of whole GPUs this engine is known to offer, one per GPU: the index names
         (`nvidia.com/gpu=0`, `=1`, ... as `nvidia-ctk cdi generate` writes them) in order, else
         every name but `all` (a spec named by UUID). Empty: not known."""
-        indexed = sorted(
-            (i for i in self.cdi_ids if i.partition("=")[2].isdigit()), key=lambda i: int(i.partition("=")[2])
-        )
+        indexed = sorted((i for i in self.cdi_ids if i.partition("=")[2].isdigit()), key=lambda i: int(i.partition("=")[2]))
         if indexed:
             return tuple(indexed)
         return tuple(i for i in self.cdi_ids if not i.endswith("=all"))
@@ -396,9 +391,7 @@ def decide_gpu_support(
             # Podman 4's /info lists no CDI devices: the host's specs name them.
             return GpuSupport("Podman", "cdi-device", cdi_ids=cdi_ids or (local_ids if local else ()))
         where = "in /etc/cdi or /var/run/cdi" if local else "visible (a remote engine: cannot be checked)"
-        return GpuSupport(
-            "Podman", None, f"Podman's Docker API ignores GPU requests and no nvidia.com/gpu CDI spec is {where}"
-        )
+        return GpuSupport("Podman", None, f"Podman's Docker API ignores GPU requests and no nvidia.com/gpu CDI spec is {where}")
     if "nvidia" in (info.get("Runtimes") or {}):
         return GpuSupport("Docker", "runtime")
     if cdi_ids:
@@ -415,9 +408,7 @@ def gpu_support(client: docker.DockerClient) -> GpuSupport:
         except (DockerException, RequestException) as exc:
             raise engine_unavailable(url, exc) from None
         local = url.startswith("unix://")
-        _gpu_support[url] = decide_gpu_support(
-            info, version, local, local_cdi_gpu_spec(), local_cdi_gpu_ids() if local else ()
-        )
+        _gpu_support[url] = decide_gpu_support(info, version, local, local_cdi_gpu_spec(), local_cdi_gpu_ids() if local else ())
     return _gpu_support[url]
 
 
@@ -442,7 +433,8 @@ def require_gpus(client: docker.DockerClient, gpus: int) -> GpuSupport:
         known = support.gpu_ids  # CDI only; the nvidia runtime does not say how many
         if known and len(known) < gpus and not assume:
             raise GpuUnavailableError(
-                gpus, engine_url_of(client),
+                gpus,
+                engine_url_of(client),
                 f"the job asks for {gpus} GPU(s) but the container engine at {engine_label(engine_url_of(client))} "
                 f"offers only {len(known)}; pass --gpu {len(known)} or run it on a bigger GPU host",
             )
@@ -451,7 +443,8 @@ def require_gpus(client: docker.DockerClient, gpus: int) -> GpuSupport:
         return GpuSupport(support.engine, "cdi-device" if support.engine == "Podman" else "runtime")
     url = engine_url_of(client)
     raise GpuUnavailableError(
-        gpus, url,
+        gpus,
+        url,
         f"the job asks for {gpus} GPU(s) but the container engine at {engine_label(url)} offers none "
         f"({support.why_not}); run it on a GPU host or pass --gpu 0 "
         "(JOBCLOUD_ASSUME_GPU=1 skips this check)",

@@ -47,10 +47,7 @@ class MissingKeyError(UserError):
     def __init__(self, key: str, store: str) -> None:
         self.key = key
         self.store = store
-        super().__init__(
-            f"no such key {key!r} in the job store {store}; "
-            "list what is there with `jobcloud files ls`"
-        )
+        super().__init__(f"no such key {key!r} in the job store {store}; list what is there with `jobcloud files ls`")
 
 
 class ParameterError(UserError):
@@ -100,11 +97,7 @@ class ContainerFailed(JobCloudError):
         self.exit_code = exit_code
         self.tail = tail
         self.timed_out = timed_out
-        head = (
-            "container timed out and was stopped"
-            if timed_out
-            else f"container exited with code {exit_code}"
-        )
+        head = "container timed out and was stopped" if timed_out else f"container exited with code {exit_code}"
         last = "\n".join(tail)
         super().__init__(f"{head}; last lines of output:\n{last}" if tail else head)
 

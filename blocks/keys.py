@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 from jobcloud.blocks.errors import UnsafeKeyError, UserError

@@ -24,12 +24,9 @@ class JobCloudSettings(BaseSettings):
     )
     storage: str | None = Field(
         None,
-        description="Job store URL (a folder, file://, s3://bucket/prefix, gs://bucket/prefix). "
-        "Default: <home>/store.",
+        description="Job store URL (a folder, file://, s3://bucket/prefix, gs://bucket/prefix). Default: <home>/store.",
     )
-    config: Path = Field(
-        Path("application_config.yaml"), description="Path of the application catalog."
-    )
+    config: Path = Field(Path("application_config.yaml"), description="Path of the application catalog.")
     workdir: Path | None = Field(
         None,
         description="Where a job's /files folder is prepared on the worker. Default: <home>/work.",

@@ -41,6 +41,7 @@ def log(msg: str) -> None:
 
 # --- processes (self-contained: the same recipe as PrefectServer in deployments/server/processes.py)
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,7 +55,11 @@ class Proc:
         self.log = log_path
         with open(log_path, "ab") as fh:
             self.popen = subprocess.Popen(
-                args, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
 
@@ -98,7 +103,9 @@ class PrefectServer:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(
-            PREFECT_HOME=str(self.home), PREFECT_API_URL=self.api_url, PREFECT_UI_API_URL=self.api_url,
+            PREFECT_HOME=str(self.home),
+            PREFECT_API_URL=self.api_url,
+            PREFECT_UI_API_URL=self.api_url,
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
         )
         return env
@@ -123,6 +130,7 @@ class PrefectServer:
 
 # --- a minimal WebSocket client (RFC 6455, client side, text frames) --------------------------
 
+
 class WebSocket:
     def __init__(self, url: str, timeout: float = 30) -> None:
         assert url.startswith("ws://"), url
@@ -131,8 +139,10 @@ class WebSocket:
         self.sock = socket.create_connection((host, int(port or 80)), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
-            (f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
-             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+            (
+                f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
         )
         head = b""
         while b"\r\n\r\n" not in head:
@@ -233,9 +243,12 @@ class DevTools:
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def http_json(url: str, data: object | None = None, method: str | None = None, timeout: float = 10) -> object:
     req = urllib.request.Request(
-        url, data=None if data is None else json.dumps(data).encode(), method=method,
+        url,
+        data=None if data is None else json.dumps(data).encode(),
+        method=method,
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -305,10 +318,21 @@ def find_chromium() -> str:
 def start_chromium(tmp: Path) -> tuple[Proc, int]:
     port = free_port()
     args = [
-        find_chromium(), "--headless=new", f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-        f"--window-size={WIDTH},{HEIGHT}", "--no-sandbox", f"--user-data-dir={tmp / 'chromium'}",
-        "--no-first-run", "--no-default-browser-check", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-extensions", "--hide-scrollbars", "--mute-audio", "about:blank",
+        find_chromium(),
+        "--headless=new",
+        f"--remote-debugging-port={port}",
+        "--remote-debugging-address=127.0.0.1",
+        f"--window-size={WIDTH},{HEIGHT}",
+        "--no-sandbox",
+        f"--user-data-dir={tmp / 'chromium'}",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        "--mute-audio",
+        "about:blank",
     ]
     return Proc(args, dict(os.environ), tmp / "chromium.log"), port
 
@@ -375,12 +399,12 @@ MAX_HEIGHT = 3000
 
 @dataclass
 class Shot:
-    name: str            # the PNG's file name
+    name: str  # the PNG's file name
     url: str
-    what: str            # what the page must show, for the warning
-    ready: str           # JS: true when the page shows it
-    action: str | None = None   # JS run until it returns true, before `ready` (click a tab)
-    full_page: bool = False     # grow the viewport to the content's height (up to MAX_HEIGHT)
+    what: str  # what the page must show, for the warning
+    ready: str  # JS: true when the page shows it
+    action: str | None = None  # JS run until it returns true, before `ready` (click a tab)
+    full_page: bool = False  # grow the viewport to the content's height (up to MAX_HEIGHT)
 
 
 def shoot(dt: DevTools, shot: Shot, out: Path, settle_s: float = 1.0) -> bool:
@@ -410,8 +434,12 @@ def shoot(dt: DevTools, shot: Shot, out: Path, settle_s: float = 1.0) -> bool:
         if text != last_text:
             last_text, stable_since = text, time.monotonic()
             continue
-        if (time.monotonic() - stable_since >= settle_s and dt.evaluate(shot.ready) is True
-                and dt.evaluate(LOADING_JS) is False and dt.evaluate(IMAGES_LOADED_JS) is True):
+        if (
+            time.monotonic() - stable_since >= settle_s
+            and dt.evaluate(shot.ready) is True
+            and dt.evaluate(LOADING_JS) is False
+            and dt.evaluate(IMAGES_LOADED_JS) is True
+        ):
             ok = True
             break
     if not ok:
@@ -488,14 +516,22 @@ def main() -> int:
         sample = ROOT / "images" / "torchfit" / "sample"
         jobcloud(env, "files", "put", str(sample / "data"), str(sample / "config.yaml"), "samples/torchfit")
         train = jobcloud(
-            env, "run", "torchfit/v1/train", "--config", "samples/torchfit/config.yaml",
-            "--data", "samples/torchfit/data", "--local", "--json", check=False,
+            env,
+            "run",
+            "torchfit/v1/train",
+            "--config",
+            "samples/torchfit/config.yaml",
+            "--data",
+            "samples/torchfit/data",
+            "--local",
+            "--json",
+            check=False,
         )
         try:
             train_info = json.loads(train.stdout)
             train_id = train_info["id"]
         except (ValueError, KeyError):
-            raise SystemExit(f"torchfit train printed no job id (exit {train.returncode}):\n{train.stdout}")
+            raise SystemExit(f"torchfit train printed no job id (exit {train.returncode}):\n{train.stdout}") from None
         if train.returncode != 0:
             failures.append(f"the torchfit train job did not complete: {train.stdout.strip()[:500]}")
         log(f"torchfit train job {train_id}: {train_info.get('state', train_info.get('status', '?'))}")
@@ -506,8 +542,16 @@ def main() -> int:
         jobcloud(env, "files", "put", str(ROOT / "examples" / "linefit" / "config.yaml"), "samples/linefit")
         jobcloud(env, "files", "put", str(one_row), "samples/linefit-one-row")
         bad = jobcloud(
-            env, "run", "linefit/v1/train", "--config", "samples/linefit/config.yaml",
-            "--data", "samples/linefit-one-row", "--local", "--json", check=False,
+            env,
+            "run",
+            "linefit/v1/train",
+            "--config",
+            "samples/linefit/config.yaml",
+            "--data",
+            "samples/linefit-one-row",
+            "--local",
+            "--json",
+            check=False,
         )
         if bad.returncode != 1:
             log(f"note: the failing linefit job exited {bad.returncode} (1 expected): {bad.stdout.strip()[:300]}")
@@ -522,39 +566,60 @@ def main() -> int:
         dt.call("Page.enable")
         dt.call("Runtime.enable")
         dt.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
-        artifacts = http_json(
-            f"{server.api_url}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [train_id]}}}, method="POST")
+        artifacts = http_json(f"{server.api_url}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [train_id]}}}, method="POST")
         table = next((a for a in artifacts if a.get("type") == "table"), None)
         picture = next((a for a in artifacts if a.get("type") == "markdown" and "loss" in (a.get("key") or "")), None)
         # The cards show the key, or the description when there is no key.
         marks = [(a.get("key") or a.get("description") or "")[:40] for a in artifacts]
         if not (table and picture):
-            failures.append(f"the train run has no outputs table or no loss-curve artifact: {[a.get('key') or a.get('type') for a in artifacts]}")
+            failures.append(
+                f"the train run has no outputs table or no loss-curve artifact: {[a.get('key') or a.get('type') for a in artifacts]}"
+            )
 
         # The run page resets ?tab= to Logs while it loads, so the Artifacts tab is clicked.
         shots = [
-            Shot("runs.png", f"{ui}/runs", "the flow runs list",
-                 ready_js(["torchfit-train", "linefit-train"])),
-            Shot("run.png", f"{ui}/runs/flow-run/{train_id}", "the torchfit train run",
-                 ready_js(["torchfit-train", "Completed"])),
-            Shot("run-artifacts.png", f"{ui}/runs/flow-run/{train_id}?tab=Artifacts",
-                 "the run's Artifacts tab with its artifacts",
-                 ready_js(["torchfit-train", *marks], "location.search.includes('tab=Artifacts')"),
-                 action=click_js("Artifacts", "artifacts"), full_page=True),
-            Shot("deployments.png", f"{ui}/deployments", "the deployments list",
-                 ready_js(["torchfit-train", "linefit-train"])),
+            Shot("runs.png", f"{ui}/runs", "the flow runs list", ready_js(["torchfit-train", "linefit-train"])),
+            Shot("run.png", f"{ui}/runs/flow-run/{train_id}", "the torchfit train run", ready_js(["torchfit-train", "Completed"])),
+            Shot(
+                "run-artifacts.png",
+                f"{ui}/runs/flow-run/{train_id}?tab=Artifacts",
+                "the run's Artifacts tab with its artifacts",
+                ready_js(["torchfit-train", *marks], "location.search.includes('tab=Artifacts')"),
+                action=click_js("Artifacts", "artifacts"),
+                full_page=True,
+            ),
+            Shot("deployments.png", f"{ui}/deployments", "the deployments list", ready_js(["torchfit-train", "linefit-train"])),
         ]
         if deployment_id:
-            shots.append(Shot("run-form.png", f"{ui}/deployments/deployment/{deployment_id}/run", "the custom run form",
-                              ready_js(["torchfit-train"], "document.querySelectorAll('input, textarea, select').length > 1"),
-                              full_page=True))
+            shots.append(
+                Shot(
+                    "run-form.png",
+                    f"{ui}/deployments/deployment/{deployment_id}/run",
+                    "the custom run form",
+                    ready_js(["torchfit-train"], "document.querySelectorAll('input, textarea, select').length > 1"),
+                    full_page=True,
+                )
+            )
         # The artifacts themselves: the outputs table and the loss curve, each on its own page.
         if table:
-            shots.append(Shot("artifact-outputs.png", f"{ui}/artifacts/artifact/{table['id']}", "the outputs table",
-                              ready_js(["loss_curve.png", "model.pt"]), full_page=True))
+            shots.append(
+                Shot(
+                    "artifact-outputs.png",
+                    f"{ui}/artifacts/artifact/{table['id']}",
+                    "the outputs table",
+                    ready_js(["loss_curve.png", "model.pt"]),
+                    full_page=True,
+                )
+            )
         if picture:
-            shots.append(Shot("artifact-loss-curve.png", f"{ui}/artifacts/artifact/{picture['id']}", "the loss curve",
-                              ready_js(["loss_curve.png"], "Array.from(document.images).some(i => i.naturalWidth > 200)")))
+            shots.append(
+                Shot(
+                    "artifact-loss-curve.png",
+                    f"{ui}/artifacts/artifact/{picture['id']}",
+                    "the loss curve",
+                    ready_js(["loss_curve.png"], "Array.from(document.images).some(i => i.naturalWidth > 200)"),
+                )
+            )
         for shot in shots:
             try:
                 if not shoot(dt, shot, out):
@@ -568,7 +633,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the clean-up
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if server.proc:
             remove_containers(server.api_url)

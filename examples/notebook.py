@@ -9,8 +9,8 @@
 # (tests/e2e/test_server_jobs.py does).
 
 # %%
-from pathlib import Path
 import tempfile
+from pathlib import Path
 
 from jobcloud.blocks.store.factory import store_from_settings
 from jobcloud.deployments.jobs.client import submit

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
@@ -65,16 +65,12 @@ def image_id(image: str) -> str | None:
         return None
 
 
-def cache_key(
-    image: str, image_ident: str | None, command: list[str], env: dict[str, str], inputs: list[InputRecord]
-) -> str:
+def cache_key(image: str, image_ident: str | None, command: list[str], env: dict[str, str], inputs: list[InputRecord]) -> str:
     """The SHA-256 that identifies a job's result."""
     staged = []
     for rec in sorted(inputs, key=lambda r: (r.kind, r.staged_at)):
         base = rec.key
-        files = sorted(
-            (f.key[len(base) + 1 :] if f.key != base else "", f.size, f.sha256) for f in rec.files
-        )
+        files = sorted((f.key[len(base) + 1 :] if f.key != base else "", f.size, f.sha256) for f in rec.files)
         staged.append({"kind": rec.kind, "at": rec.staged_at, "files": files})
     doc = {
         "v": 1,
@@ -87,9 +83,7 @@ def cache_key(
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def lookup(
-    store: "JobStore", entry: "Entrypoint", spec: "ContainerSpec", inputs: list[InputRecord]
-) -> CacheLookup:
+def lookup(store: JobStore, entry: Entrypoint, spec: ContainerSpec, inputs: list[InputRecord]) -> CacheLookup:
     """The earlier job whose outputs this one may reuse (only with `cache: true`)."""
     if not entry.cache:
         return CacheLookup()
@@ -98,9 +92,7 @@ def lookup(
     found = CacheLookup(key=key, image_id=ident)
     try:
         entry_doc = CacheEntry.model_validate_json(store.read_bytes(_entry_key(key)))
-        earlier = JobManifest.model_validate_json(
-            store.read_bytes(join_key(job_prefix(entry_doc.job_id), "manifest.json"))
-        )
+        earlier = JobManifest.model_validate_json(store.read_bytes(join_key(job_prefix(entry_doc.job_id), "manifest.json")))
     except (JobCloudError, ValidationError, ValueError):
         return found  # no entry, or a broken one: run the container
     if earlier.state != "Completed" or not _outputs_intact(store, earlier):
@@ -109,7 +101,7 @@ def lookup(
     return found
 
 
-def _outputs_intact(store: "JobStore", manifest: JobManifest) -> bool:
+def _outputs_intact(store: JobStore, manifest: JobManifest) -> bool:
     """Every output of the earlier job is still there with its size (someone may have
     removed the job's folder)."""
     try:
@@ -119,7 +111,7 @@ def _outputs_intact(store: "JobStore", manifest: JobManifest) -> bool:
     return all(present.get(o.key) == o.size for o in manifest.outputs)
 
 
-def reuse_outputs(store: "JobStore", earlier: JobManifest, job_id: str) -> list[OutputRecord]:
+def reuse_outputs(store: JobStore, earlier: JobManifest, job_id: str) -> list[OutputRecord]:
     """Copy the earlier job's outputs under ``jobs/<job_id>/``; records keep their checksums."""
     old, new = job_prefix(earlier.job_id), job_prefix(job_id)
     records = []
@@ -130,7 +122,7 @@ def reuse_outputs(store: "JobStore", earlier: JobManifest, job_id: str) -> list[
     return records
 
 
-def remember(store: "JobStore", found: CacheLookup, manifest: JobManifest) -> None:
+def remember(store: JobStore, found: CacheLookup, manifest: JobManifest) -> None:
     """Point the cache at a Completed job's outputs (a no-op without `cache: true`)."""
     if found.key is None or manifest.state != "Completed" or manifest.reused_from:
         return
@@ -139,7 +131,7 @@ def remember(store: "JobStore", found: CacheLookup, manifest: JobManifest) -> No
         job_id=manifest.job_id,
         image=manifest.image,
         image_id=found.image_id,
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
     try:
         store.write_bytes(_entry_key(found.key), doc.model_dump_json(indent=2).encode())

@@ -13,8 +13,9 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from jobcloud.blocks.errors import ParameterError
@@ -84,9 +85,7 @@ def check_http_url(url: str, what: str = "callback_url") -> str:
     if not host:
         raise CallbackURLError(f"{what} {url!r} names no host")
     if host.lower().rstrip(".") in BLOCKED_HOSTS or _blocked_ip(host):
-        raise CallbackURLError(
-            f"{what} {url!r} points at a link-local / cloud metadata address, which JobCloud never calls"
-        )
+        raise CallbackURLError(f"{what} {url!r} points at a link-local / cloud metadata address, which JobCloud never calls")
     return url.strip()
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from jobcloud.blocks.errors import JobCloudError
 
@@ -73,8 +73,10 @@ def watch_for_cancel(job_id: str) -> Iterator[threading.Event]:
     if os.environ.get(WATCH_ENV) == "1":
         interval = float(os.environ.get(POLL_ENV, "1"))
         thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(_poll, job_id, flag, stop, interval),
-            name="jobcloud-cancel-watch", daemon=True,
+            target=contextvars.copy_context().run,
+            args=(_poll, job_id, flag, stop, interval),
+            name="jobcloud-cancel-watch",
+            daemon=True,
         )
         thread.start()
     try:

@@ -8,8 +8,9 @@ app.secrets, aws_resources.retries, handler.gpu_image_url).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -58,7 +59,7 @@ def _folder(value: str) -> str:
     try:
         return check_key(value)
     except UnsafeKeyError as exc:
-        raise ValueError(f"folder {value!r} must be a relative path under /files ({exc.reason})")
+        raise ValueError(f"folder {value!r} must be a relative path under /files ({exc.reason})") from None
 
 
 Folder = Annotated[str, AfterValidator(_folder)]
@@ -103,12 +104,11 @@ class AppSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _plain_or_secret(self) -> "AppSpec":
+    def _plain_or_secret(self) -> AppSpec:
         both = sorted(set(self.env) & set(self.secrets))
         if both:
             raise ValueError(
-                f"{', '.join(both)} in both env and secrets; a variable is either plain (env, "
-                "visible in parameters) or secret"
+                f"{', '.join(both)} in both env and secrets; a variable is either plain (env, visible in parameters) or secret"
             )
         return self
 
@@ -138,8 +138,7 @@ class HandlerSpec(_Strict):
     gpu_image_url: str | None = Field(
         None,
         min_length=1,
-        description="The image a job runs when it gets GPUs (hardware.GPU > 0 or a job's gpu "
-        "override); default image_url.",
+        description="The image a job runs when it gets GPUs (hardware.GPU > 0 or a job's gpu override); default image_url.",
     )
     files_down: FilesDown = Field(default_factory=FilesDown)
     files_up: FilesUp = Field(default_factory=FilesUp)
@@ -161,12 +160,8 @@ class Resources(_Strict):
     # Extensions, next to timeout because both are the job's execution policy (like AWS Batch's
     # retryStrategy): retries of the application itself. Infrastructure failures are always
     # retried (JOBCLOUD_INFRA_ATTEMPTS); a timeout never is.
-    retries: int = Field(
-        0, ge=0, le=MAX_RETRIES, description="Runs again after a non-zero exit, up to this many times."
-    )
-    retry_delay_s: float = Field(
-        5.0, ge=0, le=3600, description="Seconds between an application failure and its retry."
-    )
+    retries: int = Field(0, ge=0, le=MAX_RETRIES, description="Runs again after a non-zero exit, up to this many times.")
+    retry_delay_s: float = Field(5.0, ge=0, le=3600, description="Seconds between an application failure and its retry.")
 
 
 class Entrypoint(_Strict):
@@ -178,9 +173,7 @@ class Entrypoint(_Strict):
     # Extensions (optional, not in DECODE's format).
     description: str | None = None
     cache: bool = Field(False, description="Reuse an earlier job's outputs for identical inputs.")
-    network: Literal["bridge", "none"] = Field(
-        "bridge", description="'none' cuts the container off the network."
-    )
+    network: Literal["bridge", "none"] = Field("bridge", description="'none' cuts the container off the network.")
     required_inputs: list[InputKind] = Field(
         default_factory=list,
         description="Inputs a job must give (each a files_down kind); the run form marks them "
@@ -188,13 +181,11 @@ class Entrypoint(_Strict):
     )
 
     @model_validator(mode="after")
-    def _required_are_taken(self) -> "Entrypoint":
+    def _required_are_taken(self) -> Entrypoint:
         down = self.handler.files_down
         for kind in self.required_inputs:
             if getattr(down, kind) is None:
-                raise ValueError(
-                    f"required_inputs: {kind!r} is not in handler.files_down, so no job could give it"
-                )
+                raise ValueError(f"required_inputs: {kind!r} is not in handler.files_down, so no job could give it")
         if len(set(self.required_inputs)) != len(self.required_inputs):
             raise ValueError("required_inputs: an input is listed twice")
         return self
@@ -246,12 +237,10 @@ class EntrypointRef(BaseModel):
         ]
 
     @classmethod
-    def parse(cls, text: str) -> "EntrypointRef":
+    def parse(cls, text: str) -> EntrypointRef:
         parts = text.strip("/").split("/")
         if len(parts) != 3 or not all(parts):
-            raise UnknownEntrypointError(
-                f"{text!r} is not APP/VERSION/ENTRYPOINT; list them with `jobcloud apps`"
-            )
+            raise UnknownEntrypointError(f"{text!r} is not APP/VERSION/ENTRYPOINT; list them with `jobcloud apps`")
         return cls(application=parts[0], version=parts[1], entrypoint=parts[2])
 
 
@@ -274,19 +263,15 @@ class Catalog(BaseModel):
         versions = self.applications.get(ref.application)
         if versions is None:
             raise UnknownEntrypointError(
-                f"no application {ref.application!r} in the catalog; "
-                f"known: {', '.join(self.applications) or 'none'}"
+                f"no application {ref.application!r} in the catalog; known: {', '.join(self.applications) or 'none'}"
             )
         entrypoints = versions.get(ref.version)
         if entrypoints is None:
-            raise UnknownEntrypointError(
-                f"no version {ref.version!r} of {ref.application!r}; known: {', '.join(versions)}"
-            )
+            raise UnknownEntrypointError(f"no version {ref.version!r} of {ref.application!r}; known: {', '.join(versions)}")
         entry = entrypoints.get(ref.entrypoint)
         if entry is None:
             raise UnknownEntrypointError(
-                f"no entrypoint {ref.entrypoint!r} in {ref.application}/{ref.version}; "
-                f"known: {', '.join(entrypoints)}"
+                f"no entrypoint {ref.entrypoint!r} in {ref.application}/{ref.version}; known: {', '.join(entrypoints)}"
             )
         return entry
 
@@ -349,9 +334,7 @@ def parse_catalog(text: str, source: str | None = None) -> Catalog:
     except CatalogError as exc:
         raise CatalogError(exc.problems, source) from None
     if not isinstance(data, dict):
-        raise CatalogError(
-            ["the top level must be a mapping: application -> version -> entrypoint"], source
-        )
+        raise CatalogError(["the top level must be a mapping: application -> version -> entrypoint"], source)
     try:
         return Catalog(applications=data, source=source)
     except ValidationError as exc:
@@ -370,9 +353,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     try:
         size = p.stat().st_size
     except FileNotFoundError:
-        raise CatalogError(
-            ["the catalog file does not exist; pass a path or set JOBCLOUD_CONFIG"], str(p)
-        ) from None
+        raise CatalogError(["the catalog file does not exist; pass a path or set JOBCLOUD_CONFIG"], str(p)) from None
     except OSError as exc:
         raise CatalogError([f"cannot read the catalog file: {exc.strerror}"], str(p)) from None
     if p.is_dir():

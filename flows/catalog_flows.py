@@ -46,7 +46,7 @@ def ref_of_attribute(name: str) -> EntrypointRef:
     return EntrypointRef.parse(unquote(name))
 
 
-def flow_for(ref: EntrypointRef, catalog: Catalog | None = None) -> "Flow":
+def flow_for(ref: EntrypointRef, catalog: Catalog | None = None) -> Flow:
     """The job flow of one entrypoint of ``catalog`` (default: the catalog file now)."""
     from jobcloud.flows.job import make_flow
 
@@ -54,7 +54,7 @@ def flow_for(ref: EntrypointRef, catalog: Catalog | None = None) -> "Flow":
     return make_flow(ref, catalog.get(ref))
 
 
-def __getattr__(name: str) -> "Flow":
+def __getattr__(name: str) -> Flow:
     # Dunder lookups (pickle, inspect, hasattr probes) are not entrypoints.
     if name.startswith("__") or "/" not in name:
         raise AttributeError(name)

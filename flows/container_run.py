@@ -57,9 +57,7 @@ def _exit_code(container) -> int | None:
     return None
 
 
-def _wait_for_exit(
-    container, reader: threading.Thread, deadline: float | None, watch_cancel: bool = True
-) -> int | None:
+def _wait_for_exit(container, reader: threading.Thread, deadline: float | None, watch_cancel: bool = True) -> int | None:
     """Wait until the container ends (its exit code) or ``deadline`` passes (None).
 
     The log stream closes when the container ends; the engine's own `wait` can lag by most of
@@ -119,14 +117,8 @@ def run_container(
         try:
             container.start()
         except APIError as exc:
-            hint = (
-                f" (the job asks for {spec.gpus} GPU(s): run it on a GPU host, or pass --gpu 0)"
-                if spec.gpus
-                else ""
-            )
-            raise ContainerEngineError(
-                f"the engine could not start the container: {exc.explanation or exc}{hint}"
-            ) from None
+            hint = f" (the job asks for {spec.gpus} GPU(s): run it on a GPU host, or pass --gpu 0)" if spec.gpus else ""
+            raise ContainerEngineError(f"the engine could not start the container: {exc.explanation or exc}{hint}") from None
         outcome.started_at = time.time()
         if on_start:
             on_start(container.id)

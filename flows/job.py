@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -29,7 +30,6 @@ from jobcloud.flows.cache import CacheLookup, lookup, remember, reuse_outputs
 from jobcloud.flows.cancel_watch import JobCancelled, watch_for_cancel
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 from jobcloud.flows.container_run import run_container
-from jobcloud.flows.definition import definition_of
 from jobcloud.flows.container_spec import (
     ContainerSpec,
     build_spec,
@@ -39,6 +39,7 @@ from jobcloud.flows.container_spec import (
     owning_api,
     shell_command,
 )
+from jobcloud.flows.definition import definition_of
 from jobcloud.flows.job_events import JobReporter
 from jobcloud.flows.job_guard import JobGuard, keep_logs, tracking_left_containers
 from jobcloud.flows.manifest import (
@@ -68,10 +69,9 @@ from jobcloud.flows.sweeper import mark_work_folder
 
 StoreFactory = Callable[[], JobStore]
 
+
 @task(name="stage-inputs", cache_policy=NONE)
-def stage_inputs(
-    store: JobStore, entry: Entrypoint, request: JobRequest, files_dir: Path
-) -> list[InputRecord]:
+def stage_inputs(store: JobStore, entry: Entrypoint, request: JobRequest, files_dir: Path) -> list[InputRecord]:
     """Copy every input key under its files_down folder, keeping its last name."""
     logger = get_run_logger()
     down, up = entry.handler.files_down, entry.handler.files_up
@@ -146,9 +146,7 @@ def run_container_step(
             if client is None:
                 outcome = run_process(spec, on_line, on_start=lambda what: started(f"command started ({what})", what))
             else:
-                outcome = run_container(
-                    client, spec, on_line, on_start=lambda cid: started(f"container {cid[:12]} started", cid[:12])
-                )
+                outcome = run_container(client, spec, on_line, on_start=lambda cid: started(f"container {cid[:12]} started", cid[:12]))
     result = {
         "image_id": outcome.image_id,
         "exit_code": outcome.exit_code,
@@ -198,7 +196,8 @@ def upload_outputs(
         if kind_skipped:
             logger.warning(
                 "not uploaded from /files/%s/ (links or special files, never followed): %s",
-                folders[kind], ", ".join(kind_skipped),
+                folders[kind],
+                ", ".join(kind_skipped),
             )
     if container_log.exists():
         rec = store.upload_file(container_log, join_key(prefix, "log", "container.log"))
@@ -215,12 +214,10 @@ def _files(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
 
-def run_job(
-    ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore
-) -> JobManifest | State:
+def run_job(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobManifest | State:
     """The body of every job flow. Returns the manifest, or a Failed state carrying it."""
     logger = get_run_logger()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     job_id = str(runtime_flow_run.id)
     settings = get_settings()
     work, files_dir = job_folders(job_id)
@@ -256,7 +253,9 @@ def run_job(
         if cached.earlier is not None:
             outputs, skipped = reuse_outputs(store, cached.earlier, job_id), list(cached.earlier.skipped)
             exit_code = cached.earlier.exit_code
-            logger.info("reused the outputs of job %s (same image, command, env and inputs); the container did not run", cached.earlier.job_id)
+            logger.info(
+                "reused the outputs of job %s (same image, command, env and inputs); the container did not run", cached.earlier.job_id
+            )
             reporter.phase("reused", reused_from=cached.earlier.job_id, exit_code=exit_code)
         else:
             t = time.perf_counter()
@@ -278,8 +277,8 @@ def run_job(
                 reporter.phase("container-exited", exit_code=exit_code, timed_out=timed_out)
                 image_id = outcome.get("image_id") or None
                 if outcome.get("started_at"):
-                    timings.command_started_at = datetime.fromtimestamp(outcome["started_at"], timezone.utc)
-                    timings.command_ended_at = datetime.fromtimestamp(outcome["ended_at"], timezone.utc)
+                    timings.command_started_at = datetime.fromtimestamp(outcome["started_at"], UTC)
+                    timings.command_ended_at = datetime.fromtimestamp(outcome["ended_at"], UTC)
                 if outcome.get("cancelled"):
                     raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
             if not state.is_completed() and isinstance(outcome, dict):  # the app failed
@@ -309,7 +308,7 @@ def run_job(
     # guard uploads the container log so far and then removes the folder.
     if not settings.keep_workdir:
         shutil.rmtree(work, ignore_errors=True)
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     timings.total_s = round((finished - started).total_seconds(), 3)
     manifest = JobManifest(
         job_id=job_id,
@@ -451,7 +450,7 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
         "image": image_for(entry, job_gpus(entry, request)),
         "command": gpu_checked_command(shell_command(entry), job_gpus(entry, request)),
         "env_names": sorted(request.env),
-        "started_at": datetime.now(timezone.utc).isoformat(),
+        "started_at": datetime.now(UTC).isoformat(),
     }
     plan = {
         "job_id": job_id,

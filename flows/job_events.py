@@ -91,8 +91,13 @@ class JobReporter:
     def _update(self, status: str, phase: str, **fields: Any) -> dict[str, Any]:
         ref = self.ref
         return task_update(
-            status, job_id=self.job_id, application=ref.application, version=ref.version,
-            entrypoint=ref.entrypoint, phase=phase, **fields,
+            status,
+            job_id=self.job_id,
+            application=ref.application,
+            version=ref.version,
+            entrypoint=ref.entrypoint,
+            phase=phase,
+            **fields,
         )
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:

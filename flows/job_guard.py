@@ -32,10 +32,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from jobcloud.blocks.errors import ContainerEngineError
 from jobcloud.blocks.keys import join_key
@@ -46,7 +47,7 @@ SETTLE_S = 15.0  # how long a living job's process gets to set its run's final s
 
 
 _left: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("jobcloud_left_containers", default=None)
-_guard: contextvars.ContextVar["JobGuard | None"] = contextvars.ContextVar("jobcloud_guard", default=None)
+_guard: contextvars.ContextVar[JobGuard | None] = contextvars.ContextVar("jobcloud_guard", default=None)
 
 
 @contextmanager
@@ -77,12 +78,13 @@ def note_left_container(container_id: str) -> None:
 
 class JobGuard:
     """The job side of a guard: start it, then tell it how the job ended."""
+
     def __init__(self, proc: subprocess.Popen[bytes], pipe: IO[bytes]) -> None:
         self.proc = proc
         self._pipe: IO[bytes] | None = pipe
 
     @classmethod
-    def start(cls, plan: dict[str, Any], log_path: Path) -> "JobGuard":
+    def start(cls, plan: dict[str, Any], log_path: Path) -> JobGuard:
         """Start a guard for the job that ``plan`` describes (see `guard_main`)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
@@ -101,7 +103,7 @@ class JobGuard:
         return cls(proc, proc.stdin)
 
     @contextmanager
-    def active(self) -> Iterator["JobGuard"]:
+    def active(self) -> Iterator[JobGuard]:
         """Within this block `note_process_group` reaches this guard."""
         token = _guard.set(self)
         try:
@@ -134,7 +136,7 @@ class JobGuard:
 
 # -- the guard process ----------------------------------------------------------------------
 def _log(msg: str) -> None:
-    print(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S} job_guard[{os.getpid()}] {msg}", flush=True)
+    print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S} job_guard[{os.getpid()}] {msg}", flush=True)
 
 
 def _patience() -> float:
@@ -266,7 +268,7 @@ def _clean_up(plan: dict[str, Any], word: str, pgids: list[int] | None = None) -
             log_dir = Path(plan["log_dir"]) if plan.get("log_dir") else None
             manifest["outputs"] = keep_logs(store, job_id, Path(plan["container_log"]), log_dir)
             name, message = _end_run(job_id, died, patience)
-            manifest.update(state=name, message=message, finished_at=datetime.now(timezone.utc).isoformat())
+            manifest.update(state=name, message=message, finished_at=datetime.now(UTC).isoformat())
             store.write_bytes(manifest_key, json.dumps(manifest, indent=2).encode())
         elif died:
             _end_run(job_id, died, patience)

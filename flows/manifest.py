@@ -58,24 +58,23 @@ class JobManifest(BaseModel):
     image: str
     command: list[str]
     env_names: list[str] = Field(description="Names of the variables set (values not kept).")
-    secret_names: list[str] = Field(
-        default_factory=list, description="Names of the secret variables set (values never kept)."
-    )
+    secret_names: list[str] = Field(default_factory=list, description="Names of the secret variables set (values never kept).")
     hardware: dict[str, float | int | None]
-    image_id: str | None = Field(
-        None, description="The id of the image that ran (host mode: the engine's; tags can move)."
-    )
+    image_id: str | None = Field(None, description="The id of the image that ran (host mode: the engine's; tags can move).")
     runner: str = Field(
-        "engine", description="How the command ran: `engine` (the application's container beside "
-        "the flow) or `process` (a subprocess of the flow, inside the application's image)."
+        "engine",
+        description="How the command ran: `engine` (the application's container beside "
+        "the flow) or `process` (a subprocess of the flow, inside the application's image).",
     )
     definition: str = Field(
-        "catalog", description="Where the entrypoint came from: `deployment` (what `jobcloud deploy` "
-        "recorded in the deployment) or `catalog` (the catalog file read when the job started)."
+        "catalog",
+        description="Where the entrypoint came from: `deployment` (what `jobcloud deploy` "
+        "recorded in the deployment) or `catalog` (the catalog file read when the job started).",
     )
     definition_sha256: str | None = Field(
-        None, description="SHA-256 of the entrypoint definition that ran (image, command, env "
-        "allow-list, files, hardware, timeout), as `jobcloud deploy` prints it."
+        None,
+        description="SHA-256 of the entrypoint definition that ran (image, command, env "
+        "allow-list, files, hardware, timeout), as `jobcloud deploy` prints it.",
     )
     state: JobState = Field(
         description="How the job ended, the name of its final Prefect state: Completed (exit 0), "
@@ -85,16 +84,15 @@ class JobManifest(BaseModel):
     exit_code: int | None = None
     timed_out: bool = False
     attempts: int = Field(
-        1, description="Times the container was started (0: it never ran, or outputs were reused): "
+        1,
+        description="Times the container was started (0: it never ran, or outputs were reused): "
         "infrastructure failures are retried, app failures where aws_resources.retries allows; "
-        "the outputs are the last attempt's."
+        "the outputs are the last attempt's.",
     )
     reused_from: str | None = None
     inputs: list[InputRecord] = Field(default_factory=list)
     outputs: list[OutputRecord] = Field(default_factory=list)
-    skipped: list[str] = Field(
-        default_factory=list, description="Links and special files in output folders, not uploaded."
-    )
+    skipped: list[str] = Field(default_factory=list, description="Links and special files in output folders, not uploaded.")
     timings: Timings = Field(default_factory=Timings)
     started_at: datetime
     finished_at: datetime

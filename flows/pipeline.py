@@ -73,7 +73,7 @@ class Pipeline(BaseModel):
     steps: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _order(self) -> "Pipeline":
+    def _order(self) -> Pipeline:
         seen: set[str] = set()
         for step in self.steps:
             if step.name in seen:
@@ -226,7 +226,9 @@ def run_pipeline(
         job_id, state = _run_step_deployment(step, params) if use_deployments else _run_step_subflow(step, catalog, params)
         job_ids[step.name] = job_id
         state_name = state.name if state is not None else "Unknown"
-        rows.append({"step": step.name, "entrypoint": step.entrypoint, "job": job_id, "state": state_name, "outputs": f"{job_prefix(job_id)}/"})
+        rows.append(
+            {"step": step.name, "entrypoint": step.entrypoint, "job": job_id, "state": state_name, "outputs": f"{job_prefix(job_id)}/"}
+        )
         logger.info("step %s: job %s %s", step.name, job_id, state_name)
         if state is None or not state.is_completed():
             failure = f"step {step.name!r} ({step.entrypoint}) ended {state_name}: job {job_id}" + (
@@ -290,4 +292,3 @@ def __getattr__(name: str) -> Any:
     if name not in pipelines:
         raise AttributeError(f"{name}: no such pipeline; known: {', '.join(pipelines)}")
     return make_pipeline_flow(name, pipelines[name])
-

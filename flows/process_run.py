@@ -22,8 +22,8 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from jobcloud.blocks.errors import GpuUnavailableError
 from jobcloud.flows.cancel_watch import cancel_requested
@@ -42,9 +42,7 @@ _NVIDIA_DEVICE = re.compile(r"^nvidia\d+$")
 def child_environment(parent: Mapping[str, str], spec: ContainerSpec) -> dict[str, str]:
     """The command's environment: ``parent`` (the image's) without JobCloud's, Prefect's and
     cloud settings, then the job's allow-listed variables and its secrets."""
-    env = {
-        k: v for k, v in parent.items() if not k.startswith(HIDDEN_PREFIXES) and k not in HIDDEN_NAMES
-    }
+    env = {k: v for k, v in parent.items() if not k.startswith(HIDDEN_PREFIXES) and k not in HIDDEN_NAMES}
     env.update(spec.environment)
     env.update({k: v.get_secret_value() for k, v in spec.secret_environment.items()})
     return env
@@ -69,7 +67,7 @@ def require_visible_gpus(wanted: int, devices: Path = DEVICES) -> None:
             wanted,
             "this container",
             f"the job asks for {wanted} GPU(s) but this container sees {seen} ({devices}/nvidia*): "
-            "run it on a pool whose job template gives GPUs (the gpu pool), or pass --gpu 0"
+            "run it on a pool whose job template gives GPUs (the gpu pool), or pass --gpu 0",
         )
 
 

@@ -51,9 +51,7 @@ class JobRequest(BaseModel):
         default_factory=list,
         description="Keys of artifacts, e.g. jobs/<id>/artifact of an earlier job.",
     )
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables (only allow-listed names)."
-    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables (only allow-listed names).")
     secrets: dict[str, str] = Field(
         default_factory=dict,
         description="Secret environment variables: NAME -> name of the Prefect Secret block to read "
@@ -61,9 +59,7 @@ class JobRequest(BaseModel):
     )
     hardware: HardwareOverride | None = Field(None, description="Hardware overrides.")
     timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
-    callback_url: str | None = Field(
-        None, description="http(s) URL that gets a JSON status update (PATCH) at each phase and at the end."
-    )
+    callback_url: str | None = Field(None, description="http(s) URL that gets a JSON status update (PATCH) at each phase and at the end.")
 
     @field_validator("config_id", "callback_url", mode="before")
     @classmethod
@@ -104,9 +100,7 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
         )
     for name, block in request.secrets.items():
         if not re.fullmatch(BLOCK_NAME_PATTERN, block):
-            raise ParameterError(
-                f"secret {name}: {block!r} is not a Prefect block name (lowercase letters, digits, '-')"
-            )
+            raise ParameterError(f"secret {name}: {block!r} is not a Prefect block name (lowercase letters, digits, '-')")
     down = entry.handler.files_down
     seen: dict[str, str] = {}
     canonical: dict[str, list[str]] = {"config_id": [], "data_ids": [], "artifact_ids": []}
@@ -115,15 +109,11 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
         folder = getattr(down, kind)
         if folder is None:
             raise ParameterError(
-                f"this entrypoint takes no {kind} (handler.files_down has no {kind}); "
-                f"drop {key!r} or add {kind} to files_down"
+                f"this entrypoint takes no {kind} (handler.files_down has no {kind}); drop {key!r} or add {kind} to files_down"
             )
         target = f"{folder}/{last_name(key)}"
         if target in seen:
-            raise ParameterError(
-                f"inputs {seen[target]!r} and {key!r} would both be staged at /files/{target}; "
-                "rename one of them"
-            )
+            raise ParameterError(f"inputs {seen[target]!r} and {key!r} would both be staged at /files/{target}; rename one of them")
         seen[target] = key
         canonical[kind].append(key)
     if request.callback_url is not None:
@@ -135,7 +125,9 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
     missing = [kind for kind in entry.required_inputs if not getattr(request, kind)]
     if missing:
         raise ParameterError(
-            "missing required input" + ("s" if len(missing) > 1 else "") + ": "
+            "missing required input"
+            + ("s" if len(missing) > 1 else "")
+            + ": "
             + "; ".join(f"{kind} ({REQUIRED_HINTS[kind]})" for kind in missing)
             + ". This entrypoint cannot run without "
             + ("them" if len(missing) > 1 else "it")
@@ -221,9 +213,7 @@ def request_from_parameters(entry: Entrypoint, parameters: dict[str, Any]) -> Jo
     taken = set(flow_signature(entry).parameters)
     unknown = sorted(set(parameters) - taken)
     if unknown:
-        raise ParameterError(
-            f"this entrypoint takes no {', '.join(unknown)}; its parameters are {', '.join(sorted(taken))}"
-        )
+        raise ParameterError(f"this entrypoint takes no {', '.join(unknown)}; its parameters are {', '.join(sorted(taken))}")
     hardware = parameters.get("hardware")
     if isinstance(hardware, BaseModel):
         hardware = hardware.model_dump()

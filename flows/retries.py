@@ -45,9 +45,7 @@ def is_infra_failure(exc: BaseException) -> bool:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, NotFound):
             return False
-        return isinstance(cause, (RequestsConnectionError, Timeout)) or (
-            isinstance(cause, APIError) and cause.is_server_error()
-        )
+        return isinstance(cause, (RequestsConnectionError, Timeout)) or (isinstance(cause, APIError) and cause.is_server_error())
     if isinstance(exc, EngineUnavailableError):
         # A UserError for `jobcloud run` (exit 2 before anything starts); inside a running job
         # on a worker, an engine that does not answer now may answer in a few seconds.

@@ -36,6 +36,7 @@ WORK_MARKER = "job.json"
 @dataclass
 class SweepReport:
     """What one sweep found and removed."""
+
     containers_removed: list[str] = field(default_factory=list)
     folders_removed: list[str] = field(default_factory=list)
     kept: int = 0
@@ -114,7 +115,6 @@ def mark_work_folder(work: Path, api_url: str) -> None:
 def sweep_here() -> SweepReport:
     """One sweep of this host's engine and work folders, for the Prefect API configured here."""
     from prefect.settings import get_current_settings
-
 
     try:
         engine = docker_client(timeout=30)

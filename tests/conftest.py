@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -101,9 +101,7 @@ class Cli:
     cwd: Path
 
     def __call__(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*JOBCLOUD, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run([*JOBCLOUD, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

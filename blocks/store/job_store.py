@@ -15,11 +15,12 @@ import posixpath
 import shutil
 import stat
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -193,10 +194,7 @@ class JobStore:
         try:
             fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
         except (ImportError, ValueError) as exc:
-            raise UserError(
-                f"cannot open the job store {url!r}: {exc}. For s3:// install jobcloud[s3], "
-                "for gs:// jobcloud[gcs]"
-            ) from None
+            raise UserError(f"cannot open the job store {url!r}: {exc}. For s3:// install jobcloud[s3], for gs:// jobcloud[gcs]") from None
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.is_local = isinstance(fs, LocalFileSystem)
@@ -287,16 +285,10 @@ class JobStore:
         if not found:
             self.check()
             raise MissingKeyError(key, self.url)
-        return sorted(
-            (self._key_of(name), int(info.get("size") or 0))
-            for name, info in found.items()
-            if info.get("type") != "directory"
-        )
+        return sorted((self._key_of(name), int(info.get("size") or 0)) for name, info in found.items() if info.get("type") != "directory")
 
     # -- transfers ----------------------------------------------------------------------
-    def download(
-        self, key: str, dest_dir: Path, progress: Progress = _noop
-    ) -> list[FileRecord]:
+    def download(self, key: str, dest_dir: Path, progress: Progress = _noop) -> list[FileRecord]:
         """Copy ``key`` (a file or a folder) to ``dest_dir/<last name of key>``."""
         key = check_key(key)
         entries = self.files(key)
@@ -400,9 +392,7 @@ class JobStore:
                 fd = self._open_file(src, src_name, src_fd)  # refuses a link, says "missing"
                 os.close(fd)
                 self._refuse_folder(dest, dest_name, dest_fd)
-                got, digest = self._call(
-                    self.transfer.copy_within, src_name, dest_name, sha256, src_dir_fd=src_fd, dest_dir_fd=dest_fd
-                )
+                got, digest = self._call(self.transfer.copy_within, src_name, dest_name, sha256, src_dir_fd=src_fd, dest_dir_fd=dest_fd)
             return self._copied(src, dest, got, digest, size)
         try:
             got, digest = self._call(self.transfer.copy_within, self.path(src), self.path(dest), sha256)
@@ -447,9 +437,7 @@ class JobStore:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(fn, items))
 
-    def _download_file(
-        self, key: str, dest: Path, progress: Progress, size_hint: int | None = None
-    ) -> FileRecord:
+    def _download_file(self, key: str, dest: Path, progress: Progress, size_hint: int | None = None) -> FileRecord:
         if self.is_local:
             with self._parent(key) as (dir_fd, name):
                 fd = self._open_file(key, name, dir_fd)  # a clear error for a link or a gap
@@ -611,8 +599,6 @@ class JobStore:
         except PermissionError as exc:
             if self.is_local:
                 raise StorageError(f"the job store {self.url} refused access: {exc}") from exc
-            raise StoreAccessError(
-                f"the job store {self.url} refused access ({exc}); check its credentials"
-            ) from exc
+            raise StoreAccessError(f"the job store {self.url} refused access ({exc}); check its credentials") from exc
         except OSError as exc:
             raise StorageError(f"the job store {self.url} failed: {exc}") from exc

@@ -26,7 +26,7 @@ Without a block, ``JOBCLOUD_STORAGE`` is a URL (a folder, ``file://``, ``s3://bu
 ``STORAGE_EMULATOR_HOST`` for an emulator.
 """
 
-from typing import Any, Optional
+from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
@@ -43,6 +43,7 @@ try:  # prefect-gcp comes with the `gcs` extra
     from prefect_gcp import GcpCredentials
 except ImportError:  # pragma: no cover - a store without GCS support
     GcpCredentials = None  # type: ignore[assignment,misc]
+
 
 class JobStoreBlock(Block):
     """Where JobCloud keeps the inputs and outputs of jobs: a local folder, an S3 (or
@@ -80,28 +81,24 @@ class JobStoreBlock(Block):
         description="Root of the store: a folder, file://..., s3://bucket/prefix or gs://bucket/prefix.",
         examples=["s3://lab-data/jobcloud", "gs://lab-data/jobcloud", "/srv/jobcloud/store"],
     )
-    endpoint_url: Optional[str] = Field(
+    endpoint_url: str | None = Field(
         None,
         title="S3 endpoint URL",
         description="Endpoint of an S3-compatible server (SeaweedFS, MinIO...); empty for AWS.",
         examples=["http://127.0.0.1:8333"],
     )
-    region: Optional[str] = Field(None, description="S3 region; AWS_DEFAULT_REGION if empty.")
-    aws_credentials: Optional[AwsCredentials] = Field(  # type: ignore[valid-type]
+    region: str | None = Field(None, description="S3 region; AWS_DEFAULT_REGION if empty.")
+    aws_credentials: AwsCredentials | None = Field(  # type: ignore[valid-type]
         None, description="prefect-aws credentials block for S3."
     )
-    access_key_id: Optional[str] = Field(
-        None, title="S3 access key ID", description="Used when no AWS credentials block is set."
-    )
-    secret_access_key: Optional[SecretStr] = Field(
+    access_key_id: str | None = Field(None, title="S3 access key ID", description="Used when no AWS credentials block is set.")
+    secret_access_key: SecretStr | None = Field(
         None, title="S3 secret access key", description="Used when no AWS credentials block is set."
     )
-    gcp_credentials: Optional[GcpCredentials] = Field(  # type: ignore[valid-type]
+    gcp_credentials: GcpCredentials | None = Field(  # type: ignore[valid-type]
         None, description="prefect-gcp credentials block for GCS."
     )
-    gcs_endpoint_url: Optional[str] = Field(
-        None, title="GCS endpoint URL", description="Endpoint of a GCS emulator; empty for Google."
-    )
+    gcs_endpoint_url: str | None = Field(None, title="GCS endpoint URL", description="Endpoint of a GCS emulator; empty for Google.")
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=64, description="Files moved at once.")
 
     @model_validator(mode="after")
@@ -139,17 +136,17 @@ class JobStoreBlock(Block):
             return opts
         return {}
 
-    def _aws_key(self) -> Optional[str]:
+    def _aws_key(self) -> str | None:
         if self.aws_credentials is not None:
             return self.aws_credentials.aws_access_key_id
         return self.access_key_id
 
-    def _aws_secret(self) -> Optional[str]:
+    def _aws_secret(self) -> str | None:
         if self.aws_credentials is not None and self.aws_credentials.aws_secret_access_key:
             return self.aws_credentials.aws_secret_access_key.get_secret_value()
         return self.secret_access_key.get_secret_value() if self.secret_access_key else None
 
-    def _aws_token(self) -> Optional[str]:
+    def _aws_token(self) -> str | None:
         if self.aws_credentials is not None:
             return self.aws_credentials.aws_session_token
         return None
@@ -159,14 +156,12 @@ class JobStoreBlock(Block):
         return JobStore(self.url, self.storage_options(), concurrency=self.concurrency)
 
 
-
 def load_store_block(name: str) -> JobStore:
     """The store of the saved `JobStoreBlock` ``name``."""
     try:
         block = JobStoreBlock.load(name)
     except ValueError as exc:
         raise UserError(
-            f"JOBCLOUD_STORAGE='block:{name}': no JobStoreBlock named {name!r} on the Prefect "
-            f"server ({exc}); create one, or give a URL"
+            f"JOBCLOUD_STORAGE='block:{name}': no JobStoreBlock named {name!r} on the Prefect server ({exc}); create one, or give a URL"
         ) from None
     return block.job_store()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import fsspec
 
@@ -17,11 +17,11 @@ from jobcloud.blocks.store.job_store import JobStore
 
 
 def s3_options(
-    endpoint_url: Optional[str] = None,
-    region: Optional[str] = None,
-    key: Optional[str] = None,
-    secret: Optional[str] = None,
-    token: Optional[str] = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    key: str | None = None,
+    secret: str | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """s3fs options; anything left empty falls back to boto's own chain (AWS_* variables)."""
     # A fresh s3fs instance per store: fsspec's instance cache would keep the credentials

@@ -13,8 +13,9 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from jobcloud.blocks.errors import MissingKeyError, StorageError, UserError
 
@@ -143,6 +144,4 @@ def check_size(what: str, got: int, expected: int | None) -> None:
 def check_sha(what: str, got: str, expected: str | None) -> None:
     """Raise a `TransferError` if the SHA-256 ``got`` differs from a known ``expected`` one."""
     if expected and got != expected:
-        raise TransferError(
-            f"{what}: SHA-256 {got[:16]}... differs from the stored {expected[:16]}...; not kept"
-        )
+        raise TransferError(f"{what}: SHA-256 {got[:16]}... differs from the stored {expected[:16]}...; not kept")

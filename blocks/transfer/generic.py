@@ -60,9 +60,7 @@ class FsspecTransfer:
         check_size(f"upload of {local.name}", int(self.fs.size(path)), size)
         return size, h.hexdigest()
 
-    def download(
-        self, path: str, dest: Path, progress: Progress, size_hint: int | None = None, dir_fd: None = None
-    ) -> tuple[int, str]:
+    def download(self, path: str, dest: Path, progress: Progress, size_hint: int | None = None, dir_fd: None = None) -> tuple[int, str]:
         return retrying(f"download of {path}", lambda: self._download_once(path, dest, progress))
 
     def _download_once(self, path: str, dest: Path, progress: Progress) -> tuple[int, str]:

@@ -159,8 +159,7 @@ class S3Transfer:
         bucket, _ = self.split(path)
         if isinstance(exc, NoCredentialsError):
             return StoreAccessError(
-                f"no S3 credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                "or use a JobStoreBlock with credentials"
+                f"no S3 credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use a JobStoreBlock with credentials"
             )
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
@@ -240,9 +239,7 @@ class S3Transfer:
         check_size(f"upload of {local.name}", int(head["ContentLength"]), size)
         try:
             # Multipart objects get their SHA-256 as a tag (metadata is fixed before the parts).
-            self.client.put_object_tagging(
-                Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]}
-            )
+            self.client.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]})
         except Exception as exc:  # noqa: BLE001 - optional on S3-compatible servers
             log.debug("cannot tag %s with its sha256: %s", path, exc)
         return size, digest
@@ -275,22 +272,16 @@ class S3Transfer:
             raise TransferError(f"upload of {local.name}: the server stored a different SHA-256")
         return sent, raw.hex()
 
-    def download(
-        self, path: str, dest: Path, progress: Progress, size_hint: int | None = None, dir_fd: None = None
-    ) -> tuple[int, str]:
+    def download(self, path: str, dest: Path, progress: Progress, size_hint: int | None = None, dir_fd: None = None) -> tuple[int, str]:
         """Download ``bucket/key`` to ``dest`` (atomically); (size, sha256), both verified."""
         try:
-            return retrying(
-                f"download of {path}", lambda: self._download_once(path, dest, progress, size_hint)
-            )
+            return retrying(f"download of {path}", lambda: self._download_once(path, dest, progress, size_hint))
         except (StorageError, UserError):
             raise
         except Exception as exc:  # noqa: BLE001
             raise self.explain(exc, path, key=path) from exc
 
-    def _download_once(
-        self, path: str, dest: Path, progress: Progress, size_hint: int | None
-    ) -> tuple[int, str]:
+    def _download_once(self, path: str, dest: Path, progress: Progress, size_hint: int | None) -> tuple[int, str]:
         bucket, key = self.split(path)
         tmp = tmp_beside(dest)
         got = [0]
@@ -354,9 +345,7 @@ class S3Transfer:
             digest = sha256 or (head.get("Metadata") or {}).get("sha256") or self._tagged_sha(db, dk)
             if digest and not (head.get("Metadata") or {}).get("sha256"):
                 try:
-                    self.client.put_object_tagging(
-                        Bucket=db, Key=dk, Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]}
-                    )
+                    self.client.put_object_tagging(Bucket=db, Key=dk, Tagging={"TagSet": [{"Key": "sha256", "Value": digest}]})
                 except Exception:  # noqa: BLE001 - optional on S3-compatible servers
                     pass
             return int(head["ContentLength"]), digest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -31,17 +30,25 @@ def parse_limits(pairs: list[str]) -> dict[str, int | None]:
 
 def deploy_command(
     prune: bool = typer.Option(False, "--prune", help="Delete JobCloud deployments whose entrypoints left the catalog."),
-    limit: List[str] = typer.Option([], "--limit", metavar="POOL=N", help="Concurrency limit of a pool, e.g. cpu=4 (0: none)."),
+    limit: list[str] = typer.Option([], "--limit", metavar="POOL=N", help="Concurrency limit of a pool, e.g. cpu=4 (0: none)."),
     watch: bool = typer.Option(False, "--watch", help="Keep running; sync again whenever the catalog file changes."),
     interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between checks of the catalog (--watch)."),
-    pool_type: List[str] = typer.Option(
-        [], "--pool-type", metavar="POOL=TYPE",
+    pool_type: list[str] = typer.Option(
+        [],
+        "--pool-type",
+        metavar="POOL=TYPE",
         help="Worker type of a pool, e.g. cpu=docker (repeatable; jobcloud, docker, kubernetes, ecs, cloud-run-v2, "
         "vertex-ai; default JOBCLOUD_POOL_TYPES, else jobcloud).",
     ),
-    catalog_path: Optional[Path] = typer.Option(None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
-    prefect_yaml: Path = typer.Option(DEFAULT_PREFECT_YAML, "--prefect-yaml", help="prefect.yaml whose scheduled deployments are applied too."),
-    write_prefect_yaml: bool = typer.Option(False, "--write-prefect-yaml", help="Regenerate prefect.yaml from the catalog (keeps its schedules) and exit."),
+    catalog_path: Path | None = typer.Option(
+        None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."
+    ),
+    prefect_yaml: Path = typer.Option(
+        DEFAULT_PREFECT_YAML, "--prefect-yaml", help="prefect.yaml whose scheduled deployments are applied too."
+    ),
+    write_prefect_yaml: bool = typer.Option(
+        False, "--write-prefect-yaml", help="Regenerate prefect.yaml from the catalog (keeps its schedules) and exit."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Make work pools and deployments match the catalog (idempotent)."""

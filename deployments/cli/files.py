@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -37,7 +36,7 @@ def names_the_key(locals_: list[Path], raw_dest: str) -> bool:
 
 @files_app.command("put")
 def put_command(
-    paths: List[str] = typer.Argument(
+    paths: list[str] = typer.Argument(
         ...,
         help="Local files or folders, then DEST: the key prefix to put them under, or the key of a single file.",
     ),

@@ -4,7 +4,6 @@ wrap any image with Python so that it can run in-container."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
 import typer
 
@@ -20,7 +19,7 @@ images_app = typer.Typer(
 
 @images_app.command("build")
 def build_command(
-    names: List[str] = typer.Argument(None, help="Images to build (default: those the catalog refers to)."),
+    names: list[str] = typer.Argument(None, help="Images to build (default: those the catalog refers to)."),
     force: bool = typer.Option(False, "--force", help="Rebuild the named images even if they are up to date."),
     public: bool = typer.Option(False, "--public", help="Use public base images (a registry is reachable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only what was built, not the build output."),
@@ -70,7 +69,7 @@ def ls_command(json_: bool = typer.Option(False, "--json", help="Print one JSON 
 @images_app.command("wrap")
 def wrap_command(
     image: str = typer.Argument(..., help="The application's image (it needs Python 3 on its PATH)."),
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Tag of the wrapped image (default: IMAGE's tag + '-jobcloud')."),
+    tag: str | None = typer.Option(None, "--tag", "-t", help="Tag of the wrapped image (default: IMAGE's tag + '-jobcloud')."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the wrapped image is up to date."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the steps, not the build output."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object (image, tag, built, seconds)."),

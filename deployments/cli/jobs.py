@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import typer
 
@@ -35,8 +36,8 @@ def _when(dt: Any) -> str:
 
 @jobs_app.command("ls")
 def ls_command(
-    app: Optional[str] = typer.Option(None, "--app", help="Only jobs of this application."),
-    state: Optional[str] = typer.Option(None, "--state", help="queued, running, finished, error, cancelled (or a Prefect state)."),
+    app: str | None = typer.Option(None, "--app", help="Only jobs of this application."),
+    state: str | None = typer.Option(None, "--state", help="queued, running, finished, error, cancelled (or a Prefect state)."),
     limit: int = typer.Option(50, "--limit", min=1, max=200, help="At most this many, newest first."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -7,13 +7,11 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
 
 from jobcloud.blocks.errors import JobCloudError, UserError
-from jobcloud.deployments.cli.serve import api_app
 from jobcloud.deployments.cli.deploy import deploy_command
 from jobcloud.deployments.cli.files import files_app
 from jobcloud.deployments.cli.images import images_app
@@ -21,6 +19,7 @@ from jobcloud.deployments.cli.jobs import jobs_app
 from jobcloud.deployments.cli.output import err, out, print_json
 from jobcloud.deployments.cli.pipelines import pipelines_app
 from jobcloud.deployments.cli.run import run_command
+from jobcloud.deployments.cli.serve import api_app
 
 # Imports of what a command needs (the catalog, the engine, Prefect) sit inside it: every
 # `jobcloud` call imports this module, `--help` included, and Prefect must wait for
@@ -47,7 +46,7 @@ app.add_typer(server_app, name="server")
 @app.command("apps")
 def apps_command(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    config: Optional[Path] = typer.Option(None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
+    config: Path | None = typer.Option(None, "--catalog", help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
 ) -> None:
     """List application/version/entrypoint, image, pool and timeout."""
     from jobcloud.flows.catalog import load_catalog
@@ -79,7 +78,7 @@ def apps_command(
 
 @app.command("check")
 def check_command(
-    file: Optional[Path] = typer.Argument(None, help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
+    file: Path | None = typer.Argument(None, help="Catalog file (default: JOBCLOUD_CONFIG or ./application_config.yaml)."),
 ) -> None:
     """Validate a catalog; exit 2 with every problem named if it is invalid.
 
@@ -106,6 +105,7 @@ def check_command(
         err.print("[red]error:[/] " if bad else "[yellow]warning:[/] ", end="")
         err.print(warning, markup=False, highlight=False)
     from jobcloud.deployments.imaging.gpu_check import report_gpu_images  # GPU images that cannot use CUDA
+
     report_gpu_images(catalog, err)
     if unfit:
         raise typer.Exit(2)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-from typing import List, Optional
 
 import typer
 
@@ -29,9 +28,9 @@ def ls_command() -> None:
 @pipelines_app.command("run")
 def run_command(
     name: str = typer.Argument(..., help="The pipeline (see `jobcloud pipelines ls`)."),
-    config: Optional[str] = typer.Option(None, "--config", help="Key of the configuration."),
-    data: List[str] = typer.Option([], "--data", help="Key of a data input (repeatable)."),
-    env: List[str] = typer.Option([], "--env", help="NAME=VALUE (repeatable)."),
+    config: str | None = typer.Option(None, "--config", help="Key of the configuration."),
+    data: list[str] = typer.Option([], "--data", help="Key of a data input (repeatable)."),
+    env: list[str] = typer.Option([], "--env", help="NAME=VALUE (repeatable)."),
     deployments: bool = typer.Option(False, "--deployments", help="Run each step through its deployment."),
 ) -> int:
     """Run one pipeline here (against PREFECT_API_URL or the local server); print one JSON
@@ -46,14 +45,23 @@ def run_command(
     ensure_api()  # the local server (and Prefect, through the flow) once the input is good
     flow = make_pipeline_flow(name, pipelines[name])
     state = flow(config_id=config, data_ids=list(data), env=values, use_deployments=deployments, return_state=True)
-    print(json.dumps({"id": str(state.state_details.flow_run_id), "state": state.type.value.title(),
-                      "message": state.message, "result": state.result(raise_on_failure=False)}, default=str))
+    print(
+        json.dumps(
+            {
+                "id": str(state.state_details.flow_run_id),
+                "state": state.type.value.title(),
+                "message": state.message,
+                "result": state.result(raise_on_failure=False),
+            },
+            default=str,
+        )
+    )
     return 0 if state.is_completed() else 1
 
 
 @pipelines_app.command("serve")
 def serve_command(
-    names: List[str] = typer.Argument(None, help="Pipelines to serve (default: all)."),
+    names: list[str] = typer.Argument(None, help="Pipelines to serve (default: all)."),
 ) -> None:
     """Serve pipelines as deployments (start them from the Prefect UI) until stopped."""
     from jobcloud.deployments.server.local_server import ensure_api
@@ -68,9 +76,11 @@ def serve_command(
     from prefect import serve
     from prefect.deployments.runner import EntrypointType
 
-    serve(*(
-        make_pipeline_flow(n, pipelines[n]).to_deployment(
-            name="pipeline", tags=[PIPELINE_TAG], entrypoint_type=EntrypointType.MODULE_PATH
+    serve(
+        *(
+            make_pipeline_flow(n, pipelines[n]).to_deployment(
+                name="pipeline", tags=[PIPELINE_TAG], entrypoint_type=EntrypointType.MODULE_PATH
+            )
+            for n in names
         )
-        for n in names
-    ))
+    )

@@ -7,7 +7,7 @@ Imports of what runs a job (the store, Prefect, the engine) sit inside the comma
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -33,22 +33,26 @@ def parse_env(pairs: list[str], option: str = "--env", value_word: str = "VALUE"
 
 def run_command(
     entrypoint: str = typer.Argument(..., metavar="APP/VERSION/ENTRYPOINT", help="What to run (see `jobcloud apps`)."),
-    config: Optional[str] = typer.Option(None, "--config", help="Key of the configuration."),
-    data: List[str] = typer.Option([], "--data", help="Key of a data input (repeatable)."),
-    artifact: List[str] = typer.Option([], "--artifact", help="Key of an artifact, e.g. jobs/<id>/artifact (repeatable)."),
-    env: List[str] = typer.Option([], "--env", help="NAME=VALUE for an allow-listed variable (repeatable)."),
-    secret: List[str] = typer.Option([], "--secret", help="NAME=BLOCK: secret variable NAME gets the value of Prefect Secret block BLOCK (repeatable)."),
-    cpu: Optional[float] = typer.Option(None, "--cpu", min=0.01, help="CPU cores (overrides VCPU)."),
-    memory: Optional[int] = typer.Option(None, "--memory", min=6, help="Memory limit in MB (overrides MEMORY)."),
-    gpu: Optional[int] = typer.Option(None, "--gpu", min=0, help="GPUs (overrides GPU)."),
-    timeout: Optional[int] = typer.Option(None, "--timeout", min=1, help="Seconds before the job is stopped."),
-    callback_url: Optional[str] = typer.Option(
+    config: str | None = typer.Option(None, "--config", help="Key of the configuration."),
+    data: list[str] = typer.Option([], "--data", help="Key of a data input (repeatable)."),
+    artifact: list[str] = typer.Option([], "--artifact", help="Key of an artifact, e.g. jobs/<id>/artifact (repeatable)."),
+    env: list[str] = typer.Option([], "--env", help="NAME=VALUE for an allow-listed variable (repeatable)."),
+    secret: list[str] = typer.Option(
+        [], "--secret", help="NAME=BLOCK: secret variable NAME gets the value of Prefect Secret block BLOCK (repeatable)."
+    ),
+    cpu: float | None = typer.Option(None, "--cpu", min=0.01, help="CPU cores (overrides VCPU)."),
+    memory: int | None = typer.Option(None, "--memory", min=6, help="Memory limit in MB (overrides MEMORY)."),
+    gpu: int | None = typer.Option(None, "--gpu", min=0, help="GPUs (overrides GPU)."),
+    timeout: int | None = typer.Option(None, "--timeout", min=1, help="Seconds before the job is stopped."),
+    callback_url: str | None = typer.Option(
         None, "--callback-url", metavar="URL", help="http(s) URL that gets a JSON status update (PATCH) at each phase and at the end."
     ),
     local: bool = typer.Option(False, "--local", help="Run in this process against a local Prefect."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the job id and return at once (server mode)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object (id, state, outputs, manifest)."),
-    priority: int = typer.Option(0, "--priority", min=0, max=5, help="0 (default) to 5 (most urgent): the pool's queue priority-N (server mode)."),
+    priority: int = typer.Option(
+        0, "--priority", min=0, max=5, help="0 (default) to 5 (most urgent): the pool's queue priority-N (server mode)."
+    ),
 ) -> int:
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
     from jobcloud.blocks.store.factory import store_from_settings
@@ -113,9 +117,9 @@ def report(result, as_json: bool) -> None:
 
 
 def submit_and_report(
-    ref: "EntrypointRef",
-    entry: "Entrypoint",
-    request: "JobRequest",
+    ref: EntrypointRef,
+    entry: Entrypoint,
+    request: JobRequest,
     wait: bool,
     as_json: bool,
     priority: int = DEFAULT_PRIORITY,

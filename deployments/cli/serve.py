@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from jobcloud.deployments.cli.output import out, print_json
@@ -29,7 +27,7 @@ def serve_command(
 def register_command(
     core_url: str = typer.Option(..., "--core-url", help="The Swiss AI Center core engine, e.g. https://core.example.org."),
     public_url: str = typer.Option(..., "--public-url", help="Where the core engine reaches this API."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="JOBCLOUD_API_CORE_TOKEN", help="Bearer token for the core engine."),
+    token: str | None = typer.Option(None, "--token", envvar="JOBCLOUD_API_CORE_TOKEN", help="Bearer token for the core engine."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Register every entrypoint as a service with the core engine (POST CORE_URL/services)."""

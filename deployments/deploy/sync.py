@@ -37,8 +37,8 @@ from jobcloud.deployments.pools.resources import check_infra, deployment_job_var
 from jobcloud.deployments.pools.types import DEFAULT_POOL_TYPE, POOL_TYPES, POOLS, parse_pool_types
 from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY, PoolChange, ensure_pools, pool_type_of, queue_name
 from jobcloud.flows.catalog import Catalog, EntrypointRef
-from jobcloud.flows.container_spec import image_for
 from jobcloud.flows.catalog_flows import entrypoint_of, flow_for, ref_of_attribute
+from jobcloud.flows.container_spec import image_for
 from jobcloud.flows.definition import DEFINITION_ENV, encode_definition
 
 # Prefect is imported inside the functions: never before `ensure_api` has fixed the API.
@@ -54,6 +54,7 @@ PULL_STEPS: list[dict[str, Any]] = [{"prefect.deployments.steps.set_working_dire
 
 class CronSchedule(BaseModel):
     """A cron schedule of a deployment, as `prefect.yaml` writes it."""
+
     cron: str
     timezone: str = "UTC"
     active: bool = True
@@ -61,6 +62,7 @@ class CronSchedule(BaseModel):
 
 class DeploymentSpec(BaseModel):
     """The managed fields of one deployment, from the catalog or prefect.yaml."""
+
     flow_name: str
     name: str
     ref: EntrypointRef
@@ -81,6 +83,7 @@ class DeploymentSpec(BaseModel):
 
 class DeployChange(BaseModel):
     """What `sync` did to one deployment (or pool/queue)."""
+
     name: str
     action: str  # created | updated | unchanged | deleted | warning
     detail: str = ""
@@ -88,7 +91,6 @@ class DeployChange(BaseModel):
 
 def _schema(ref: EntrypointRef, catalog: Catalog) -> dict[str, Any]:
     from prefect.utilities.callables import parameter_schema
-
 
     # The same function `prefect deploy` uses, so both paths give the same form.
     return parameter_schema(flow_for(ref, catalog)).model_dump(mode="json", exclude_unset=True)
@@ -143,7 +145,7 @@ def scheduled_deployments(prefect_yaml: Path | None, catalog: Catalog) -> list[D
         entrypoint = d.get("entrypoint", "")
         if not entrypoint.startswith(ENTRYPOINT_PREFIX):
             raise UserError(f"{where}: entrypoint must start with {ENTRYPOINT_PREFIX!r}")
-        ref = ref_of_attribute(entrypoint[len(ENTRYPOINT_PREFIX):])
+        ref = ref_of_attribute(entrypoint[len(ENTRYPOINT_PREFIX) :])
         entry = catalog.get(ref)
         pool = d.get("work_pool") or {}
         specs.append(
@@ -315,10 +317,7 @@ def _apply(client: Any, spec: DeploymentSpec) -> DeployChange:
         if spec.schedules:
             client.create_deployment_schedules(
                 dep_id,
-                [
-                    DeploymentScheduleCreate(schedule=PrefectCron(cron=s.cron, timezone=s.timezone), active=s.active)
-                    for s in spec.schedules
-                ],
+                [DeploymentScheduleCreate(schedule=PrefectCron(cron=s.cron, timezone=s.timezone), active=s.active) for s in spec.schedules],
             )
     if existing is None:
         return DeployChange(name=spec.full_name, action="created", detail=spec.work_pool_name)
@@ -385,7 +384,10 @@ def require_infra(catalog: Catalog, specs: list[DeploymentSpec], types: dict[str
         for problem in check_infra(kind, gpus=gpus, timeout_s=timeout, cpu=cpu, memory_mb=memory):
             problems.append(f"{spec.ref} on pool {spec.work_pool_name} ({kind}): {problem}")
     if problems:
-        raise UserError("the catalog asks for what a pool's platform cannot give; nothing was deployed:\n" + "\n".join(f"  {p}" for p in sorted(set(problems))))
+        raise UserError(
+            "the catalog asks for what a pool's platform cannot give; nothing was deployed:\n"
+            + "\n".join(f"  {p}" for p in sorted(set(problems)))
+        )
 
 
 def with_infra_variables(spec: DeploymentSpec, catalog: Catalog, pool_type: str) -> DeploymentSpec:
@@ -466,7 +468,7 @@ def render_prefect_yaml(catalog: Catalog, schedules_from: Path | None = None) ->
             # `jobcloud deploy` writes it (`scheduled_deployments`).
             entrypoint = d.get("entrypoint", "")
             if entrypoint.startswith(ENTRYPOINT_PREFIX):
-                ref = ref_of_attribute(entrypoint[len(ENTRYPOINT_PREFIX):])
+                ref = ref_of_attribute(entrypoint[len(ENTRYPOINT_PREFIX) :])
                 pool = d.setdefault("work_pool", {}) or {}
                 d["work_pool"] = pool
                 pool["job_variables"] = _merge_variables(pool.get("job_variables") or {}, definition_variables(ref, catalog.get(ref)))

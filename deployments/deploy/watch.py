@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from jobcloud.blocks.errors import CatalogError
 from jobcloud.flows.catalog import Catalog, load_catalog

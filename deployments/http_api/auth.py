@@ -67,7 +67,7 @@ class KeyRing:
         return self._by_digest.get(_digest(token))
 
     @classmethod
-    def parse(cls, text: str, source: str) -> "KeyRing":
+    def parse(cls, text: str, source: str) -> KeyRing:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -138,12 +138,21 @@ def principal(request: Request) -> Principal:
         raise ApiError(401, "no bearer token", "Authorization", "send the header 'Authorization: Bearer <your API key>'", challenge)
     who = request.app.state.keys.lookup(token.strip())
     if who is None:
-        raise ApiError(401, "unknown API key", "Authorization", "check the token in 'Authorization: Bearer <API key>'; ask the operator for a key", challenge)
+        raise ApiError(
+            401,
+            "unknown API key",
+            "Authorization",
+            "check the token in 'Authorization: Bearer <API key>'; ask the operator for a key",
+            challenge,
+        )
     wait = request.app.state.rate.hit(who.user)
     if wait is not None:
         raise ApiError(
-            429, f"more than {request.app.state.rate.per_minute} requests in a minute", None,
-            f"retry after {wait:.0f} s", {"Retry-After": str(max(1, int(wait + 0.999)))},
+            429,
+            f"more than {request.app.state.rate.per_minute} requests in a minute",
+            None,
+            f"retry after {wait:.0f} s",
+            {"Retry-After": str(max(1, int(wait + 0.999)))},
         )
     return who
 

@@ -33,8 +33,9 @@ log = logging.getLogger("jobcloud.api")
 class ApiError(Exception):
     """A refusal with its HTTP status, the field at fault and how to fix it."""
 
-    def __init__(self, status: int, message: str, field: str | None = None, fix: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, field: str | None = None, fix: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -118,9 +119,7 @@ def install(app: FastAPI) -> None:
             if first["field"] == "body"
             else "correct the field; GET /openapi.json has the request schema"
         )
-        return JSONResponse(
-            body(422, f"{first['field']}: {first['message']}", first["field"], fix, problems=problems), status_code=422
-        )
+        return JSONResponse(body(422, f"{first['field']}: {first['message']}", first["field"], fix, problems=problems), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -5,7 +5,8 @@ their own, larger limit, checked while they stream (routes_files)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 
@@ -65,9 +66,18 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         payload = json.dumps(
-            body(413, f"request body over {self.limit} bytes", "body",
-                 "send less; files go through PUT /files/KEY (JOBCLOUD_API_MAX_BODY_BYTES sets this limit)")
+            body(
+                413,
+                f"request body over {self.limit} bytes",
+                "body",
+                "send less; files go through PUT /files/KEY (JOBCLOUD_API_MAX_BODY_BYTES sets this limit)",
+            )
         ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -19,24 +19,28 @@ def registrations(catalog: Catalog, public_url: str) -> list[dict[str, Any]]:
     base = public_url.rstrip("/")
     out = []
     for ref, entry in catalog.entries():
-        out.append({
-            "name": f"{ref.application} {ref.version} {ref.entrypoint}",
-            "slug": ref.deployment_name,
-            "url": f"{base}/swiss/{ref.application}/{ref.version}/{ref.entrypoint}",
-            "summary": entry.description or str(ref),
-            "description": entry.description or str(ref),
-            "data_in_fields": [{"name": kind, "type": ["*/*"]} for kind in entry.inputs],
-            "data_out_fields": [{"name": name, "type": ["*/*"]} for name in ("output", "log", "artifact")
-                                if getattr(entry.handler.files_up, name) is not None],
-            "tags": [{"name": t, "acronym": t.split(":", 1)[0][:3].upper()} for t in ref.tags],
-            "has_ai": False,
-            "docs_url": f"{base}/docs",
-        })
+        out.append(
+            {
+                "name": f"{ref.application} {ref.version} {ref.entrypoint}",
+                "slug": ref.deployment_name,
+                "url": f"{base}/swiss/{ref.application}/{ref.version}/{ref.entrypoint}",
+                "summary": entry.description or str(ref),
+                "description": entry.description or str(ref),
+                "data_in_fields": [{"name": kind, "type": ["*/*"]} for kind in entry.inputs],
+                "data_out_fields": [
+                    {"name": name, "type": ["*/*"]}
+                    for name in ("output", "log", "artifact")
+                    if getattr(entry.handler.files_up, name) is not None
+                ],
+                "tags": [{"name": t, "acronym": t.split(":", 1)[0][:3].upper()} for t in ref.tags],
+                "has_ai": False,
+                "docs_url": f"{base}/docs",
+            }
+        )
     return out
 
 
-def register(core_url: str, public_url: str, catalog: Catalog, token: str | None = None,
-             timeout_s: float = 10.0) -> list[dict[str, Any]]:
+def register(core_url: str, public_url: str, catalog: Catalog, token: str | None = None, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """POST each registration; returns [{slug, status}] (raises on a transport error)."""
     import httpx
 

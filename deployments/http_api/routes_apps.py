@@ -114,10 +114,7 @@ def _application(name: str, versions: dict[str, dict[str, Entrypoint]]) -> Appli
 
 def parameter_schema(entry: Entrypoint) -> dict[str, Any]:
     """The JSON schema of the entrypoint's job parameters (the Prefect run form's fields)."""
-    fields = {
-        p.name: (p.annotation, ... if p.default is p.empty else p.default)
-        for p in flow_signature(entry).parameters.values()
-    }
+    fields = {p.name: (p.annotation, ... if p.default is p.empty else p.default) for p in flow_signature(entry).parameters.values()}
     return create_model("Parameters", **fields).model_json_schema()  # type: ignore[call-overload]
 
 

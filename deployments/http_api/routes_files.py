@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -74,8 +75,9 @@ async def upload(request: Request, key: str, owner: str | None = None, who: Prin
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > limit:
-                        raise ApiError(413, f"upload over {limit} bytes", "body",
-                                       "split the file (JOBCLOUD_API_MAX_UPLOAD_BYTES sets the limit)")
+                        raise ApiError(
+                            413, f"upload over {limit} bytes", "body", "split the file (JOBCLOUD_API_MAX_UPLOAD_BYTES sets the limit)"
+                        )
                     digest.update(chunk)
                     fh.write(chunk)
             except ClientDisconnect:
@@ -144,8 +146,7 @@ def stream_file(store: Any, key: str, shown: str) -> StreamingResponse:
     )
 
 
-@router.get("/files/{key:path}", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get("/files/{key:path}", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}})
 def download(request: Request, key: str, owner: str | None = None, who: Principal = Depends(principal)) -> StreamingResponse:
     """Download the file KEY, streamed."""
     user = owner_for(who, owner)
@@ -153,8 +154,9 @@ def download(request: Request, key: str, owner: str | None = None, who: Principa
 
 
 @router.delete("/files/{key:path}")
-def delete(request: Request, key: str, recursive: bool = False, owner: str | None = None,
-           who: Principal = Depends(principal)) -> dict[str, Any]:
+def delete(
+    request: Request, key: str, recursive: bool = False, owner: str | None = None, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     """Delete the file KEY (a folder needs `recursive=true`)."""
     user = owner_for(who, owner)
     full = user_key(user, key)

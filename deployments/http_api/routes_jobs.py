@@ -21,8 +21,8 @@ from jobcloud.deployments.http_api.errors import ApiError, from_user_error
 from jobcloud.deployments.http_api.routes_files import stream_file
 from jobcloud.deployments.http_api.services import Backend, owner_of, owner_tag, user_key
 from jobcloud.deployments.jobs.show import JobInfo, cancel_job, job_logs, list_jobs, show_job
-from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY
 from jobcloud.deployments.jobs.submit import submit
+from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY
 from jobcloud.flows.catalog import EntrypointRef, load_catalog
 from jobcloud.flows.manifest import job_prefix
 from jobcloud.flows.request import JobRequest, validate_request
@@ -33,9 +33,17 @@ router = APIRouter(tags=["jobs"])
 class StartJob(JobRequest):
     """A job of ENTRYPOINT with the flow's parameters (keys relative to your folder)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "example": {"entrypoint": "linefit/v1/train", "config_id": "examples/config.yaml",
-                    "data_ids": ["examples/points.csv"], "env": {"LINEFIT_EPOCHS": "50"}}})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "entrypoint": "linefit/v1/train",
+                "config_id": "examples/config.yaml",
+                "data_ids": ["examples/points.csv"],
+                "env": {"LINEFIT_EPOCHS": "50"},
+            }
+        },
+    )
     entrypoint: str = Field(description="APPLICATION/VERSION/ENTRYPOINT, e.g. linefit/v1/train.")
     priority: int = Field(DEFAULT_PRIORITY, ge=0, le=5, description="Queue priority 0 (first) .. 5.")
 
@@ -74,15 +82,19 @@ def map_inputs(backend: Backend, who: Principal, user: str, request: JobRequest)
         try:
             backend.store.require(full)
         except MissingKeyError:
-            raise ApiError(400, f"{kind}: no such key {key!r}", kind, "upload it first (PUT /files/KEY) or list yours with GET /files") from None
+            raise ApiError(
+                400, f"{kind}: no such key {key!r}", kind, "upload it first (PUT /files/KEY) or list yours with GET /files"
+            ) from None
         return full
 
     try:
-        return request.model_copy(update={
-            "config_id": one("config_id", request.config_id) if request.config_id else None,
-            "data_ids": [one("data_ids", k) for k in request.data_ids],
-            "artifact_ids": [one("artifact_ids", k) for k in request.artifact_ids],
-        })
+        return request.model_copy(
+            update={
+                "config_id": one("config_id", request.config_id) if request.config_id else None,
+                "data_ids": [one("data_ids", k) for k in request.data_ids],
+                "artifact_ids": [one("artifact_ids", k) for k in request.artifact_ids],
+            }
+        )
     except ApiError:
         raise
     except UserError as exc:
@@ -102,8 +114,16 @@ def _owned_by(backend: Backend, user: str, job_id: str) -> str:
     return str(run.id)
 
 
-def start_job(backend: Backend, who: Principal, user: str, entrypoint: str, request: JobRequest,
-              priority: int = DEFAULT_PRIORITY, extra_tags: list[str] | None = None, max_active: int = 0) -> Any:
+def start_job(
+    backend: Backend,
+    who: Principal,
+    user: str,
+    entrypoint: str,
+    request: JobRequest,
+    priority: int = DEFAULT_PRIORITY,
+    extra_tags: list[str] | None = None,
+    max_active: int = 0,
+) -> Any:
     """Validate and submit one job for ``user``; returns the flow run. Nothing is created when
     any check fails."""
     if request.secrets and not who.is_admin:
@@ -125,8 +145,12 @@ def start_job(backend: Backend, who: Principal, user: str, entrypoint: str, requ
     mapped = map_inputs(backend, who, user, checked)
     with backend.submit_lock:
         if max_active and backend.active_jobs(user) >= max_active:
-            raise ApiError(429, f"{user} already has {max_active} jobs queued or running", None,
-                           "wait for one to end or cancel one (JOBCLOUD_API_MAX_ACTIVE_JOBS sets the bound)")
+            raise ApiError(
+                429,
+                f"{user} already has {max_active} jobs queued or running",
+                None,
+                "wait for one to end or cancel one (JOBCLOUD_API_MAX_ACTIVE_JOBS sets the bound)",
+            )
         return submit(backend.client, ref, mapped, priority, extra_tags=[owner_tag(user), *(extra_tags or [])])
 
 
@@ -135,14 +159,20 @@ def start(request: Request, body: StartJob, owner: str | None = None, who: Princ
     """Start a job of ENTRYPOINT; returns its id at once (poll GET /jobs/{id})."""
     user = owner_for(who, owner)
     job = JobRequest.model_validate(body.model_dump(exclude={"entrypoint", "priority"}))
-    run = start_job(_backend(request), who, user, body.entrypoint, job, body.priority,
-                    max_active=request.app.state.settings.max_active_jobs)
+    run = start_job(
+        _backend(request), who, user, body.entrypoint, job, body.priority, max_active=request.app.state.settings.max_active_jobs
+    )
     return Started(id=str(run.id), entrypoint=body.entrypoint, state=run.state.name if run.state else "Scheduled", owner=user)
 
 
 @router.get("/jobs", response_model=list[JobInfo])
-def list_(request: Request, app: str | None = None, state: str | None = Query(None, description="queued, running, finished, error, cancelled or a Prefect state name."),
-          owner: str | None = None, who: Principal = Depends(principal)) -> list[JobInfo]:
+def list_(
+    request: Request,
+    app: str | None = None,
+    state: str | None = Query(None, description="queued, running, finished, error, cancelled or a Prefect state name."),
+    owner: str | None = None,
+    who: Principal = Depends(principal),
+) -> list[JobInfo]:
     """The caller's jobs, newest first (an admin sees everyone's unless `owner` is given)."""
     tags = None if who.is_admin and owner is None else [owner_tag(owner_for(who, owner))]
     try:
@@ -186,11 +216,12 @@ def job_files(request: Request, job_id: str, who: Principal = Depends(principal)
         found = backend.store.files(prefix)
     except MissingKeyError:
         found = []
-    return {"id": prefix[5:], "files": [{"path": k[len(prefix) + 1:], "size": s} for k, s in found]}
+    return {"id": prefix[5:], "files": [{"path": k[len(prefix) + 1 :], "size": s} for k, s in found]}
 
 
-@router.get("/jobs/{job_id}/files/{path:path}", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get(
+    "/jobs/{job_id}/files/{path:path}", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}}
+)
 def job_file(request: Request, job_id: str, path: str, who: Principal = Depends(principal)) -> StreamingResponse:
     """Download one of the job's files, e.g. output/metrics.txt, streamed."""
     backend = _backend(request)
@@ -200,4 +231,3 @@ def job_file(request: Request, job_id: str, path: str, who: Principal = Depends(
     except UserError as exc:
         raise from_user_error(exc, "path") from None
     return stream_file(backend.store, key, path)
-

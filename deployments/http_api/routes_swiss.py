@@ -94,24 +94,32 @@ def status(app: str, version: str, entrypoint: str) -> dict[str, str]:
 
 
 @router.post("/compute", status_code=200)
-def compute(request: Request, app: str, version: str, entrypoint: str, task: TaskData,
-            who: Principal = Depends(principal)) -> dict[str, str]:
+def compute(
+    request: Request, app: str, version: str, entrypoint: str, task: TaskData, who: Principal = Depends(principal)
+) -> dict[str, str]:
     """Start the task as a job; its progress goes to `callback_url`."""
     ref = _ref(app, version, entrypoint)
     backend: Backend = request.app.state.backend
     if task.task_id and _find_task(backend, who.user, task.task_id) is not None:
         raise ApiError(409, f"task {task.task_id} exists already", "task_id", "use a new task id")
     p = task.parameters
-    job = JobRequest(config_id=p.config_id, data_ids=task.data_in, artifact_ids=p.artifact_ids, env=p.env,
-                     hardware=p.hardware, timeout=p.timeout, callback_url=task.callback_url)
-    run = start_job(backend, who, who.user, ref, job, extra_tags=[_task_tag(task.task_id)],
-                    max_active=request.app.state.settings.max_active_jobs)
+    job = JobRequest(
+        config_id=p.config_id,
+        data_ids=task.data_in,
+        artifact_ids=p.artifact_ids,
+        env=p.env,
+        hardware=p.hardware,
+        timeout=p.timeout,
+        callback_url=task.callback_url,
+    )
+    run = start_job(
+        backend, who, who.user, ref, job, extra_tags=[_task_tag(task.task_id)], max_active=request.app.state.settings.max_active_jobs
+    )
     return {"status": "Task added to the queue", "task_id": task.task_id, "job_id": str(run.id)}
 
 
 @router.get("/tasks/{task_id}/status", response_model=TaskStatus)
-def task_status(request: Request, app: str, version: str, entrypoint: str, task_id: str,
-                who: Principal = Depends(principal)) -> TaskStatus:
+def task_status(request: Request, app: str, version: str, entrypoint: str, task_id: str, who: Principal = Depends(principal)) -> TaskStatus:
     """The task's status in the Swiss AI Center's words (pending, fetching, processing, saving,
     finished, error)."""
     backend: Backend = request.app.state.backend

@@ -20,19 +20,11 @@ class ApiSettings(BaseSettings):
         description="Name of the Prefect Secret block holding the API keys as JSON "
         '{"<token>": {"user": "<name>", "role": "user"|"admin"}}.',
     )
-    keys_file: Path | None = Field(
-        None, description="A JSON file of the same shape (for tests and single-machine set-ups)."
-    )
-    max_body_bytes: int = Field(
-        1 * MIB, gt=0, description="Largest request body outside file uploads (JSON requests)."
-    )
-    max_upload_bytes: int = Field(
-        64 * 1024 * MIB, gt=0, description="Largest single file upload (streamed to disk, never held in memory)."
-    )
+    keys_file: Path | None = Field(None, description="A JSON file of the same shape (for tests and single-machine set-ups).")
+    max_body_bytes: int = Field(1 * MIB, gt=0, description="Largest request body outside file uploads (JSON requests).")
+    max_upload_bytes: int = Field(64 * 1024 * MIB, gt=0, description="Largest single file upload (streamed to disk, never held in memory).")
     rate_per_minute: int = Field(600, gt=0, description="Requests a user may make per minute (429 beyond).")
-    max_active_jobs: int = Field(
-        20, gt=0, description="Jobs a user may have queued or running at once (429 beyond)."
-    )
+    max_active_jobs: int = Field(20, gt=0, description="Jobs a user may have queued or running at once (429 beyond).")
     upload_dir: Path | None = Field(
         None, description="Where uploads are spooled before they enter the job store. Default: the system temp folder."
     )

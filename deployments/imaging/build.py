@@ -34,12 +34,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import docker.errors
-from packaging.requirements import Requirement
 import yaml
+from packaging.requirements import Requirement
 
 from jobcloud import blocks, deployments, flows
 from jobcloud.blocks.engine import docker_client, engine_url
@@ -207,9 +208,7 @@ def _import_debootstrap(client: Any, tag: str, log: Log) -> None:
                     p.unlink()
         archive = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(archive), "."], check=True)
-        client.api.import_image_from_file(
-            str(archive), repository=tag, changes=[f"ENV {PATH_ENV}", "ENV LANG=C.UTF-8", 'CMD ["python3"]']
-        )
+        client.api.import_image_from_file(str(archive), repository=tag, changes=[f"ENV {PATH_ENV}", "ENV LANG=C.UTF-8", 'CMD ["python3"]'])
 
 
 def has_image(client: Any, tag: str) -> bool:

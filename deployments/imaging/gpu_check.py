@@ -52,6 +52,7 @@ _PROBE_PY = (
     f"    print({PROBE_MARK!r} + json.dumps({{'python': True, 'torch': torch.__version__, 'cuda': torch.version.cuda}}))\n"
 )
 
+
 class CudaVerdict(BaseModel):
     """Whether an image can use CUDA (None: cannot tell), and how that is known."""
 
@@ -92,7 +93,7 @@ def verdict_from_probe(code: int, output: str, env: list[str] | None) -> CudaVer
     for line in output.splitlines():
         if line.startswith(PROBE_MARK):
             try:
-                answer = json.loads(line[len(PROBE_MARK):])
+                answer = json.loads(line[len(PROBE_MARK) :])
             except ValueError:
                 answer = None
     if answer is None and code != 127:

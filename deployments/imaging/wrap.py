@@ -22,8 +22,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import docker.errors
 from pydantic import BaseModel
@@ -121,7 +122,9 @@ def python_facts(client: Any, image: str) -> PythonFacts:
             if name == "python":  # a Python 2 `python` answers with a syntax error
                 continue
             tail = " | ".join(output.strip().splitlines()[-3:])
-            raise WrapRefused(image, f"its {name} did not answer (exit {code}): {tail}", "Check that `python3 -c pass` works in it.") from None
+            raise WrapRefused(
+                image, f"its {name} did not answer (exit {code}): {tail}", "Check that `python3 -c pass` works in it."
+            ) from None
         return PythonFacts(command=name, **facts)
     raise WrapRefused(
         image,
@@ -205,9 +208,7 @@ def build_wrapped(client: Any, ctx: Path, tag: str, labels: dict[str, str], log:
     tail: list[str] = []
     try:
         # pip in the first stage reaches PyPI: the host's network, as `images build` does.
-        for chunk in client.api.build(
-            path=str(ctx), tag=tag, labels=labels, rm=True, forcerm=True, network_mode="host", decode=True
-        ):
+        for chunk in client.api.build(path=str(ctx), tag=tag, labels=labels, rm=True, forcerm=True, network_mode="host", decode=True):
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
                 raise ContainerEngineError(f"wrapping into {tag} failed: {detail}\n" + "".join(tail[-30:]))
@@ -251,12 +252,16 @@ def wrap(image: str, tag: str | None = None, force: bool = False, log: Log = pri
     try:
         source_id = client.images.get(image).id
     except docker.errors.ImageNotFound:
-        raise WrapRefused(image, "the engine has no such image", "Build or pull it first (`podman images` / `docker images` lists what is there)") from None
+        raise WrapRefused(
+            image, "the engine has no such image", "Build or pull it first (`podman images` / `docker images` lists what is there)"
+        ) from None
     target = tag or default_tag(image)
     log(f"{image}: asking its python what it is")
     facts = python_facts(client, image)
     version = ".".join(map(str, facts.version))
-    log(f"{image}: Python {version} at {facts.executable} (venv {'yes' if facts.venv else 'no'}, ensurepip {'yes' if facts.ensurepip else 'no'})")
+    log(
+        f"{image}: Python {version} at {facts.executable} (venv {'yes' if facts.venv else 'no'}, ensurepip {'yes' if facts.ensurepip else 'no'})"
+    )
     if facts.jobcloud_venv:
         reason = probe_in_container(client, image)
         if reason is None:
@@ -281,7 +286,9 @@ def wrap(image: str, tag: str | None = None, force: bool = False, log: Log = pri
         if not force and has_image(client, target):
             labels = client.images.get(target).labels or {}
             if labels.get(WRAP_HASH_LABEL) == digest:
-                log(f"{target} is up to date (wrapped from this {image}, same JobCloud version and dependencies; --force copies JobCloud's current code)")
+                log(
+                    f"{target} is up to date (wrapped from this {image}, same JobCloud version and dependencies; --force copies JobCloud's current code)"
+                )
                 return WrapResult(image=image, tag=target, built=False, seconds=time.monotonic() - started, python=version)
         (ctx / "Dockerfile").write_text(dockerfile(source_id, facts.executable or facts.command))
         log(f"{image}: building {target}: {VENV_DIR} with JobCloud {jobcloud_version()} (pip from PyPI; a minute or two)")

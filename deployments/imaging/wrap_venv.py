@@ -57,8 +57,10 @@ def install(stage, env):
     if os.path.getsize(constraints) > 0:
         if run(argv + ["-c", constraints], env) == 0:
             return
-        say("the tested versions (constraints.txt) do not all install for this python: "
-            "newest versions within pyproject.toml's ranges instead")
+        say(
+            "the tested versions (constraints.txt) do not all install for this python: "
+            "newest versions within pyproject.toml's ranges instead"
+        )
     if run(argv, env) != 0:
         sys.exit("jobcloud-wrap: error: pip could not install JobCloud (see above)")
 
@@ -66,7 +68,7 @@ def install(stage, env):
 def main():
     stage = sys.argv[1]
     env = clean_env(stage)
-    say("python %s at %s" % (sys.version.split()[0], sys.executable))
+    say(f"python {sys.version.split()[0]} at {sys.executable}")
     os.makedirs(os.path.dirname(VENV), exist_ok=True)
     make_venv(stage, env)
     install(stage, env)

@@ -15,8 +15,9 @@ made, so it works inside Jupyter's running event loop too.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jobcloud.deployments.jobs.result import JobResult
 from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY
@@ -129,9 +130,7 @@ def submit(
     hardware = HardwareOverride(cpu=cpu, memory=memory, gpu=gpu) if any(v is not None for v in (cpu, memory, gpu)) else None
     request = validate_request(
         entry,
-        JobRequest(
-            config_id=config, data_ids=list(data), artifact_ids=list(artifacts), env=env or {}, hardware=hardware, timeout=timeout
-        ),
+        JobRequest(config_id=config, data_ids=list(data), artifact_ids=list(artifacts), env=env or {}, hardware=hardware, timeout=timeout),
     )
     store = store_from_settings()
     for _, key in request.inputs():

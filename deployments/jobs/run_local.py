@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 from jobcloud.blocks.engine import docker_client, require_gpus
+from jobcloud.blocks.settings import get_settings
 from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.deployments.jobs.result import JobResult, result_for
 from jobcloud.deployments.server.local_server import ensure_api
 from jobcloud.flows.cancel_watch import WATCH_ENV
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
-from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.container_run import ensure_image
 from jobcloud.flows.container_spec import image_for, job_gpus
 from jobcloud.flows.request import JobRequest

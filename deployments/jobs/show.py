@@ -48,6 +48,7 @@ class UnknownJobError(UserError):
 
 class JobInfo(BaseModel):
     """One job as `jobs ls` / `jobs show` report it."""
+
     id: str
     name: str
     application: str | None = None
@@ -70,7 +71,7 @@ class JobInfo(BaseModel):
 
 
 def _tag(run: Any, prefix: str) -> str | None:
-    return next((t[len(prefix):] for t in run.tags if t.startswith(prefix)), None)
+    return next((t[len(prefix) :] for t in run.tags if t.startswith(prefix)), None)
 
 
 def info_of(run: Any) -> JobInfo:
@@ -229,11 +230,11 @@ def _settle_cancel(client: Any, run_id: Any, job_id: str) -> str:
             return run.state.name
         time.sleep(0.25)
     client.set_flow_run_state(
-        run_id, Cancelled(message=f"no process stopped job {job_id} within {CANCEL_SETTLE_S:.0f} s of the cancel; marked Cancelled"),
+        run_id,
+        Cancelled(message=f"no process stopped job {job_id} within {CANCEL_SETTLE_S:.0f} s of the cancel; marked Cancelled"),
         force=True,
     )
     try:
-
         sweep_here()
     except Exception:  # noqa: BLE001 - the worker's sweeper removes what is left later
         pass

@@ -10,14 +10,15 @@ on the pool's queue `priority-<n>`; the flow run inherits the deployment's tags 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jobcloud.blocks.errors import JobCloudError, ParameterError, UserError
 from jobcloud.deployments.jobs.result import JobResult, result_for
-from jobcloud.deployments.server.local_server import ensure_api
 from jobcloud.deployments.pools.resources import check_infra, deployment_job_variables
 from jobcloud.deployments.pools.types import is_in_container
 from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY, pool_type_of, queue_name
+from jobcloud.deployments.server.local_server import ensure_api
 from jobcloud.deployments.server.processes import healthy
 from jobcloud.flows.catalog import EntrypointRef
 from jobcloud.flows.container_spec import image_for
@@ -36,8 +37,7 @@ def connect_api() -> str:
     api = ensure_api()
     if not healthy(api):
         raise JobCloudError(
-            f"the Prefect server at {api} does not answer; start it (`prefect server start`) "
-            "or point PREFECT_API_URL at a running one"
+            f"the Prefect server at {api} does not answer; start it (`prefect server start`) or point PREFECT_API_URL at a running one"
         )
     return api
 
@@ -65,8 +65,7 @@ def submit(
         deployment = client.read_deployment_by_name(deployment_name(ref))
     except ObjectNotFound:
         raise DeploymentMissingError(
-            f"no deployment {deployment_name(ref)!r} on the Prefect server; run `jobcloud deploy` "
-            "(or add --local to run here)"
+            f"no deployment {deployment_name(ref)!r} on the Prefect server; run `jobcloud deploy` (or add --local to run here)"
         ) from None
     return client.create_flow_run_from_deployment(
         deployment.id,
@@ -98,9 +97,7 @@ def override_variables(client: Any, ref: EntrypointRef, deployment: Any, request
     problems = check_infra(pool_type, gpus=gpus or 0, timeout_s=timeout, cpu=cpu, memory_mb=memory)
     if problems:
         raise ParameterError(f"{ref} on pool {deployment.work_pool_name} ({pool_type}): " + "; ".join(problems))
-    return deployment_job_variables(
-        pool_type, image_for(entry, gpus or 0), cpu=cpu, memory_mb=memory, gpus=gpus or 0, timeout_s=timeout
-    )
+    return deployment_job_variables(pool_type, image_for(entry, gpus or 0), cpu=cpu, memory_mb=memory, gpus=gpus or 0, timeout_s=timeout)
 
 
 def wait_for(
@@ -137,4 +134,3 @@ def wait_for(
 def result_of(run: Any, store: Any) -> JobResult:
     """A finished flow run as a `JobResult` (the shape `jobcloud run --json` prints)."""
     return result_for(str(run.id), run.state, store)
-

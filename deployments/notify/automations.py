@@ -55,7 +55,7 @@ def zombie_after_s() -> int:
     return value
 
 
-def zombie_automation(after_s: int | None = None) -> "AutomationCore":
+def zombie_automation(after_s: int | None = None) -> AutomationCore:
     """The automation that marks flow runs Crashed when their heartbeats stop."""
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
@@ -107,7 +107,7 @@ def _managed(automation: Any) -> dict[str, Any]:
     }
 
 
-def sync_zombie_automation(client: "SyncPrefectClient", after_s: int | None = None) -> str:
+def sync_zombie_automation(client: SyncPrefectClient, after_s: int | None = None) -> str:
     """Make the zombie-run automation match `zombie_automation`: "created", "updated" or
     "unchanged". Touches only automations named `ZOMBIE_AUTOMATION`.
 
@@ -133,7 +133,7 @@ def sync_zombie_automation(client: "SyncPrefectClient", after_s: int | None = No
     return "updated"
 
 
-def ensure_zombie_automation(client: "SyncPrefectClient", after_s: int | None = None) -> bool:
+def ensure_zombie_automation(client: SyncPrefectClient, after_s: int | None = None) -> bool:
     """Create the zombie-run automation if absent, or replace its definition if it differs;
     True if it wrote anything (idempotent). ``client``: `get_client(sync_client=True)`."""
     return sync_zombie_automation(client, after_s) != "unchanged"

@@ -188,7 +188,7 @@ def _json_text(value: str) -> str:
     return _literal(json.dumps(value))
 
 
-def _blocks(client: "SyncPrefectClient", settings: NotifySettings) -> tuple[dict[str, Any], list[NotifyChange]]:
+def _blocks(client: SyncPrefectClient, settings: NotifySettings) -> tuple[dict[str, Any], list[NotifyChange]]:
     """Save the blocks the settings ask for; returns channel -> block document id, and changes."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
@@ -232,7 +232,7 @@ def _blocks(client: "SyncPrefectClient", settings: NotifySettings) -> tuple[dict
     return ids, changes
 
 
-def _block_data(client: "SyncPrefectClient", block: Any, name: str) -> dict[str, Any] | None:
+def _block_data(client: SyncPrefectClient, block: Any, name: str) -> dict[str, Any] | None:
     from prefect.exceptions import ObjectNotFound
 
     try:
@@ -280,14 +280,14 @@ def _managed(automation: Any) -> dict[str, Any]:
     }
 
 
-def _put(client: "SyncPrefectClient", automation_id: Any, wanted: Any, enabled: bool) -> None:
+def _put(client: SyncPrefectClient, automation_id: Any, wanted: Any, enabled: bool) -> None:
     # A full PUT (as automations.py does): update_automation drops the defaulted `type` fields.
     body = wanted.model_copy(update={"enabled": enabled}).model_dump(mode="json", exclude={"owner_resource"})
     response = client.request("PUT", "/automations/{id}", path_params={"id": automation_id}, json=body)
     response.raise_for_status()
 
 
-def sync_notifications(client: "SyncPrefectClient", settings: NotifySettings, store: str) -> list[NotifyChange]:
+def sync_notifications(client: SyncPrefectClient, settings: NotifySettings, store: str) -> list[NotifyChange]:
     """Make the notification blocks and automations match ``settings``: one line per block or
     automation (created, updated, unchanged, deleted, warning). Without any channel set, the
     automations are deleted (the blocks stay: they may be used elsewhere). An existing
@@ -296,7 +296,11 @@ def sync_notifications(client: "SyncPrefectClient", settings: NotifySettings, st
     if settings.recipients():
         problem = probe_smtp(settings)
         if problem:
-            changes.append(NotifyChange(name=f"block {EMAIL_BLOCK}", action="warning", detail=f"{problem}; email notifications will fail until it answers"))
+            changes.append(
+                NotifyChange(
+                    name=f"block {EMAIL_BLOCK}", action="warning", detail=f"{problem}; email notifications will fail until it answers"
+                )
+            )
     block_ids, block_changes = _blocks(client, settings)
     changes += block_changes
     for kind, name in AUTOMATIONS.items():

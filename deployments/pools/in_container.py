@@ -116,8 +116,9 @@ def in_container_warnings(uses: dict[str, list[str]], client: Any = None) -> lis
         try:
             client = docker_client(timeout=PROBE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - no engine here: say so, the catalog is still valid
-            return [f"no container engine answers here ({exc.__class__.__name__}); cannot tell whether "
-                    f"{', '.join(uses)} can run in-container"]
+            return [
+                f"no container engine answers here ({exc.__class__.__name__}); cannot tell whether {', '.join(uses)} can run in-container"
+            ]
     warnings: list[str] = []
     for image, entrypoints in uses.items():
         used_by = "; ".join(entrypoints)

@@ -243,12 +243,19 @@ def check_infra(
     saying what to change; empty when it can. `jobcloud`, `docker` and `kubernetes` have no
     static limits (the host or the cluster decides)."""
     problems: list[str] = []
-    hours = lambda s: f"{s // 3600} h"
+
+    def hours(s: int) -> str:
+        return f"{s // 3600} h"
+
     if pool_type == "cloud-run-v2":
         if gpus > CLOUD_RUN_MAX_GPUS:
-            problems.append(f"Cloud Run gives at most {CLOUD_RUN_MAX_GPUS} GPU to a job, not {gpus}: set hardware.GPU to 1, or use a kubernetes or vertex-ai gpu pool")
+            problems.append(
+                f"Cloud Run gives at most {CLOUD_RUN_MAX_GPUS} GPU to a job, not {gpus}: set hardware.GPU to 1, or use a kubernetes or vertex-ai gpu pool"
+            )
         if timeout_s and timeout_s > CLOUD_RUN_MAX_TIMEOUT_S:
-            problems.append(f"Cloud Run stops a task after at most {hours(CLOUD_RUN_MAX_TIMEOUT_S)}; timeout {timeout_s} s is longer: lower the timeout to {CLOUD_RUN_MAX_TIMEOUT_S} s or less")
+            problems.append(
+                f"Cloud Run stops a task after at most {hours(CLOUD_RUN_MAX_TIMEOUT_S)}; timeout {timeout_s} s is longer: lower the timeout to {CLOUD_RUN_MAX_TIMEOUT_S} s or less"
+            )
         if cpu and cpu > CLOUD_RUN_MAX_CPU:
             problems.append(f"Cloud Run gives at most {CLOUD_RUN_MAX_CPU} CPUs, not {cpu:g}: lower VCPU")
         if memory_mb and memory_mb > CLOUD_RUN_MAX_MEMORY_MB:
@@ -257,12 +264,18 @@ def check_infra(
         if gpus > VERTEX_GPU_COUNTS[-1]:
             problems.append(f"Vertex AI's n1 machines take at most {VERTEX_GPU_COUNTS[-1]} GPUs, not {gpus}: lower hardware.GPU")
         if timeout_s and timeout_s > VERTEX_MAX_TIMEOUT_S:
-            problems.append(f"Vertex AI stops a custom job after at most 7 days; timeout {timeout_s} s is longer: lower it to {VERTEX_MAX_TIMEOUT_S} s or less")
+            problems.append(
+                f"Vertex AI stops a custom job after at most 7 days; timeout {timeout_s} s is longer: lower it to {VERTEX_MAX_TIMEOUT_S} s or less"
+            )
         if (cpu or memory_mb) and vertex_machine(cpu, memory_mb) is None:
-            problems.append(f"no Vertex AI n1 machine has {cpu or 0:g} CPUs and {memory_mb or 0} MB (the largest: 96 CPUs, {VERTEX_MACHINES[-1][2]} MB): lower VCPU or MEMORY")
+            problems.append(
+                f"no Vertex AI n1 machine has {cpu or 0:g} CPUs and {memory_mb or 0} MB (the largest: 96 CPUs, {VERTEX_MACHINES[-1][2]} MB): lower VCPU or MEMORY"
+            )
     elif pool_type == "ecs":
         if gpus > ECS_MAX_GPUS:
             problems.append(f"ECS instances have at most {ECS_MAX_GPUS} GPUs, not {gpus}: lower hardware.GPU")
         if not gpus and (cpu or memory_mb) and fargate_size(cpu, memory_mb) is None:
-            problems.append(f"Fargate gives a task at most 16 vCPU and 122880 MB, not {cpu or 0:g} vCPU and {memory_mb or 0} MB: lower VCPU or MEMORY (or run the pool on EC2)")
+            problems.append(
+                f"Fargate gives a task at most 16 vCPU and 122880 MB, not {cpu or 0:g} vCPU and {memory_mb or 0} MB: lower VCPU or MEMORY (or run the pool on EC2)"
+            )
     return problems

@@ -83,8 +83,20 @@ def _set_default(template: dict[str, Any], name: str, value: Any) -> None:
 
 
 def _kubernetes(template: dict[str, Any], pool: str) -> None:
-    _variable(template, "gpu_limit", _NULLABLE_INT, "GPUs", "NVIDIA GPUs of the job's container (resources.limits nvidia.com/gpu). Set by JobCloud from the catalog's GPU.")
-    _variable(template, "active_deadline_seconds", _NULLABLE_INT, "Active Deadline Seconds", "Kubernetes stops the Job after this many seconds. Set by JobCloud: the catalog's timeout plus a grace for staging and uploads.")
+    _variable(
+        template,
+        "gpu_limit",
+        _NULLABLE_INT,
+        "GPUs",
+        "NVIDIA GPUs of the job's container (resources.limits nvidia.com/gpu). Set by JobCloud from the catalog's GPU.",
+    )
+    _variable(
+        template,
+        "active_deadline_seconds",
+        _NULLABLE_INT,
+        "Active Deadline Seconds",
+        "Kubernetes stops the Job after this many seconds. Set by JobCloud: the catalog's timeout plus a grace for staging and uploads.",
+    )
     manifest = template["job_configuration"]["job_manifest"]
     manifest["spec"]["activeDeadlineSeconds"] = "{{ active_deadline_seconds }}"
     container = manifest["spec"]["template"]["spec"]["containers"][0]
@@ -96,9 +108,16 @@ def _ecs(template: dict[str, Any], pool: str) -> None:
     _variable(
         template,
         "resource_requirements",
-        {"type": "array", "items": {"type": "object", "properties": {"type": {"type": "string"}, "value": {"type": "string"}}, "required": ["type", "value"]}},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"type": {"type": "string"}, "value": {"type": "string"}},
+                "required": ["type", "value"],
+            },
+        },
         "Resource Requirements",
-        "The container's resourceRequirements, e.g. [{\"type\": \"GPU\", \"value\": \"1\"}] (EC2 launch type only). Set by JobCloud from the catalog's GPU.",
+        'The container\'s resourceRequirements, e.g. [{"type": "GPU", "value": "1"}] (EC2 launch type only). Set by JobCloud from the catalog\'s GPU.',
     )
     template["job_configuration"]["task_definition"]["containerDefinitions"][0]["resourceRequirements"] = "{{ resource_requirements }}"
     if pool == "gpu":
@@ -106,13 +125,19 @@ def _ecs(template: dict[str, Any], pool: str) -> None:
 
 
 def _cloud_run_v2(template: dict[str, Any], pool: str) -> None:
-    _variable(template, "gpu_limit", {"anyOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "null"}]}, "GPUs", "GPUs of the job's container (resources.limits nvidia.com/gpu; Cloud Run gives at most 1). Set by JobCloud from the catalog's GPU.")
+    _variable(
+        template,
+        "gpu_limit",
+        {"anyOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "null"}]},
+        "GPUs",
+        "GPUs of the job's container (resources.limits nvidia.com/gpu; Cloud Run gives at most 1). Set by JobCloud from the catalog's GPU.",
+    )
     _variable(
         template,
         "node_selector",
         {"anyOf": [{"type": "object", "properties": {"accelerator": {"type": "string"}}}, {"type": "null"}]},
         "Node Selector",
-        "The task's nodeSelector: the GPU type, e.g. {\"accelerator\": \"nvidia-l4\"}.",
+        'The task\'s nodeSelector: the GPU type, e.g. {"accelerator": "nvidia-l4"}.',
     )
     task = template["job_configuration"]["job_body"]["template"]["template"]
     task["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpu_limit }}"
@@ -156,7 +181,7 @@ JOBCLOUD_VARIABLES: dict[str, tuple[str, ...]] = {
 def local_store_path(storage: str) -> str | None:
     """The folder of a job store that is a local folder (or file:// URL), else None."""
     if storage.startswith("file://"):
-        return storage[len("file://"):]
+        return storage[len("file://") :]
     if "://" in storage or storage.startswith("block:"):
         return None
     return storage

@@ -55,11 +55,29 @@ class PoolType(BaseModel):
 POOL_TYPES: dict[str, PoolType] = {
     t.name: t
     for t in (
-        PoolType(name="jobcloud", package="jobcloud", module="jobcloud.deployments.worker.fast_worker", worker="JobCloudWorker", in_container=False),
+        PoolType(
+            name="jobcloud",
+            package="jobcloud",
+            module="jobcloud.deployments.worker.fast_worker",
+            worker="JobCloudWorker",
+            in_container=False,
+        ),
         PoolType(name="docker", package="prefect-docker", module="prefect_docker.worker", worker="DockerWorker", in_container=True),
-        PoolType(name="kubernetes", package="prefect-kubernetes", module="prefect_kubernetes.worker", worker="KubernetesWorker", in_container=True),
+        PoolType(
+            name="kubernetes",
+            package="prefect-kubernetes",
+            module="prefect_kubernetes.worker",
+            worker="KubernetesWorker",
+            in_container=True,
+        ),
         PoolType(name="ecs", package="prefect-aws", module="prefect_aws.workers.ecs_worker", worker="ECSWorker", in_container=True),
-        PoolType(name="cloud-run-v2", package="prefect-gcp", module="prefect_gcp.workers.cloud_run_v2", worker="CloudRunWorkerV2", in_container=True),
+        PoolType(
+            name="cloud-run-v2",
+            package="prefect-gcp",
+            module="prefect_gcp.workers.cloud_run_v2",
+            worker="CloudRunWorkerV2",
+            in_container=True,
+        ),
         PoolType(name="vertex-ai", package="prefect-gcp", module="prefect_gcp.workers.vertex", worker="VertexAIWorker", in_container=True),
     )
 }

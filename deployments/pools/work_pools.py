@@ -48,7 +48,6 @@ from pydantic import BaseModel
 
 from jobcloud.blocks.errors import ParameterError
 from jobcloud.blocks.settings import get_settings
-from jobcloud.flows.pool_slots import pool_slots_name
 from jobcloud.deployments.pools.templates import (
     IN_CONTAINER_COMMAND,
     IN_CONTAINER_ENV,
@@ -69,6 +68,7 @@ from jobcloud.deployments.pools.types import (
     parse_pool_types,
     require_pool_type,
 )
+from jobcloud.flows.pool_slots import pool_slots_name
 
 # Prefect (and the worker, which imports it) inside the functions: never before `ensure_api`.
 
@@ -206,8 +206,7 @@ def ensure_pools(
     # A pool no option or setting names keeps the type it has (a later plain `deploy`, or
     # `deploy --watch`, must not fight an earlier `--pool-type`); a new one is `jobcloud`.
     wanted = {
-        p: named.get(p) or (existing[p].type if p in existing and existing[p].type in POOL_TYPES else DEFAULT_POOL_TYPE)
-        for p in POOLS
+        p: named.get(p) or (existing[p].type if p in existing and existing[p].type in POOL_TYPES else DEFAULT_POOL_TYPE) for p in POOLS
     }
     for kind in {wanted[p] for p in POOLS}:
         require_pool_type(kind)
@@ -270,7 +269,9 @@ def sync_pool_slots(client: Any, pool: str, limit: int | None) -> list[PoolChang
     return [PoolChange(name=f"{pool}/slots", action="created" if current is None else "updated", detail=f"{name}: {limit}")]
 
 
-def _update_pool(client: Any, pool_obj: Any, pool: str, kind: str, limit: int | None, env: dict[str, str], said: str, update_cls: Any) -> list[PoolChange]:
+def _update_pool(
+    client: Any, pool_obj: Any, pool: str, kind: str, limit: int | None, env: dict[str, str], said: str, update_cls: Any
+) -> list[PoolChange]:
     changes: list[PoolChange] = []
     update: dict[str, Any] = {}
     details = []
@@ -292,7 +293,13 @@ def _update_pool(client: Any, pool_obj: Any, pool: str, kind: str, limit: int | 
             update["base_job_template"] = with_store_volume(new, env["JOBCLOUD_STORAGE"]) if kind == "docker" else new
             details.append(said)
         if is_in_container(kind) and not gaps and command_of(template) != IN_CONTAINER_COMMAND:
-            changes.append(PoolChange(name=pool, action="warning", detail=f"its command is {command_of(template)!r}, not {IN_CONTAINER_COMMAND!r}; left as it is"))
+            changes.append(
+                PoolChange(
+                    name=pool,
+                    action="warning",
+                    detail=f"its command is {command_of(template)!r}, not {IN_CONTAINER_COMMAND!r}; left as it is",
+                )
+            )
     if update:
         client.update_work_pool(pool, update_cls(**update))
         changes.append(PoolChange(name=pool, action="updated", detail="; ".join(details)))
@@ -306,7 +313,13 @@ def _store_warning(pool: str, kind: str, storage: str) -> list[PoolChange]:
     # template; pods and cloud tasks have no such disk.
     if kind in (DEFAULT_POOL_TYPE, LEGACY_POOL_TYPE, "docker") or local_store_path(storage) is None:
         return []
-    return [PoolChange(name=pool, action="warning", detail=f"job store {storage} is a local folder, which {kind} jobs cannot reach; use s3://, gs:// or block:<name> (JOBCLOUD_STORAGE)")]
+    return [
+        PoolChange(
+            name=pool,
+            action="warning",
+            detail=f"job store {storage} is a local folder, which {kind} jobs cannot reach; use s3://, gs:// or block:<name> (JOBCLOUD_STORAGE)",
+        )
+    ]
 
 
 def _ensure_queues(client: Any, pool: str) -> list[PoolChange]:
@@ -319,7 +332,9 @@ def _ensure_queues(client: Any, pool: str) -> list[PoolChange]:
         queue = existing.get(name)
         if queue is None:
             client.create_work_queue(
-                name=name, work_pool_name=pool, priority=wanted,
+                name=name,
+                work_pool_name=pool,
+                priority=wanted,
                 description=f"JobCloud jobs of priority {p} (5 is the most urgent)",
             )
             changes.append(PoolChange(name=f"{pool}/{name}", action="created", detail=f"prefect priority {wanted}"))

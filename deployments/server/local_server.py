@@ -60,8 +60,11 @@ def _sweep_in_background(api_url: str) -> None:
         # The zombie-run automation too (automations.py). Both in child processes: importing
         # Prefect here, before PREFECT_API_URL is set, would fix the wrong API for this command.
         subprocess.Popen(
-            [sys.executable, "-m", *module.split()], env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", *module.split()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
 

@@ -88,8 +88,13 @@ def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = N
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         popen = subprocess.Popen(
-            args, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=cwd, start_new_session=True,
+            args,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
         )
     return Proc(popen, log)
 
@@ -123,7 +128,7 @@ class PrefectServer:
         )
         return env
 
-    def start(self, timeout: float = 120) -> "PrefectServer":
+    def start(self, timeout: float = 120) -> PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         env = self.env()
@@ -144,7 +149,7 @@ class PrefectServer:
         if self.proc:
             self.proc.stop()
 
-    def __enter__(self) -> "PrefectServer":
+    def __enter__(self) -> PrefectServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -66,8 +66,6 @@ def sweep_interval_s() -> float:
     return float(os.environ.get("JOBCLOUD_SWEEP_INTERVAL_S", "60"))
 
 
-
-
 PATH_SETTINGS = ("JOBCLOUD_CONFIG", "JOBCLOUD_STORAGE", "JOBCLOUD_HOME", "JOBCLOUD_WORKDIR")
 
 
@@ -97,6 +95,7 @@ def warm_command() -> str:
 
 class JobCloudJobConfiguration(ProcessJobConfiguration):
     """Process job configuration whose default command goes through the fork server."""
+
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None, **kwargs: Any) -> None:
         # Set before Prefect's preparation: a command present then counts as configured, and
         # Prefect's process worker starts exactly it. A template's own command stays.
@@ -109,6 +108,7 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
 
 class JobCloudWorker(ProcessWorker):
     """Prefect's process worker plus a fork server for warm flow-run starts."""
+
     type = WORKER_TYPE
     job_configuration = JobCloudJobConfiguration
     _description = "Runs JobCloud jobs as flow-run subprocesses, started warm from a fork server."
@@ -126,7 +126,7 @@ class JobCloudWorker(ProcessWorker):
             self.log.info("asks for work every %g s", PREFECT_WORKER_QUERY_SECONDS.value())
             await super().start(*args, **kwargs)
 
-    async def __aenter__(self) -> "JobCloudWorker":
+    async def __aenter__(self) -> JobCloudWorker:
         absolute_paths(os.environ)
         await super().__aenter__()
         self._warm: subprocess.Popen | None = None
@@ -167,7 +167,9 @@ class JobCloudWorker(ProcessWorker):
         grace = stop_grace_s()
         self.log.info(
             "%s: taking no new runs; %d running job(s) get %.0f s to finish, then are cancelled",
-            signal.Signals(sig).name, len(self._active), grace,
+            signal.Signals(sig).name,
+            len(self._active),
+            grace,
         )
         asyncio.ensure_future(self._drain(grace))
 
@@ -187,14 +189,14 @@ class JobCloudWorker(ProcessWorker):
         if self._active:
             try:
                 await asyncio.wait_for(self._wait_idle(), timeout=grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._active:
             self.log.info("cancelling %d job(s) still running: %s", len(self._active), ", ".join(sorted(self._active)))
             await self._cancel_active()
             try:
                 await asyncio.wait_for(self._wait_idle(), timeout=CANCEL_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # The server did not relay the cancel: stop the runs' processes ourselves; their
                 # guards end the runs and keep their logs.
                 self.log.warning("jobs did not stop after cancelling; stopping their processes")
@@ -226,7 +228,8 @@ class JobCloudWorker(ProcessWorker):
                 if report.containers_removed or report.folders_removed:
                     self.log.info(
                         "sweeper removed containers %s and work folders %s of ended runs",
-                        report.containers_removed, report.folders_removed,
+                        report.containers_removed,
+                        report.folders_removed,
                     )
             except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next time
                 self.log.warning("sweep failed: %s", exc)
@@ -254,7 +257,10 @@ class JobCloudWorker(ProcessWorker):
         log = open(folder / "warm_start.log", "ab")
         self._warm = subprocess.Popen(
             [get_sys_executable(), "-m", "jobcloud.deployments.worker.warm_start", "--serve", path],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline and self._warm.poll() is None and not os.path.exists(path):

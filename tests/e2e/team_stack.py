@@ -14,10 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.integration.postgres import Postgres, free_port
@@ -61,7 +62,7 @@ class TeamStack:
     def store(self) -> Path:
         return self.tmp / "store"
 
-    def start(self) -> "TeamStack":
+    def start(self) -> TeamStack:
         self.tmp.mkdir(parents=True, exist_ok=True)
         catalog = self.tmp / "application_config.yaml"
         catalog.write_text(CATALOG)

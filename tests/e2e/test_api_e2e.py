@@ -10,8 +10,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -72,8 +73,15 @@ def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -
         port = free_port()
         log = tmp / "api.log"
         with open(log, "ab") as fh:
-            popen = subprocess.Popen([*JOBCLOUD, "api", "serve", "--port", str(port)], env=env, cwd=tmp,
-                                     stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                [*JOBCLOUD, "api", "serve", "--port", str(port)],
+                env=env,
+                cwd=tmp,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         api = Proc(popen, log)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -105,8 +113,16 @@ def test_upload_start_poll_download(stack: ApiStack) -> None:
     up = _upload(stack, "alice", "in/config.yaml", EXAMPLES / "config.yaml")
     assert up["size"] == (EXAMPLES / "config.yaml").stat().st_size
     _upload(stack, "alice", "in/points.csv", EXAMPLES / "points.csv")
-    r = stack.http.post("/jobs", json={"entrypoint": "linefit/v1/train", "config_id": "in/config.yaml",
-                                       "data_ids": ["in/points.csv"], "env": {"LINEFIT_EPOCHS": "20"}}, headers=_h("alice"))
+    r = stack.http.post(
+        "/jobs",
+        json={
+            "entrypoint": "linefit/v1/train",
+            "config_id": "in/config.yaml",
+            "data_ids": ["in/points.csv"],
+            "env": {"LINEFIT_EPOCHS": "20"},
+        },
+        headers=_h("alice"),
+    )
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
     assert stack.http.get(f"/jobs/{job_id}", headers=_h("bob")).status_code == 404
@@ -144,8 +160,13 @@ def test_swiss_ai_compute_with_callbacks(stack: ApiStack) -> None:
     _upload(stack, "alice", "in/query.csv", EXAMPLES / "query.csv")
     receiver = HttpReceiver()
     try:
-        task = {"task_id": "task-42", "data_in": ["in/query.csv"], "callback_url": receiver.url,
-                "s3_infos": {"bucket": "ignored"}, "parameters": {"artifact_ids": [f"jobs/{train}/artifact"]}}
+        task = {
+            "task_id": "task-42",
+            "data_in": ["in/query.csv"],
+            "callback_url": receiver.url,
+            "s3_infos": {"bucket": "ignored"},
+            "parameters": {"artifact_ids": [f"jobs/{train}/artifact"]},
+        }
         r = stack.http.post("/swiss/linefit/v1/predict/compute", json=task, headers=_h("alice"))
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "Task added to the queue"

@@ -14,8 +14,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -125,7 +126,15 @@ def stack(engine: str, current_image: str, tmp_path_factory: pytest.TempPathFact
             f"AwsCredentials(aws_access_key_id='{seaweed.env()['AWS_ACCESS_KEY_ID']}', "
             f"aws_secret_access_key='{seaweed.env()['AWS_SECRET_ACCESS_KEY']}', region_name='us-east-1')).save('e2e-store')\n"
         )
-        _ok(subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "jobcloud.blocks.store.store_block"], env=env, capture_output=True, text=True, timeout=120))
+        _ok(
+            subprocess.run(
+                [sys.executable, "-m", "prefect", "block", "register", "-m", "jobcloud.blocks.store.store_block"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        )
         _ok(subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=120))
         cli = Cli(env=env, cwd=tmp)
         _ok(cli("deploy", "--pool-type", "cpu=docker", "--catalog", str(path), "--prefect-yaml", str(tmp / "none.yaml")))
@@ -158,7 +167,11 @@ def test_docker_pool_has_the_entrypoints_image_and_resources(stack: DockerStack)
 
 
 def test_train_then_predict_in_container(stack: DockerStack, engine: str) -> None:
-    proc = _ok(stack.cli("run", "torchfit/v1/train", "--config", "samples/torchfit/config.yaml", "--data", "samples/torchfit/data", "--json", timeout=600))
+    proc = _ok(
+        stack.cli(
+            "run", "torchfit/v1/train", "--config", "samples/torchfit/config.yaml", "--data", "samples/torchfit/data", "--json", timeout=600
+        )
+    )
     train = json.loads(proc.stdout)
     assert train["state"] == "Completed", (train, stack.worker.tail())
     m = stack.manifest(train["id"])
@@ -167,7 +180,18 @@ def test_train_then_predict_in_container(stack: DockerStack, engine: str) -> Non
     assert any(k.startswith(f"jobs/{train['id']}/artifact/") for k in keys), keys
     assert f"jobs/{train['id']}/log/container.log" in keys
     assert f"jobs/{train['id']}/output/loss_curve.png" in keys
-    proc = _ok(stack.cli("run", "torchfit/v1/predict", "--artifact", f"jobs/{train['id']}/artifact", "--data", "samples/torchfit/data", "--json", timeout=600))
+    proc = _ok(
+        stack.cli(
+            "run",
+            "torchfit/v1/predict",
+            "--artifact",
+            f"jobs/{train['id']}/artifact",
+            "--data",
+            "samples/torchfit/data",
+            "--json",
+            timeout=600,
+        )
+    )
     pred = json.loads(proc.stdout)
     assert pred["state"] == "Completed", (pred, stack.worker.tail())
     assert any(k.endswith("predictions.csv") for k in stack.keys(f"jobs/{pred['id']}/output/"))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -56,7 +57,7 @@ CHAIN = {
 def documented_automation() -> str:
     """The Python block of docs/notifications.md under "Start `predict` when a `train` job completes"."""
     text = DOC.read_text()
-    section = text[text.index("### Start `predict`"):]
+    section = text[text.index("### Start `predict`") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
 
 
@@ -73,7 +74,9 @@ def _events(client: Any, run_id: str) -> list[Any]:
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     page = client.read_events(
-        filter=EventFilter(event=EventNameFilter(prefix=["jobcloud.job."]), resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"])),
+        filter=EventFilter(
+            event=EventNameFilter(prefix=["jobcloud.job."]), resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"])
+        ),
         limit=50,
     )
     return sorted(page.events, key=lambda e: e.occurred)
@@ -89,7 +92,9 @@ def _wait(what: str, check: Any, timeout: float) -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def test_a_completed_train_job_starts_predict_with_its_artifact(server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_completed_train_job_starts_predict_with_its_artifact(
+    server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     env = Env(server, tmp_path)
@@ -118,8 +123,11 @@ def test_a_completed_train_job_starts_predict_with_its_artifact(server: PrefectS
         events = _wait("the job's events", lambda: (e := _events(client, train_id)) and len(e) >= 5 and e, 30)
         names = [e.event for e in events]
         assert names == [
-            "jobcloud.job.inputs-staged", "jobcloud.job.container-started", "jobcloud.job.container-exited",
-            "jobcloud.job.outputs-uploaded", "jobcloud.job.completed",
+            "jobcloud.job.inputs-staged",
+            "jobcloud.job.container-started",
+            "jobcloud.job.container-exited",
+            "jobcloud.job.outputs-uploaded",
+            "jobcloud.job.completed",
         ], names
         roles = {r.role: r.id for r in events[-1].related if r.role in ("application", "version", "entrypoint")}
         assert roles == {

@@ -33,8 +33,9 @@ def _json(proc) -> dict:
 
 
 def _artifacts_of(flow_run_id: str) -> list:
-    from tests.prefect_helpers import prefect_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tests.prefect_helpers import prefect_client
 
     with prefect_client() as client:
         return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
@@ -46,15 +47,33 @@ def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_ap
     put = cli("files", "put", str(SAMPLE / "data"), str(SAMPLE / "config.yaml"), "samples/torchfit")
     assert put.returncode == 0, put.stderr
 
-    train = cli("run", "torchfit/v1/train", "--config", "samples/torchfit/config.yaml", "--data", "samples/torchfit/data",
-                "--env", "TORCHFIT_EPOCHS=25", "--local", "--json", timeout=600)
+    train = cli(
+        "run",
+        "torchfit/v1/train",
+        "--config",
+        "samples/torchfit/config.yaml",
+        "--data",
+        "samples/torchfit/data",
+        "--env",
+        "TORCHFIT_EPOCHS=25",
+        "--local",
+        "--json",
+        timeout=600,
+    )
     assert train.returncode == 0, train.stdout + train.stderr
     job = _json(train)
     assert job["state"] == "Completed"
     keys = {o["key"] for o in job["manifest"]["outputs"]}
     prefix = f"jobs/{job['id']}"
-    for key in ("artifact/model.pt", "artifact/model.json", "output/metrics.json", "output/losses.csv",
-                "output/loss_curve.png", "log/train.log", "log/container.log"):
+    for key in (
+        "artifact/model.pt",
+        "artifact/model.json",
+        "output/metrics.json",
+        "output/losses.csv",
+        "output/loss_curve.png",
+        "log/train.log",
+        "log/container.log",
+    ):
         assert f"{prefix}/{key}" in keys, keys
 
     store = store_from_settings()
@@ -72,8 +91,17 @@ def test_train_then_predict_with_the_trained_artifact(torchfit_image, prefect_ap
     embedded = [re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", m) for m in markdown]
     assert any(e and base64.b64decode(e.group(1)) == png for e in embedded), markdown
 
-    predict = cli("run", "torchfit/v1/predict", "--artifact", f"{prefix}/artifact", "--data", "samples/torchfit/data",
-                  "--local", "--json", timeout=600)
+    predict = cli(
+        "run",
+        "torchfit/v1/predict",
+        "--artifact",
+        f"{prefix}/artifact",
+        "--data",
+        "samples/torchfit/data",
+        "--local",
+        "--json",
+        timeout=600,
+    )
     assert predict.returncode == 0, predict.stdout + predict.stderr
     pjob = _json(predict)
     assert pjob["state"] == "Completed"

@@ -18,13 +18,20 @@ EXAMPLE = ROOT / "examples" / "linefit"
 
 
 def _pipeline(cli, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobcloud.deployments.cli", "pipelines", *args], cwd=ROOT, env=cli.env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "jobcloud.deployments.cli", "pipelines", *args],
+        cwd=ROOT,
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _children(parent_id: str) -> list:
-    from tests.prefect_helpers import prefect_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    from tests.prefect_helpers import prefect_client
 
     with prefect_client() as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
@@ -77,12 +84,19 @@ def test_served_pipeline_is_a_deployment_started_like_from_the_ui(images, prefec
     button does) executes train and predict as child jobs."""
     import time
 
-    from tests.prefect_helpers import prefect_client
     from prefect.exceptions import ObjectNotFound
 
+    from tests.prefect_helpers import prefect_client
+
     assert cli("files", "put", str(EXAMPLE / "points.csv"), str(EXAMPLE / "config.yaml"), "ex").returncode == 0
-    server = subprocess.Popen([sys.executable, "-m", "jobcloud.deployments.cli", "pipelines", "serve", "linefit-train-predict"], cwd=ROOT,
-                              env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jobcloud.deployments.cli", "pipelines", "serve", "linefit-train-predict"],
+        cwd=ROOT,
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with prefect_client() as client:
             deadline = time.monotonic() + 90

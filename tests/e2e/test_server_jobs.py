@@ -10,8 +10,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -135,8 +136,14 @@ def test_prefect_deploy_all_agrees_with_jobcloud_deploy(stack: Stack) -> None:
 def test_prefect_deployment_run_watch(stack: Stack) -> None:
     proc = _ok(
         stack.prefect(
-            "deployment", "run", "linefit-train/linefit-v1-train", "--param", "config_id=examples/config.yaml",
-            "--param", 'data_ids=["examples/points.csv"]', "--watch",
+            "deployment",
+            "run",
+            "linefit-train/linefit-v1-train",
+            "--param",
+            "config_id=examples/config.yaml",
+            "--param",
+            'data_ids=["examples/points.csv"]',
+            "--watch",
         )
     )
     assert "Completed" in proc.stdout
@@ -152,7 +159,11 @@ def test_prefect_deployment_run_watch(stack: Stack) -> None:
 
 
 def test_jobcloud_run_jobs_show_logs_outputs(stack: Stack, tmp_path: Path) -> None:
-    proc = _ok(stack.cli("run", "linefit/v1/train", "--config", "examples/config.yaml", "--data", "examples/points.csv", "--priority", "3", "--json"))
+    proc = _ok(
+        stack.cli(
+            "run", "linefit/v1/train", "--config", "examples/config.yaml", "--data", "examples/points.csv", "--priority", "3", "--json"
+        )
+    )
     result = json.loads(proc.stdout)
     job_id = result["id"]
     assert result["state"] == "Completed"
@@ -220,9 +231,23 @@ def test_notebook_example_runs(stack: Stack) -> None:
 
 def test_deploy_watch_picks_catalog_changes_up(stack: Stack) -> None:
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "jobcloud.deployments.cli", "deploy", "--watch", "--prune", "--interval", "0.5",
-         "--prefect-yaml", str(ROOT / "prefect.yaml")],
-        cwd=stack.tmp, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "jobcloud.deployments.cli",
+            "deploy",
+            "--watch",
+            "--prune",
+            "--interval",
+            "0.5",
+            "--prefect-yaml",
+            str(ROOT / "prefect.yaml"),
+        ],
+        cwd=stack.tmp,
+        env=stack.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     original = stack.catalog.read_text()
     try:

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -168,7 +169,9 @@ def test_210_jobs_on_postgres_three_workers_pool_limit(team: TeamStack) -> None:
                     break
                 if len(runs) - len(open_) > done:
                     done, deadline = len(runs) - len(open_), time.monotonic() + STALL_S
-                assert time.monotonic() < deadline, f"no job ended for {STALL_S} s; {len(open_)} not final: {open_[:10]}\n{team.worker_logs()}"
+                assert time.monotonic() < deadline, (
+                    f"no job ended for {STALL_S} s; {len(open_)} not final: {open_[:10]}\n{team.worker_logs()}"
+                )
                 time.sleep(2)
         elapsed = time.monotonic() - t0
     finally:
@@ -199,8 +202,7 @@ def test_210_jobs_on_postgres_three_workers_pool_limit(team: TeamStack) -> None:
     # Pending do not count), so a busy pool has a few runs more Running, waiting for a slot.
     running = max_overlap((r.start_time, r.end_time) for r in runs)
     commands = max_overlap(
-        (parse_time(m["timings"]["command_started_at"]), parse_time(m["timings"]["command_ended_at"]))
-        for m in manifests.values()
+        (parse_time(m["timings"]["command_started_at"]), parse_time(m["timings"]["command_ended_at"])) for m in manifests.values()
     )
     print(
         f"\n{TOTAL} jobs on PostgreSQL, {WORKERS} workers, pool limit {LIMIT}: submitted in {submitted_s:.0f} s, "

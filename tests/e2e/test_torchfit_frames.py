@@ -29,8 +29,19 @@ def test_frames_train_then_predict_through_the_catalog(torchfit_image, prefect_a
     put = cli("files", "put", str(SAMPLE / "data"), str(SAMPLE / "frames.yaml"), "samples/torchfit")
     assert put.returncode == 0, put.stderr
     # The catalog's train needs a data id; the frames kind does not read it.
-    train = cli("run", "torchfit/v1/train", "--config", "samples/torchfit/frames.yaml", "--data", "samples/torchfit/data",
-                "--env", "TORCHFIT_EPOCHS=3", "--local", "--json", timeout=600)
+    train = cli(
+        "run",
+        "torchfit/v1/train",
+        "--config",
+        "samples/torchfit/frames.yaml",
+        "--data",
+        "samples/torchfit/data",
+        "--env",
+        "TORCHFIT_EPOCHS=3",
+        "--local",
+        "--json",
+        timeout=600,
+    )
     assert train.returncode == 0, train.stdout + train.stderr
     job = json.loads(train.stdout)
     assert job["state"] == "Completed"
@@ -42,8 +53,17 @@ def test_frames_train_then_predict_through_the_catalog(torchfit_image, prefect_a
     assert json.loads(store.read_bytes(f"{prefix}/artifact/model.json"))["kind"] == "frames"
     assert store.read_bytes(f"{prefix}/output/loss_curve.png")[:4] == b"\x89PNG"
 
-    predict = cli("run", "torchfit/v1/predict", "--artifact", f"{prefix}/artifact", "--data", "samples/torchfit/data",
-                  "--local", "--json", timeout=600)
+    predict = cli(
+        "run",
+        "torchfit/v1/predict",
+        "--artifact",
+        f"{prefix}/artifact",
+        "--data",
+        "samples/torchfit/data",
+        "--local",
+        "--json",
+        timeout=600,
+    )
     assert predict.returncode == 0, predict.stdout + predict.stderr
     pjob = json.loads(predict.stdout)
     pmetrics = json.loads(store.read_bytes(f"jobs/{pjob['id']}/output/metrics.json"))

@@ -16,8 +16,9 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -88,15 +89,23 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
     worker: Proc | None = None
     try:
         # The deployer: its settings are the only place the job store and catalog are named.
-        deployer = server.env({
-            **{k: v for k, v in os.environ.items() if not k.startswith("JOBCLOUD_")},
-            "JOBCLOUD_HOME": str(tmp_path / "deployer-home"),
-            "JOBCLOUD_STORAGE": str(store),
-            "JOBCLOUD_CONFIG": str(catalog),
-            "DOCKER_HOST": engine,
-        })
-        deploy = subprocess.run([*JOBCLOUD, "deploy", "--prefect-yaml", str(tmp_path / "none.yaml")],
-                                env=deployer, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        deployer = server.env(
+            {
+                **{k: v for k, v in os.environ.items() if not k.startswith("JOBCLOUD_")},
+                "JOBCLOUD_HOME": str(tmp_path / "deployer-home"),
+                "JOBCLOUD_STORAGE": str(store),
+                "JOBCLOUD_CONFIG": str(catalog),
+                "DOCKER_HOST": engine,
+            }
+        )
+        deploy = subprocess.run(
+            [*JOBCLOUD, "deploy", "--prefect-yaml", str(tmp_path / "none.yaml")],
+            env=deployer,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
 
         from tests.prefect_helpers import prefect_client
@@ -117,8 +126,11 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
             wenv = Path(f"/proc/{worker.popen.pid}/environ").read_bytes().split(b"\0")
             assert not [e for e in wenv if e.startswith((b"JOBCLOUD_", b"PREFECT_WORKER_QUERY_SECONDS="))]
 
-            warm = wait_for(lambda: re.search(r"warm starts on: fork server (\S+) \(pid (\d+)\)", worker.tail(200)),
-                            90, f"the fork server to start:\n{worker.tail()}")
+            warm = wait_for(
+                lambda: re.search(r"warm starts on: fork server (\S+) \(pid (\d+)\)", worker.tail(200)),
+                90,
+                f"the fork server to start:\n{worker.tail()}",
+            )
             fork_sock, fork_pid = warm.group(1), int(warm.group(2))
             assert ppid(fork_pid) == worker.popen.pid
             assert "asks for work every 1 s" in worker.tail(200)
@@ -133,7 +145,8 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
             fork_log = Path(fork_sock).parent / "warm_start.log"
             mark = wait_for(
                 lambda: fork_log.exists() and re.search(rf"warm_start: flow run {run_id} forked as pid (\d+)", fork_log.read_text()),
-                30, f"the fork server to start flow run {run_id}; worker log:\n{worker.tail()}",
+                30,
+                f"the fork server to start flow run {run_id}; worker log:\n{worker.tail()}",
             )
             picked_up = time.monotonic() - t0
             child = int(mark.group(1))

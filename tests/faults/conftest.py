@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -258,7 +259,9 @@ def settle(stage: Stage, job_id: str, home: str, t0: float, timeout: float = 120
     (but a worker, with ``worker_up``); the final state and the seconds since ``t0`` (the fault)."""
     state = wait_for(lambda: final_state(stage, job_id), timeout, f"job {job_id} to end", every=0.1)
     wait_for(lambda: not containers_of(stage.engine_host, job_id), timeout, f"job {job_id}'s containers to go", every=0.1)
-    wait_for(lambda: not job_processes(home, worker_up), timeout, f"processes of {home} to end: {job_processes(home, worker_up)}", every=0.1)
+    wait_for(
+        lambda: not job_processes(home, worker_up), timeout, f"processes of {home} to end: {job_processes(home, worker_up)}", every=0.1
+    )
     return state, time.monotonic() - t0
 
 

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,13 @@ def test_local_run_killed_while_server_is_down(stage: Stage) -> None:
     try:
         t_term = kill(idle.popen.pid, signal.SIGTERM)
         idle.popen.wait(IDLE_STOP_DEADLINE_S)
-        record("idle worker SIGTERMed while the Prefect server is down", f"exited ({idle.popen.returncode})", time.monotonic() - t_term, 5, "none")
+        record(
+            "idle worker SIGTERMed while the Prefect server is down",
+            f"exited ({idle.popen.returncode})",
+            time.monotonic() - t_term,
+            5,
+            "none",
+        )
         t0 = kill(cli.pid)
         cli.wait(10)
         # The container goes at once; the run's state waits for the server.
@@ -186,14 +193,14 @@ def test_busy_worker_cancels_after_grace(stage: Stage) -> None:
 
 # -- cancel in each phase ---------------------------------------------------------------------
 def test_cancel_queued(stage: Stage) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from prefect.states import Scheduled
 
     env = stage.case_env()
     with stage.client() as client:
         dep = client.read_deployment_by_name("faults-nap/faults-v1-nap")
-        run = client.create_flow_run_from_deployment(dep.id, state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(hours=1)))
+        run = client.create_flow_run_from_deployment(dep.id, state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(hours=1)))
     t0 = _cancel(stage, env, str(run.id))
     state = wait_for(lambda: final_state(stage, str(run.id)), CANCEL_DEADLINE_S, "cancel")
     record("cancel while queued", state, time.monotonic() - t0, 5, "none")
@@ -294,7 +301,7 @@ def test_cancel_when_no_process_is_left(stage: Stage) -> None:
 # -- the engine -------------------------------------------------------------------------------
 def test_engine_dies_mid_job(stage: Stage, tmp_path: Path) -> None:
     sock = tmp_path / "podman.sock"
-    service = [ "podman", "system", "service", "--time=0", f"unix://{sock}"]
+    service = ["podman", "system", "service", "--time=0", f"unix://{sock}"]
 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(service, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -360,7 +367,17 @@ def test_symlinked_folder_in_the_store(stage: Stage, tmp_path: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(outside, target_is_directory=True)
     env = stage.case_env()
-    _refused(stage, "`--data link/file` through a symlinked store folder", env, "run", "faults/v1/nap", "--local", "--data", "link/secret.txt", says="link")
+    _refused(
+        stage,
+        "`--data link/file` through a symlinked store folder",
+        env,
+        "run",
+        "faults/v1/nap",
+        "--local",
+        "--data",
+        "link/secret.txt",
+        says="link",
+    )
     dest = tmp_path / "got"
     proc = stage.jobcloud(env, "files", "get", "link/secret.txt", str(dest))
     assert proc.returncode == 2 and not (dest / "secret.txt").exists()

@@ -30,7 +30,7 @@ class FakeGcs:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "FakeGcs":
+    def start(self, timeout: float = 30) -> FakeGcs:
         self.port = self.port or free_port()
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [

@@ -59,7 +59,7 @@ class Postgres:
         """The SQLAlchemy URL Prefect's server takes (PREFECT_API_DATABASE_CONNECTION_URL)."""
         return f"postgresql+asyncpg://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
 
-    def start(self, timeout: float = 60) -> "Postgres":
+    def start(self, timeout: float = 60) -> Postgres:
         """initdb, start the server, create the database; raises if any step fails (also on
         Ctrl-C), leaving no process or folder behind."""
         try:
@@ -68,7 +68,7 @@ class Postgres:
             self.stop()
             raise
 
-    def _start(self, timeout: float) -> "Postgres":
+    def _start(self, timeout: float) -> Postgres:
         self.data_dir = Path(tempfile.mkdtemp(prefix="jobcloud-pg-"))
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
@@ -104,9 +104,7 @@ class Postgres:
         return self
 
     def _ready(self) -> bool:
-        probe = subprocess.run(
-            [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-q"], capture_output=True
-        )
+        probe = subprocess.run([pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-q"], capture_output=True)
         return probe.returncode == 0
 
     def log_tail(self, n: int = 30) -> str:
@@ -134,7 +132,7 @@ class Postgres:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> Postgres:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -76,7 +76,7 @@ class Seaweed:
             "AWS_DEFAULT_REGION": REGION,
         }
 
-    def start(self, timeout: float = 60) -> "Seaweed":
+    def start(self, timeout: float = 60) -> Seaweed:
         """Start (or restart, on the same ports and data) and wait until S3 answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.ports:
@@ -109,9 +109,7 @@ class Seaweed:
         ]  # fmt: skip
         (self.data_dir / "data").mkdir(exist_ok=True)
         log = open(self.data_dir / "weed.log", "ab")
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True
-        )
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -175,7 +173,7 @@ class Seaweed:
                 break
             time.sleep(0.2)
 
-    def __enter__(self) -> "Seaweed":
+    def __enter__(self) -> Seaweed:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -16,8 +16,11 @@ BUSYBOX = "localhost/jobcloud/busybox:1"
 
 def _spec(tmp_path, cmd: str, timeout: int | None = None) -> ContainerSpec:
     return ContainerSpec(
-        image=BUSYBOX, command=["/bin/sh", "-c", cmd], host_files=str(tmp_path),
-        labels={"io.jobcloud.job-id": f"run-loop-{tmp_path.name}"}, timeout=timeout,
+        image=BUSYBOX,
+        command=["/bin/sh", "-c", cmd],
+        host_files=str(tmp_path),
+        labels={"io.jobcloud.job-id": f"run-loop-{tmp_path.name}"},
+        timeout=timeout,
     )
 
 

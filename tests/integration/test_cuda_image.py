@@ -17,8 +17,9 @@ import pytest
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.environ.get("JOBCLOUD_CUDA_IMAGE") != "1",
-                       reason="builds the 5.5 GB CUDA image: set JOBCLOUD_CUDA_IMAGE=1 to run it"),
+    pytest.mark.skipif(
+        os.environ.get("JOBCLOUD_CUDA_IMAGE") != "1", reason="builds the 5.5 GB CUDA image: set JOBCLOUD_CUDA_IMAGE=1 to run it"
+    ),
     pytest.mark.timeout(3600),
 ]
 
@@ -48,8 +49,11 @@ def _run(image: str, script: str, **env: str) -> str:
 
 
 def test_the_image_torch_is_the_cuda_build_and_the_application_imports(cuda_image: str) -> None:
-    out = _run(cuda_image, "import torch, torchfit.train, torchfit.predict, torchfit.frames, jobcloud.flows.job;"
-                           "print('TORCH', torch.__version__, torch.version.cuda, torch.backends.cudnn.version())")
+    out = _run(
+        cuda_image,
+        "import torch, torchfit.train, torchfit.predict, torchfit.frames, jobcloud.flows.job;"
+        "print('TORCH', torch.__version__, torch.version.cuda, torch.backends.cudnn.version())",
+    )
     line = next(ln for ln in out.splitlines() if ln.startswith("TORCH "))
     _, version, cuda, cudnn = line.split()
     assert version.startswith("2.13.0") and "+cpu" not in version

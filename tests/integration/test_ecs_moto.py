@@ -39,8 +39,10 @@ class NoClient:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("JOBCLOUD_STORAGE", "s3://lab/jobs")

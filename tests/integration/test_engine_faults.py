@@ -12,8 +12,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -84,16 +84,21 @@ def test_gpu_request_on_an_engine_without_gpus_exits_2_before_anything(linefit_c
 def test_run_container_refuses_gpus_before_create(engine: str, images) -> None:
     """The same check inside the flow (server-mode jobs): no container is ever created."""
     from jobcloud.blocks.engine import docker_client, gpu_support
+    from jobcloud.blocks.errors import GpuUnavailableError
     from jobcloud.flows.container_run import run_container
     from jobcloud.flows.container_spec import ContainerSpec
-    from jobcloud.blocks.errors import GpuUnavailableError
 
     client = docker_client()
     if gpu_support(client).available:
         pytest.skip("this engine can give GPUs")
     app = f"gpu{uuid.uuid4().hex[:8]}"
-    spec = ContainerSpec(image=BUSYBOX, command=["true"], host_files=tempfile.gettempdir(), gpus=2,
-                         labels={"io.jobcloud.job-id": app, "io.jobcloud.application": app})
+    spec = ContainerSpec(
+        image=BUSYBOX,
+        command=["true"],
+        host_files=tempfile.gettempdir(),
+        gpus=2,
+        labels={"io.jobcloud.job-id": app, "io.jobcloud.application": app},
+    )
     with pytest.raises(GpuUnavailableError, match="asks for 2 GPU"):
         run_container(client, spec, on_line=lambda line: None)
     assert _containers_labelled(app) == []
@@ -163,7 +168,7 @@ def proxy(engine: str) -> Iterator[_Proxy]:
     if not engine.startswith("unix://"):
         pytest.skip("the proxy stands in front of a unix socket")
     d = tempfile.mkdtemp(prefix="jc-px-", dir="/tmp")
-    p = _Proxy(f"{d}/engine.sock", engine[len("unix://"):])
+    p = _Proxy(f"{d}/engine.sock", engine[len("unix://") :])
     yield p
     try:
         p.cut()
@@ -174,16 +179,21 @@ def proxy(engine: str) -> Iterator[_Proxy]:
 
 def test_losing_the_engine_mid_run_is_one_plain_sentence(proxy: _Proxy, images, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobcloud.blocks.engine import docker_client
+    from jobcloud.blocks.errors import ContainerEngineError
     from jobcloud.flows.container_run import run_container
     from jobcloud.flows.container_spec import ContainerSpec
-    from jobcloud.blocks.errors import ContainerEngineError
 
     real_host = os.environ["DOCKER_HOST"]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")
     client = docker_client()
     app = f"lost{uuid.uuid4().hex[:8]}"
-    spec = ContainerSpec(image=BUSYBOX, command=["/bin/sh", "-c", "echo up; sleep 60"], host_files=tempfile.gettempdir(),
-                         labels={"io.jobcloud.job-id": app, "io.jobcloud.application": app}, timeout=120)
+    spec = ContainerSpec(
+        image=BUSYBOX,
+        command=["/bin/sh", "-c", "echo up; sleep 60"],
+        host_files=tempfile.gettempdir(),
+        labels={"io.jobcloud.job-id": app, "io.jobcloud.application": app},
+        timeout=120,
+    )
     started = threading.Event()
     errors: list[BaseException] = []
 

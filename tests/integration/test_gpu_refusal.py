@@ -104,9 +104,7 @@ def test_the_check_counts_the_gpu_devices_a_real_container_sees(
     assert lines[0].startswith("[jobcloud] the job asks for 2 GPU(s) but its container sees 1 ")
 
 
-def test_assume_gpu_on_podman_without_cdi_is_refused_at_create(
-    no_gpu_engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_assume_gpu_on_podman_without_cdi_is_refused_at_create(no_gpu_engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     client = docker_client()
     if not engine.is_podman(client.version()):
         pytest.skip("Podman's CDI path")

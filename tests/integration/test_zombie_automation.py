@@ -14,8 +14,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -75,7 +76,11 @@ def _start_probe(server: PrefectServer, tmp: Path, name: str, finish: bool) -> t
     with open(tmp / f"{name}.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, str(script), str(marker), "finish" if finish else "hang"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return proc, marker
 
@@ -108,9 +113,7 @@ def test_ensure_is_idempotent_and_touches_only_its_own(server: PrefectServer) ->
     from prefect.events.schemas.automations import AutomationCore, EventTrigger
 
     with prefect_client(server.api_url) as client:
-        other = client.create_automation(
-            AutomationCore(name="someone-elses", trigger=EventTrigger(expect={"x.y"}), actions=[DoNothing()])
-        )
+        other = client.create_automation(AutomationCore(name="someone-elses", trigger=EventTrigger(expect={"x.y"}), actions=[DoNothing()]))
         assert ensure_zombie_automation(client) is True  # created
         assert ensure_zombie_automation(client) is False  # already there, identical
         [auto] = client.read_automations_by_name(ZOMBIE_AUTOMATION)
@@ -132,7 +135,9 @@ def test_ensure_is_idempotent_and_touches_only_its_own(server: PrefectServer) ->
     # The command local_server.py runs in a child process (default window again: an update).
     env = {**server.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("JOBCLOUD_ZOMBIE_AFTER_S", None)
-    proc = subprocess.run([sys.executable, "-m", "jobcloud.deployments.notify.automations"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobcloud.deployments.notify.automations"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["updated", "automation", ZOMBIE_AUTOMATION]
 

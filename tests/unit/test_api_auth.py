@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 
 from jobcloud.deployments.http_api.app import create_app
-from jobcloud.deployments.http_api.auth import ApiKeysError, KeyRing, load_keys
+from jobcloud.deployments.http_api.auth import ApiKeysError, load_keys
 from jobcloud.deployments.http_api.settings import ApiSettings
 from tests.api_fixtures import api, auth, make_app  # noqa: F401 - the fixture
 
 OPEN = ["/status", "/docs", "/openapi.json", "/swiss/linefit/v1/train/status"]
-GUARDED = [("get", "/applications"), ("get", "/files"), ("get", "/jobs"), ("put", "/files/a.txt"),
-           ("post", "/jobs"), ("get", "/jobs/00000000-0000-0000-0000-000000000000")]
+GUARDED = [
+    ("get", "/applications"),
+    ("get", "/files"),
+    ("get", "/jobs"),
+    ("put", "/files/a.txt"),
+    ("post", "/jobs"),
+    ("get", "/jobs/00000000-0000-0000-0000-000000000000"),
+]
 
 
 @pytest.mark.parametrize("path", OPEN)
@@ -43,8 +49,14 @@ def test_keys_from_a_file_and_their_mistakes(tmp_path: Path) -> None:
     ring = load_keys(ApiSettings(keys_file=path))
     assert ring.lookup("t" * 20).user == "ann" and ring.lookup("t" * 20).role == "user"
     assert ring.lookup("t" * 19) is None
-    for bad in ["[]", "{}", "not json", json.dumps({"short": {"user": "ann"}}),
-                json.dumps({"t" * 20: {"user": "../x"}}), json.dumps({"t" * 20: {"user": "ann", "role": "god"}})]:
+    for bad in [
+        "[]",
+        "{}",
+        "not json",
+        json.dumps({"short": {"user": "ann"}}),
+        json.dumps({"t" * 20: {"user": "../x"}}),
+        json.dumps({"t" * 20: {"user": "ann", "role": "god"}}),
+    ]:
         path.write_text(bad)
         with pytest.raises(ApiKeysError):
             load_keys(ApiSettings(keys_file=path))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -26,8 +27,11 @@ from tests.prefect_helpers import prefect_client
 
 # Users of their own: the session's Prefect server is shared, and other modules count alice's jobs.
 TOKENS = {"fuzzer": "fuzzer-token-0123456789", "fuzz-other": "fuzz-other-token-0123456789", "fuzz-admin": "fuzz-admin-token-0123456789"}
-KEYS = {TOKENS["fuzzer"]: {"user": "fuzzer"}, TOKENS["fuzz-other"]: {"user": "fuzz-other"},
-        TOKENS["fuzz-admin"]: {"user": "fuzz-admin", "role": "admin"}}
+KEYS = {
+    TOKENS["fuzzer"]: {"user": "fuzzer"},
+    TOKENS["fuzz-other"]: {"user": "fuzz-other"},
+    TOKENS["fuzz-admin"]: {"user": "fuzz-admin", "role": "admin"},
+}
 
 
 def auth(user: str) -> dict[str, str]:
@@ -64,8 +68,7 @@ def flatmap_path_parameters(_: Any, path_parameters: dict[str, Any] | None) -> A
         return st.just(path_parameters)
     real = {k: v for k, v in REAL.items() if k in path_parameters}
     if "job_id" in path_parameters and JOBS:
-        return st.sampled_from([None, *JOBS]).map(
-            lambda job: {**path_parameters, **real, "job_id": job} if job else path_parameters)
+        return st.sampled_from([None, *JOBS]).map(lambda job: {**path_parameters, **real, "job_id": job} if job else path_parameters)
     return st.sampled_from([path_parameters, {**path_parameters, **real}])
 
 
@@ -138,8 +141,11 @@ def _job(client: Any, user: str) -> str:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
 def test_no_server_error(case: Any) -> None:
     signed = any(k.lower() == "authorization" for k in (case.headers or {}))
     # The coverage phase's cases skip `flatmap_case`: those go as the user.

@@ -122,7 +122,8 @@ def test_active_jobs_bound(tmp_path, monkeypatch, prefect_api: str) -> None:
         from tests.api_fixtures import KEYS, TOKENS  # noqa: F401
 
         client.app.state.keys = __import__("jobcloud.deployments.http_api.auth", fromlist=["KeyRing"]).KeyRing.parse(
-            json.dumps({"d" * 20: {"user": "dave-bound"}}), "test")
+            json.dumps({"d" * 20: {"user": "dave-bound"}}), "test"
+        )
         h = {"authorization": "Bearer " + "d" * 20}
         client.put("/files/cfg.yaml", content=b"a: 1\n", headers=h)
         client.put("/files/points.csv", content=b"x,y\n", headers=h)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -22,7 +22,9 @@ from jobcloud.flows.request import JobRequest, flow_signature, request_from_para
 from tests.receivers import HttpReceiver, closed_port
 
 CATALOG = parse_catalog(
-    yaml.safe_dump({"app": {"v1": {"train": {"app": {"cmd": ["true"]}, "handler": {"image_url": "x:1", "files_down": {"data_ids": "data"}}}}}})
+    yaml.safe_dump(
+        {"app": {"v1": {"train": {"app": {"cmd": ["true"]}, "handler": {"image_url": "x:1", "files_down": {"data_ids": "data"}}}}}}
+    )
 )
 REF = EntrypointRef.parse("app/v1/train")
 ENTRY = CATALOG.get(REF)
@@ -138,29 +140,49 @@ def test_a_receiver_that_hangs_holds_the_job_a_bounded_time(receiver: HttpReceiv
 
 def test_task_update_has_the_swiss_ai_center_shape() -> None:
     body = task_update(
-        "finished", job_id="j1", application="a", version="v1", entrypoint="e", phase="final",
-        data_out=["jobs/j1/output/x.csv"], state="Completed",
+        "finished",
+        job_id="j1",
+        application="a",
+        version="v1",
+        entrypoint="e",
+        phase="final",
+        data_out=["jobs/j1/output/x.csv"],
+        state="Completed",
     )
     assert body["status"] == "finished" and body["data_out"] == ["jobs/j1/output/x.csv"]
     assert {k: body[k] for k in ("job_id", "application", "version", "entrypoint", "phase", "state")} == {
-        "job_id": "j1", "application": "a", "version": "v1", "entrypoint": "e", "phase": "final", "state": "Completed",
+        "job_id": "j1",
+        "application": "a",
+        "version": "v1",
+        "entrypoint": "e",
+        "phase": "final",
+        "state": "Completed",
     }
     json.dumps(body)
 
 
 def _manifest(state: str = "Completed") -> JobManifest:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rec = {"size": 1, "sha256": "0" * 64}
     return JobManifest(
-        job_id="11111111-2222-3333-4444-555555555555", application="app", version="v1", entrypoint="train",
-        image="x:1", command=["true"], env_names=[], hardware={}, state=state, message=None if state == "Completed" else "exit code 3\nmore",
+        job_id="11111111-2222-3333-4444-555555555555",
+        application="app",
+        version="v1",
+        entrypoint="train",
+        image="x:1",
+        command=["true"],
+        env_names=[],
+        hardware={},
+        state=state,
+        message=None if state == "Completed" else "exit code 3\nmore",
         exit_code=0 if state == "Completed" else 3,
         outputs=[
             OutputRecord(kind="log", key="jobs/1111/log/container.log", **rec),
             OutputRecord(kind="artifact", key="jobs/1111/artifact/model.bin", **rec),
             OutputRecord(kind="output", key="jobs/1111/output/metrics.txt", **rec),
         ],
-        started_at=now, finished_at=now,
+        started_at=now,
+        finished_at=now,
     )
 
 
@@ -170,10 +192,16 @@ def test_data_out_lists_outputs_then_artifacts_then_logs() -> None:
 
 def test_related_resources_name_application_version_and_entrypoint() -> None:
     ids = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in related_resources(REF)}
-    assert ids == {"application": "jobcloud.application.app", "version": "jobcloud.version.app/v1", "entrypoint": "jobcloud.entrypoint.app/v1/train"}
+    assert ids == {
+        "application": "jobcloud.application.app",
+        "version": "jobcloud.version.app/v1",
+        "entrypoint": "jobcloud.entrypoint.app/v1/train",
+    }
 
 
-def test_reporter_sends_each_phase_and_the_final_update(receiver: HttpReceiver, logs: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reporter_sends_each_phase_and_the_final_update(
+    receiver: HttpReceiver, logs: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import jobcloud.flows.job_events as job_events
 
     emitted: list[tuple[str, dict]] = []
@@ -246,12 +274,17 @@ def test_notification_texts_name_job_app_version_entrypoint_state_and_outputs() 
     run = _Run("Failed", 'exit code 3 | "quote" {{not a template}}')
     text = _render(text_body("error", "s3://bucket/{{x}}"), run)
     assert "JobCloud job 11111111-2222-3333-4444-555555555555 ended in error." in text
-    for line in ("application: app", "version: v1", "entrypoint: train", "state: Failed - exit code 3",
-                 "outputs: jobs/11111111-2222-3333-4444-555555555555/ in the job store s3://bucket/{{x}}"):
+    for line in (
+        "application: app",
+        "version: v1",
+        "entrypoint: train",
+        "state: Failed - exit code 3",
+        "outputs: jobs/11111111-2222-3333-4444-555555555555/ in the job store s3://bucket/{{x}}",
+    ):
         assert line in text, text
     doc = json.loads(_render(json_body("error", "s3://bucket/{{x}}"), run))
     assert doc["application"] == "app" and doc["version"] == "v1" and doc["entrypoint"] == "train"
-    assert doc["state"] == "Failed" and doc["message"].startswith("exit code 3 | \"quote\"")
+    assert doc["state"] == "Failed" and doc["message"].startswith('exit code 3 | "quote"')
     assert doc["outputs"] == "jobs/11111111-2222-3333-4444-555555555555/" and doc["store"] == "s3://bucket/{{x}}"
     assert doc["event"] == "jobcloud.job.error" and doc["name"] == _Run.name
     assert "application: app" in doc["text"]
@@ -285,8 +318,15 @@ def test_notify_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_email_block_makes_an_apprise_url_that_keeps_the_password_secret() -> None:
     from jobcloud.deployments.notify.email_block import JobCloudEmail
 
-    block = JobCloudEmail(smtp_host="smtp.lab.example", smtp_port=2525, security="starttls", username="u@x",
-                          password="p:w/d", from_address="jc@lab.example", to=["a@lab.example", "b@lab.example"])
+    block = JobCloudEmail(
+        smtp_host="smtp.lab.example",
+        smtp_port=2525,
+        security="starttls",
+        username="u@x",
+        password="p:w/d",
+        from_address="jc@lab.example",
+        to=["a@lab.example", "b@lab.example"],
+    )
     url = block.apprise_url().get_secret_value()
     assert url.startswith("mailtos://u%40x:p%3Aw%2Fd@smtp.lab.example:2525/?")
     assert "mode=starttls" in url and "to=a%40lab.example%2Cb%40lab.example" in url

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobcloud.flows.catalog import EntrypointRef, load_catalog, parse_catalog
 from jobcloud.blocks.errors import CatalogError, UnknownEntrypointError
+from jobcloud.flows.catalog import EntrypointRef, load_catalog, parse_catalog
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from jobcloud.blocks.errors import ParameterError
 from jobcloud.deployments.cli.main import main
 from jobcloud.deployments.cli.run import parse_env
-from jobcloud.blocks.errors import ParameterError
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,10 @@ CATALOG = load_catalog(ROOT / "application_config.yaml")
 
 # What each example entrypoint's form offers, in order, and which of it is required.
 FORMS = {
-    "linefit/v1/train": (["config_id", "data_ids", "artifact_ids", "env", "hardware", "timeout", "callback_url"], ["config_id", "data_ids"]),
+    "linefit/v1/train": (
+        ["config_id", "data_ids", "artifact_ids", "env", "hardware", "timeout", "callback_url"],
+        ["config_id", "data_ids"],
+    ),
     "linefit/v1/predict": (["data_ids", "artifact_ids", "hardware", "timeout", "callback_url"], ["data_ids", "artifact_ids"]),
     "torchfit/v1/train": (["config_id", "data_ids", "env", "hardware", "timeout", "callback_url"], ["config_id", "data_ids"]),
     "torchfit/v1/predict": (["data_ids", "artifact_ids", "hardware", "timeout", "callback_url"], ["data_ids", "artifact_ids"]),
@@ -109,9 +112,7 @@ def test_descriptions_read_well_in_the_ui(entrypoint: str) -> None:
 
 
 def test_an_entrypoint_without_limits_or_inputs_still_gets_a_form() -> None:
-    catalog = parse_catalog(
-        "bare:\n  v1:\n    run:\n      app: {cmd: [run]}\n      handler: {image_url: img:1}\n"
-    )
+    catalog = parse_catalog("bare:\n  v1:\n    run:\n      app: {cmd: [run]}\n      handler: {image_url: img:1}\n")
     schema = catalog_deployments(catalog)[0].parameter_openapi_schema
     assert list(schema["properties"]) == ["hardware", "timeout", "callback_url"]
     assert schema["properties"]["timeout"]["default"] is None  # no limit in the catalog: empty
@@ -127,9 +128,7 @@ def test_the_names_of_every_path_bind_to_the_flow() -> None:
     ref = EntrypointRef.parse("torchfit/v1/train")
     entry = CATALOG.get(ref)
     flow = flow_for(ref, CATALOG)
-    request = validate_request(
-        entry, JobRequest(config_id="c/a.yaml", data_ids=["d"], env={"TORCHFIT_EPOCHS": "3"}, timeout=60)
-    )
+    request = validate_request(entry, JobRequest(config_id="c/a.yaml", data_ids=["d"], env={"TORCHFIT_EPOCHS": "3"}, timeout=60))
     sent = parameters_of(request)
     assert sent == {"config_id": "c/a.yaml", "data_ids": ["d"], "env": {"TORCHFIT_EPOCHS": "3"}, "timeout": 60}
     got = request_from_parameters(entry, flow.validate_parameters(sent))
@@ -216,7 +215,9 @@ def test_prune_removes_deployments_of_the_old_names(prefect_api: str, jc_env: di
         flow_id = client.create_flow_from_name("linefit-train")
         for old in ("v1", "nightly"):
             client.create_deployment(
-                flow_id=flow_id, name=old, entrypoint="jobcloud.flows.catalog_flows.linefit/v1/train",
+                flow_id=flow_id,
+                name=old,
+                entrypoint="jobcloud.flows.catalog_flows.linefit/v1/train",
                 tags=[MANAGED_TAG, "app:linefit", "version:v1", "entrypoint:train"],
             )
     with prefect_settings(prefect_api):

@@ -36,9 +36,7 @@ class _NoClient:
 def _job_configuration(pool: str, job_variables: dict[str, Any]) -> Any:
     from jobcloud.deployments.worker.fast_worker import JobCloudJobConfiguration
 
-    return asyncio.run(
-        JobCloudJobConfiguration.from_template_and_values(base_job_template(pool), job_variables, client=_NoClient())
-    )
+    return asyncio.run(JobCloudJobConfiguration.from_template_and_values(base_job_template(pool), job_variables, client=_NoClient()))
 
 
 def _container_kwargs(spec: Any, catalog: Any, run_params: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
@@ -84,8 +82,8 @@ def test_pools_use_the_process_template_with_jobcloud_worker() -> None:
     from prefect.workers.base import BaseWorker
     from prefect.workers.process import ProcessWorker
 
-    from jobcloud.deployments.worker.fast_worker import JobCloudWorker
     from jobcloud.deployments.pools.work_pools import POOL_TYPE
+    from jobcloud.deployments.worker.fast_worker import JobCloudWorker
 
     load_prefect_collections()  # the entry point `prefect worker start` uses
     assert lookup_type(BaseWorker, POOL_TYPE) is JobCloudWorker

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from jobcloud.blocks.errors import ParameterError, UserError
 from jobcloud.deployments.cli.deploy import parse_limits
 from jobcloud.deployments.jobs.show import state_types
-from jobcloud.deployments.pools.work_pools import prefect_priority, queue_name
 from jobcloud.deployments.jobs.submit import deployment_name, parameters_of
+from jobcloud.deployments.pools.work_pools import prefect_priority, queue_name
 from jobcloud.flows.catalog import EntrypointRef
-from jobcloud.blocks.errors import ParameterError, UserError
 from jobcloud.flows.request import HardwareOverride, JobRequest
 
 
@@ -76,7 +76,9 @@ def test_wait_for_hints_once_while_queued_then_returns_final() -> None:
     old = submit.POLL_S
     submit.POLL_S = 0.0
     try:
-        final = submit.wait_for(Client(), "id", on_state=lambda s: seen.append(s.name), on_still_queued=lambda: hints.append(1), queued_hint_s=0)
+        final = submit.wait_for(
+            Client(), "id", on_state=lambda s: seen.append(s.name), on_still_queued=lambda: hints.append(1), queued_hint_s=0
+        )
     finally:
         submit.POLL_S = old
     assert final.state.is_completed()

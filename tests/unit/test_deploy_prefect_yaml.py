@@ -18,8 +18,7 @@ def test_prefect_yaml_matches_the_catalog() -> None:
     catalog = load_catalog(ROOT / "application_config.yaml")
     wanted = render_prefect_yaml(catalog, PREFECT_YAML)
     assert PREFECT_YAML.read_text() == wanted, (
-        "prefect.yaml is out of step with application_config.yaml; "
-        "run `jobcloud deploy --write-prefect-yaml` and commit prefect.yaml"
+        "prefect.yaml is out of step with application_config.yaml; run `jobcloud deploy --write-prefect-yaml` and commit prefect.yaml"
     )
 
 

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,10 @@ def server(tmp_path: Path) -> Iterator[str]:
     with open(tmp_path / SERVER_LOG, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobcloud.deployments.worker.warm_start", "--serve", sock, "tests.unit.warm_probe"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
     while not os.path.exists(sock):
@@ -49,8 +53,13 @@ def _client(sock: str | None, cwd: Path, *args: str, env_extra: dict[str, str] |
     if sock:
         env["JOBCLOUD_WARM_SOCKET"] = sock
     return subprocess.Popen(
-        [sys.executable, "-m", "jobcloud.deployments.worker.warm_start", *args], env=env, cwd=cwd,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
+        [sys.executable, "-m", "jobcloud.deployments.worker.warm_start", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
@@ -149,9 +158,7 @@ def _configuration(template: dict[str, Any] | None = None) -> Any:
         async def read_block_document_by_name(self, *a: object, **k: object) -> None:
             raise AssertionError("no blocks here")
 
-    return asyncio.run(
-        JobCloudJobConfiguration.from_template_and_values(template or base_job_template("cpu"), {}, client=NoClient())
-    )
+    return asyncio.run(JobCloudJobConfiguration.from_template_and_values(template or base_job_template("cpu"), {}, client=NoClient()))
 
 
 def test_with_a_fork_server_each_run_starts_through_its_client(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,8 +23,10 @@ def test_watch_syncs_on_change_and_skips_invalid(tmp_path: Path) -> None:
         seen.append([r.entrypoint for r, _ in catalog.entries()])
 
     thread = threading.Thread(
-        target=watch, args=(path, on_change, lambda e: errors.append(str(e))),
-        kwargs={"interval": 0.02, "stop": done.is_set}, daemon=True,
+        target=watch,
+        args=(path, on_change, lambda e: errors.append(str(e))),
+        kwargs={"interval": 0.02, "stop": done.is_set},
+        daemon=True,
     )
     thread.start()
 

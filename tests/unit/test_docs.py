@@ -237,9 +237,7 @@ def check_jobcloud_help(args: list[str]) -> str | None:
 def _help(argv: tuple[str, ...]) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DO_NOT_TRACK": "1", "COLUMNS": "200", "NO_COLOR": "1"}
     try:
-        proc = subprocess.run(
-            [*argv, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=HELP_TIMEOUT_S, check=False
-        )
+        proc = subprocess.run([*argv, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=HELP_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return -1, f"no answer to --help in {HELP_TIMEOUT_S} s"
     return proc.returncode, proc.stdout + proc.stderr

@@ -10,9 +10,10 @@ import shutil
 import socketserver
 import tempfile
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -56,14 +57,28 @@ class FakeEngine:
                 if versioned:
                     version, path = versioned.groups()
                     if _lt(version, fake.min_api):
-                        return self._send(400, {"message": f"client version {version} is too old. Minimum supported API version is {fake.min_api}, please upgrade your client to a newer version"})
+                        return self._send(
+                            400,
+                            {
+                                "message": f"client version {version} is too old. Minimum supported API version is {fake.min_api}, please upgrade your client to a newer version"
+                            },
+                        )
                     if _lt(fake.api, version):
-                        return self._send(400, {"message": f"client version {version} is too new. Maximum supported API version is {fake.api}"})
+                        return self._send(
+                            400, {"message": f"client version {version} is too new. Maximum supported API version is {fake.api}"}
+                        )
                 if path == "/_ping":
                     return self._send(fake.ping_status, "OK" if fake.ping_status == 200 else "boom")
                 if path == "/version":
-                    return self._send(200, {"ApiVersion": fake.api, "MinAPIVersion": fake.min_api, "Version": "29.0.0",
-                                            "Components": [{"Name": "Engine", "Version": "29.0.0"}]})
+                    return self._send(
+                        200,
+                        {
+                            "ApiVersion": fake.api,
+                            "MinAPIVersion": fake.min_api,
+                            "Version": "29.0.0",
+                            "Components": [{"Name": "Engine", "Version": "29.0.0"}],
+                        },
+                    )
                 if path == "/info":
                     return self._send(200, {"Runtimes": {"runc": {"path": "runc"}}})
                 self._send(404, {"message": "page not found"})
@@ -255,15 +270,23 @@ def test_docker_with_the_nvidia_runtime_gets_a_device_request() -> None:
 
 
 def test_docker_with_cdi_devices_gets_a_cdi_request() -> None:
-    info = {**PLAIN_INFO, "DiscoveredDevices": [
-        {"Source": "cdi", "ID": "nvidia.com/gpu=0"}, {"Source": "cdi", "ID": "nvidia.com/gpu=1"},
-        {"Source": "cdi", "ID": "nvidia.com/gpu=all"}, {"Source": "cdi", "ID": "vendor.com/fpga=0"}]}
+    info = {
+        **PLAIN_INFO,
+        "DiscoveredDevices": [
+            {"Source": "cdi", "ID": "nvidia.com/gpu=0"},
+            {"Source": "cdi", "ID": "nvidia.com/gpu=1"},
+            {"Source": "cdi", "ID": "nvidia.com/gpu=all"},
+            {"Source": "cdi", "ID": "vendor.com/fpga=0"},
+        ],
+    }
     s = engine.decide_gpu_support(info, DOCKER_VERSION, local=False, cdi_spec=False)
     assert s.method == "cdi-request"
     (dr,) = s.create_kwargs(1)["device_requests"]
     assert dr["Driver"] == "cdi" and dr["DeviceIDs"] == ["nvidia.com/gpu=0"]
     # The brief's shape (a Kind field) counts too.
-    s = engine.decide_gpu_support({"DiscoveredDevices": [{"Kind": "nvidia.com/gpu", "ID": "nvidia.com/gpu=all"}]}, DOCKER_VERSION, False, False)
+    s = engine.decide_gpu_support(
+        {"DiscoveredDevices": [{"Kind": "nvidia.com/gpu", "ID": "nvidia.com/gpu=all"}]}, DOCKER_VERSION, False, False
+    )
     assert s.create_kwargs(1)["device_requests"][0]["DeviceIDs"] == ["nvidia.com/gpu=all"]
 
 

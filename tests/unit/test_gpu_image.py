@@ -108,7 +108,7 @@ def test_the_image_follows_the_gpus_the_job_gets(name: str, gpu: int | None, gpu
         assert spec.command == shell_command(entry)
     else:
         assert spec.command[:2] == ["/bin/sh", "-c"] and spec.command[-1] == shell_command(entry)[-1]
-        assert f'-lt {gpus} ]' in spec.command[2] and f"exit {GPU_CHECK_EXIT}" in spec.command[2]
+        assert f"-lt {gpus} ]" in spec.command[2] and f"exit {GPU_CHECK_EXIT}" in spec.command[2]
 
 
 def test_the_app_text_never_enters_the_check() -> None:
@@ -137,7 +137,9 @@ def test_the_check_lets_the_app_run_unchanged_when_the_gpus_are_there(tmp_path: 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\necho 'GPU 0: Fake (UUID: GPU-a)'\necho '  MIG 1g.10gb Device 0: (UUID: MIG-x)'\necho 'GPU 1: Fake (UUID: GPU-b)'\n")
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: Fake (UUID: GPU-a)'\necho '  MIG 1g.10gb Device 0: (UUID: MIG-x)'\necho 'GPU 1: Fake (UUID: GPU-b)'\n"
+    )
     smi.chmod(0o755)
     text = "echo \"$0\" $# 'quoted $HOME'; exit 3"
     path = f"{bin_dir}:/usr/bin:/bin"
@@ -178,8 +180,10 @@ def test_docker_gets_a_device_request_for_n_gpus(gpus: int) -> None:
     assert "devices" not in kwargs
 
 
-@pytest.mark.parametrize(("gpus", "devices"), [(1, ["nvidia.com/gpu=0"]), (2, ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]),
-                                               (4, [f"nvidia.com/gpu={n}" for n in range(4)])])
+@pytest.mark.parametrize(
+    ("gpus", "devices"),
+    [(1, ["nvidia.com/gpu=0"]), (2, ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]), (4, [f"nvidia.com/gpu={n}" for n in range(4)])],
+)
 def test_podman_gets_n_cdi_devices_by_index(gpus: int, devices: list[str]) -> None:
     support = engine.decide_gpu_support({}, PODMAN_VERSION, local=True, cdi_spec=True, local_ids=FOUR_GPUS)
     assert support.method == "cdi-device" and support.gpu_ids == tuple(f"nvidia.com/gpu={n}" for n in range(4))
@@ -223,14 +227,14 @@ def test_docker_cdi_counts_gpus_not_names() -> None:
 def test_local_cdi_ids_are_read_from_yaml_and_json_specs(tmp_path: Path) -> None:
     a, b = tmp_path / "etc", tmp_path / "run"
     a.mkdir(), b.mkdir()
-    (a / "nvidia.yaml").write_text(
-        "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: '0'\n  containerEdits: {}\n- name: all\n"
-    )
+    (a / "nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: '0'\n  containerEdits: {}\n- name: all\n")
     (b / "more.json").write_text(json.dumps({"kind": "nvidia.com/gpu", "devices": [{"name": "1"}, {"name": "0"}]}))
     (b / "fpga.yaml").write_text("kind: vendor.com/fpga\ndevices: [{name: '0'}]\n")
     (b / "broken.yaml").write_text("kind: [unclosed\n")
     assert engine.local_cdi_gpu_ids((str(a), str(b), str(tmp_path / "none"))) == (
-        "nvidia.com/gpu=0", "nvidia.com/gpu=all", "nvidia.com/gpu=1",
+        "nvidia.com/gpu=0",
+        "nvidia.com/gpu=all",
+        "nvidia.com/gpu=1",
     )
 
 
@@ -259,10 +263,16 @@ MARK = gpu_check.PROBE_MARK
 @pytest.mark.parametrize(
     ("code", "output", "env", "capable", "how"),
     [
-        (0, f"UserWarning: no driver\n{MARK}{{\"python\": true, \"torch\": \"2.13.0+cu130\", \"cuda\": \"13.0\"}}\n", [], True, "built for CUDA 13.0"),
-        (0, f"{MARK}{{\"python\": true, \"torch\": \"2.13.0+cpu\", \"cuda\": null}}\n", ["NVIDIA_VISIBLE_DEVICES=all"], False, "CPU-only build"),
-        (0, f"{MARK}{{\"python\": true, \"torch\": null}}\n", ["CUDA_VERSION=12.4.1"], True, "CUDA_VERSION=12.4.1"),
-        (0, f"{MARK}{{\"python\": false}}\n", ["PATH=/bin"], False, "no Python"),
+        (
+            0,
+            f'UserWarning: no driver\n{MARK}{{"python": true, "torch": "2.13.0+cu130", "cuda": "13.0"}}\n',
+            [],
+            True,
+            "built for CUDA 13.0",
+        ),
+        (0, f'{MARK}{{"python": true, "torch": "2.13.0+cpu", "cuda": null}}\n', ["NVIDIA_VISIBLE_DEVICES=all"], False, "CPU-only build"),
+        (0, f'{MARK}{{"python": true, "torch": null}}\n', ["CUDA_VERSION=12.4.1"], True, "CUDA_VERSION=12.4.1"),
+        (0, f'{MARK}{{"python": false}}\n', ["PATH=/bin"], False, "no Python"),
         (127, "exec: /bin/sh: not found", [], False, "no /bin/sh"),
         (124, "no answer within 120 s", [], None, "the probe failed (exit 124)"),
     ],
@@ -298,16 +308,21 @@ def test_findings_warn_about_cpu_images_and_note_what_cannot_be_told(monkeypatch
 
     def probe(client: Any, image: str, argv: list[str], timeout: int = 0) -> tuple[int, str]:
         probes.append(image)
-        return 0, f"{MARK}{{\"python\": true, \"torch\": \"2.13.0+cpu\", \"cuda\": null}}\n"
+        return 0, f'{MARK}{{"python": true, "torch": "2.13.0+cpu", "cuda": null}}\n'
 
     monkeypatch.setattr(gpu_check, "run_throwaway", probe)
     client = _Client({"img:cuda": _Image("sha256:cpu-torch")})  # img:1 is not here
     findings = gpu_check.gpu_image_findings(parse_catalog(CATALOG), client)
     assert findings == [
-        ("warning", ("img:cuda, what app/v1/both (gpu_image_url); app/v1/gpu-both (gpu_image_url) run when a job "
-                     "gets GPUs, is not CUDA-capable (its PyTorch 2.13.0+cpu is a CPU-only build): such a job would "
-                     "hold GPUs it cannot use. Name a CUDA build in handler.gpu_image_url (or label a CUDA image "
-                     "io.jobcloud.cuda=<version>)")),
+        (
+            "warning",
+            (
+                "img:cuda, what app/v1/both (gpu_image_url); app/v1/gpu-both (gpu_image_url) run when a job "
+                "gets GPUs, is not CUDA-capable (its PyTorch 2.13.0+cpu is a CPU-only build): such a job would "
+                "hold GPUs it cannot use. Name a CUDA build in handler.gpu_image_url (or label a CUDA image "
+                "io.jobcloud.cuda=<version>)"
+            ),
+        ),
         ("note", "img:1 (for app/v1/gpu-only (GPU: 2)) is not present here; cannot tell whether it is CUDA-capable"),
     ]
     # Remembered per image id, across processes too (the file): no second probe.
@@ -317,7 +332,9 @@ def test_findings_warn_about_cpu_images_and_note_what_cannot_be_told(monkeypatch
     cache = json.loads((Path(os.environ["JOBCLOUD_HOME"]) / "cuda-images.json").read_text())
     assert cache == {"sha256:cpu-torch": {"capable": False, "how": "its PyTorch 2.13.0+cpu is a CPU-only build"}}
     # A label answers without a probe; a CUDA-capable image says nothing.
-    labelled = _Client({"img:cuda": _Image("sha256:l", {"io.jobcloud.cuda": "12.4"}), "img:1": _Image("sha256:m", {"io.jobcloud.cuda": "13.0"})})
+    labelled = _Client(
+        {"img:cuda": _Image("sha256:l", {"io.jobcloud.cuda": "12.4"}), "img:1": _Image("sha256:m", {"io.jobcloud.cuda": "13.0"})}
+    )
     assert gpu_check.gpu_image_findings(parse_catalog(CATALOG), labelled) == []
     assert probes == ["img:cuda"]
 
@@ -331,7 +348,9 @@ def test_a_failed_probe_is_a_note_and_is_asked_again(monkeypatch: pytest.MonkeyP
     assert "sha256:slow" not in gpu_check._known
 
 
-def test_check_without_an_engine_notes_it_cannot_tell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_without_an_engine_notes_it_cannot_tell(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from jobcloud.deployments.cli.main import main
 
     (tmp_path / "c.yaml").write_text(CATALOG)

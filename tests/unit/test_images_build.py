@@ -114,10 +114,14 @@ def test_debian_mirror_is_read_from_deb822_sources_skipping_security(tmp_path: P
 
 
 def test_debian_mirror_is_read_from_a_sources_list_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _apt(tmp_path, monkeypatch, {
-        "etc/apt/sources.list": "# deb http://commented.example.org/debian bookworm main\n"
-        "deb [signed-by=/usr/share/keyrings/debian.gpg] https://list.example.org/debian bookworm main\n",
-    })
+    _apt(
+        tmp_path,
+        monkeypatch,
+        {
+            "etc/apt/sources.list": "# deb http://commented.example.org/debian bookworm main\n"
+            "deb [signed-by=/usr/share/keyrings/debian.gpg] https://list.example.org/debian bookworm main\n",
+        },
+    )
     assert ib.debian_mirror() == "https://list.example.org/debian"
 
 

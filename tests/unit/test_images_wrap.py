@@ -40,8 +40,14 @@ class _Client:
 
 
 def _facts(**kw: Any) -> iw.PythonFacts:
-    base = {"command": "python3", "version": (3, 11, 2), "executable": "/usr/bin/python3", "venv": True,
-            "ensurepip": True, "jobcloud_venv": False}
+    base = {
+        "command": "python3",
+        "version": (3, 11, 2),
+        "executable": "/usr/bin/python3",
+        "venv": True,
+        "ensurepip": True,
+        "jobcloud_venv": False,
+    }
     return iw.PythonFacts(**{**base, **kw})
 
 
@@ -119,7 +125,14 @@ def test_the_final_stage_changes_nothing_but_opt_jobcloud() -> None:
 def test_the_context_holds_jobcloud_pip_and_the_script(tmp_path: Path) -> None:
     iw.stage(tmp_path)
     staged = tmp_path / "_stage"
-    for path in ("jobcloud/pyproject.toml", "jobcloud/jobcloud/flows/job.py", "pip/pip/__init__.py", "wrap_venv.py", "constraints.txt", "ca-certificates.crt"):
+    for path in (
+        "jobcloud/pyproject.toml",
+        "jobcloud/jobcloud/flows/job.py",
+        "pip/pip/__init__.py",
+        "wrap_venv.py",
+        "constraints.txt",
+        "ca-certificates.crt",
+    ):
         assert (staged / path).is_file(), path
     assert "prefect==3.8.8" in (staged / "constraints.txt").read_text()
     assert iw.stage_hash(tmp_path, "sha256:a") == iw.stage_hash(tmp_path, "sha256:a") != iw.stage_hash(tmp_path, "sha256:b")
@@ -203,7 +216,7 @@ def test_probe_is_remembered_per_image_id(monkeypatch: pytest.MonkeyPatch) -> No
 
 def _catalog(tmp_path: Path) -> Any:
     entry = (
-        "    {name}:\n      app: {{cmd: [\"true\"]}}\n      handler:\n        image_url: \"{image}\"\n"
+        '    {name}:\n      app: {{cmd: ["true"]}}\n      handler:\n        image_url: "{image}"\n'
         "        files_down: {{}}\n        files_up: {{output: output}}\n"
         "      aws_resources: {{hardware: {{MEMORY: 512, VCPU: 1, GPU: {gpu}}}}}\n"
     )
@@ -222,9 +235,7 @@ def test_in_container_uses_groups_entrypoints_by_image(tmp_path: Path) -> None:
     assert ic.in_container_uses(catalog, {}) == {}
     assert ic.in_container_uses(catalog, {"cpu": "jobcloud", "gpu": "process"}) == {}
     assert ic.in_container_uses(catalog, {"gpu": "kubernetes"}) == {"gpu:1": ["app/v1/g (pool gpu, kubernetes)"]}
-    assert ic.in_container_uses(catalog, {"cpu": "docker"}) == {
-        "img:1": ["app/v1/a (pool cpu, docker)", "app/v1/b (pool cpu, docker)"]
-    }
+    assert ic.in_container_uses(catalog, {"cpu": "docker"}) == {"img:1": ["app/v1/a (pool cpu, docker)", "app/v1/b (pool cpu, docker)"]}
 
 
 def test_check_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,7 +272,9 @@ def test_check_without_an_engine_says_it_cannot_tell(
     assert "warning: no container engine answers here" in err and "cannot tell whether img:1 can run in-container" in err
 
 
-def test_check_refuses_a_bad_pool_types_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_refuses_a_bad_pool_types_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _catalog(tmp_path)
     monkeypatch.setenv("JOBCLOUD_POOL_TYPES", "cpu=dokcer")
     assert main(["check", str(tmp_path / "catalog.yaml")]) == 2

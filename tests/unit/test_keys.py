@@ -41,9 +41,7 @@ def test_bad_keys_are_refused_with_the_reason(key: str, reason: str) -> None:
     assert isinstance(info.value, UserError)  # the CLI: message, exit 2
 
 
-@pytest.mark.parametrize(
-    "key", ["data/exp1", "jobs/abc/artifact", "a", "x" * 255, "dir/with space/é.csv", "data/.hidden", "a..b/c"]
-)
+@pytest.mark.parametrize("key", ["data/exp1", "jobs/abc/artifact", "a", "x" * 255, "dir/with space/é.csv", "data/.hidden", "a..b/c"])
 def test_good_keys_are_kept(key: str) -> None:
     assert check_key(key) == key
 

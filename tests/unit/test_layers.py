@@ -26,8 +26,17 @@ PACKAGES = {"jobcloud": "jobcloud", "blocks": "jobcloud.blocks", "flows": "jobcl
 LAYERS = tuple(
     f"jobcloud.{layer}"
     for layer in (
-        "blocks", "flows", "deployments.worker", "deployments.server", "deployments.pools", "deployments.imaging",
-        "deployments.notify", "deployments.jobs", "deployments.deploy", "deployments.http_api", "deployments.cli",
+        "blocks",
+        "flows",
+        "deployments.worker",
+        "deployments.server",
+        "deployments.pools",
+        "deployments.imaging",
+        "deployments.notify",
+        "deployments.jobs",
+        "deployments.deploy",
+        "deployments.http_api",
+        "deployments.cli",
     )
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,20 @@ CATALOG = {
 
 
 def manifest(outputs: list[OutputRecord], application: str = "torchfit", entrypoint: str = "train") -> JobManifest:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return JobManifest(
-        job_id=JOB, application=application, version="v1", entrypoint=entrypoint, image="img", command=["true"],
-        env_names=[], hardware={}, state="Completed", outputs=outputs, started_at=now, finished_at=now,
+        job_id=JOB,
+        application=application,
+        version="v1",
+        entrypoint=entrypoint,
+        image="img",
+        command=["true"],
+        env_names=[],
+        hardware={},
+        state="Completed",
+        outputs=outputs,
+        started_at=now,
+        finished_at=now,
     )
 
 
@@ -93,7 +103,11 @@ def test_each_file_once_with_its_full_sha256(artifacts: list[dict[str, Any]]) ->
     assert by_file["log/container.log"]["bytes"] == 1371 and by_file["log/container.log"]["sha256"] == SHA_B
     assert all(len(r["sha256"]) == 64 for r in rows)  # never cut
     assert by_file["output/loss_curve.png"] == {
-        "kind": "output", "file": "output/loss_curve.png", "size": "64.3 KiB", "bytes": 65890, "sha256": SHA_A,
+        "kind": "output",
+        "file": "output/loss_curve.png",
+        "size": "64.3 KiB",
+        "bytes": 65890,
+        "sha256": SHA_A,
     }
 
 
@@ -105,7 +119,12 @@ def test_a_job_without_outputs_still_gets_its_table(artifacts: list[dict[str, An
 
 def test_human_sizes() -> None:
     assert [human_size(n) for n in (0, 27, 1023, 1024, 65890, 5 * 1024**3)] == [
-        "0 B", "27 B", "1023 B", "1.0 KiB", "64.3 KiB", "5.0 GiB",
+        "0 B",
+        "27 B",
+        "1023 B",
+        "1.0 KiB",
+        "64.3 KiB",
+        "5.0 GiB",
     ]
 
 

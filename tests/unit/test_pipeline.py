@@ -44,10 +44,14 @@ def test_check_refuses_unknown_entrypoints_and_steps_without_artifact_folders(ca
     with pytest.raises(Exception, match="no application 'nope'"):
         check_pipeline(Pipeline(steps=[Step(name="a", entrypoint="nope/v1/train")]), catalog)
     # linefit's train takes no artifact folder? It does; torchfit's train does not.
-    bad = Pipeline(steps=[Step(name="a", entrypoint="torchfit/v1/train"), Step(name="b", entrypoint="torchfit/v1/train", artifacts_from=["a"])])
+    bad = Pipeline(
+        steps=[Step(name="a", entrypoint="torchfit/v1/train"), Step(name="b", entrypoint="torchfit/v1/train", artifacts_from=["a"])]
+    )
     with pytest.raises(PipelineError, match="takes no artifacts"):
         check_pipeline(bad, catalog)
-    bad = Pipeline(steps=[Step(name="a", entrypoint="linefit/v1/predict"), Step(name="b", entrypoint="linefit/v1/predict", artifacts_from=["a"])])
+    bad = Pipeline(
+        steps=[Step(name="a", entrypoint="linefit/v1/predict"), Step(name="b", entrypoint="linefit/v1/predict", artifacts_from=["a"])]
+    )
     with pytest.raises(PipelineError, match="uploads no artifact"):
         check_pipeline(bad, catalog)
 
@@ -110,4 +114,4 @@ def test_module_attribute_is_the_pipeline_flow_for_deployments() -> None:
 
     assert getattr(module, "linefit-train-predict").name == "pipeline-linefit-train-predict"
     with pytest.raises(AttributeError, match="no such pipeline"):
-        getattr(module, "nope")
+        _ = module.nope

@@ -6,7 +6,7 @@ import base64
 import io
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jobcloud.flows.manifest import JobManifest, OutputRecord
@@ -35,9 +35,21 @@ def test_loss_curve_survives_empty_flat_and_non_finite_series() -> None:
 
 
 def _manifest(outputs: list[OutputRecord]) -> JobManifest:
-    now = datetime.now(timezone.utc)
-    return JobManifest(job_id="j1", application="torchfit", version="v1", entrypoint="train", image="i", command=[],
-                       env_names=[], hardware={}, state="Completed", outputs=outputs, started_at=now, finished_at=now)
+    now = datetime.now(UTC)
+    return JobManifest(
+        job_id="j1",
+        application="torchfit",
+        version="v1",
+        entrypoint="train",
+        image="i",
+        command=[],
+        env_names=[],
+        hardware={},
+        state="Completed",
+        outputs=outputs,
+        started_at=now,
+        finished_at=now,
+    )
 
 
 def test_image_markdown_embeds_the_bytes_or_names_the_key() -> None:

@@ -38,8 +38,10 @@ def test_the_pool_gets_the_deployers_store_made_absolute_and_no_catalog(settings
     assert pool_env("cpu") == {"JOBCLOUD_POOL": "cpu", "JOBCLOUD_STORAGE": str(settings / "store")}
     assert pool_env("gpu", catalog_path="other.yaml") == {"JOBCLOUD_POOL": "gpu", "JOBCLOUD_STORAGE": str(settings / "store")}
     assert pool_env("cpu", pool_type="kubernetes") == {
-        "JOBCLOUD_POOL": "cpu", "JOBCLOUD_STORAGE": str(settings / "store"),
-        "JOBCLOUD_RUNNER": "process", "JOBCLOUD_WATCH_CANCEL": "1",
+        "JOBCLOUD_POOL": "cpu",
+        "JOBCLOUD_STORAGE": str(settings / "store"),
+        "JOBCLOUD_RUNNER": "process",
+        "JOBCLOUD_WATCH_CANCEL": "1",
     }
 
 
@@ -95,7 +97,8 @@ def test_deploy_writes_the_settings_into_new_pools_then_updates_only_what_change
     for pool in ("cpu", "gpu"):
         assert client.pools[pool].type == POOL_TYPE
         assert pool_settings(client.pools[pool].base_job_template) == {
-            "JOBCLOUD_POOL": pool, "JOBCLOUD_STORAGE": "s3://lab/jobcloud",
+            "JOBCLOUD_POOL": pool,
+            "JOBCLOUD_STORAGE": "s3://lab/jobcloud",
         }
     assert _pool_changes(ensure_pools(client)) == {"cpu": "unchanged", "gpu": "unchanged"}  # idempotent
 

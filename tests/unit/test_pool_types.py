@@ -166,7 +166,9 @@ def test_a_docker_pool_mounts_a_local_folder_store(monkeypatch: pytest.MonkeyPat
 
 
 def test_upstream_defaults_that_are_too_short_are_raised() -> None:
-    props = lambda t: base_job_template("cpu", {}, t)["variables"]["properties"]
+    def props(pool_type: str) -> dict:
+        return base_job_template("cpu", {}, pool_type)["variables"]["properties"]
+
     assert props("cloud-run-v2")["timeout"]["default"] == 86400
     assert props("vertex-ai")["maximum_run_time_hours"]["default"] == 168
     assert props("kubernetes")["pod_watch_timeout_seconds"]["default"] == 900

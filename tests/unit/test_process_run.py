@@ -44,12 +44,21 @@ def test_lines_exit_code_and_working_folder(tmp_path: Path) -> None:
 
 def test_environment_is_the_images_plus_the_jobs_only() -> None:
     parent = {
-        "PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8",
-        "PREFECT_API_URL": "http://x", "PREFECT__FLOW_RUN_ID": "1", "JOBCLOUD_STORAGE": "s3://b",
-        "AWS_SECRET_ACCESS_KEY": "k", "GOOGLE_APPLICATION_CREDENTIALS": "/c", "KUBECONFIG": "/k",
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "PREFECT_API_URL": "http://x",
+        "PREFECT__FLOW_RUN_ID": "1",
+        "JOBCLOUD_STORAGE": "s3://b",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/c",
+        "KUBECONFIG": "/k",
     }
     s = ContainerSpec(
-        image="-", command=[], host_files="/", environment={"EPOCHS": "3"},
+        image="-",
+        command=[],
+        host_files="/",
+        environment={"EPOCHS": "3"},
         secret_environment={"TOKEN": SecretStr("s3cr3t")},
     )
     env = child_environment(parent, s)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from jobcloud.blocks.errors import ParameterError, UnsafeKeyError
 from jobcloud.flows.catalog import EntrypointRef, load_catalog
 from jobcloud.flows.container_spec import build_spec, shell_command
-from jobcloud.blocks.errors import ParameterError, UnsafeKeyError
 from jobcloud.flows.request import HardwareOverride, JobRequest, validate_request
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jobcloud.blocks.store.job_store import FileRecord, JobStore
@@ -49,7 +49,7 @@ def test_lookup_remember_and_reuse(tmp_path: Path, monkeypatch) -> None:
     found = lookup(store, _entry(True), _Spec(), inputs)
     assert found.key and found.earlier is None
     rec = store.write_bytes("jobs/j1/output/r.txt", b"42\n")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     m = JobManifest(
         job_id="j1", application="a", version="v", entrypoint="e", image="img:1", command=["run"], env_names=["A"],
         hardware={}, state="Completed", outputs=[OutputRecord(kind="output", **rec.model_dump())],

@@ -10,8 +10,8 @@ import pytest
 
 from jobcloud.blocks.errors import ParameterError
 from jobcloud.deployments.deploy.sync import catalog_deployments
-from jobcloud.deployments.pools.resources import deployment_job_variables
 from jobcloud.deployments.jobs.submit import override_variables
+from jobcloud.deployments.pools.resources import deployment_job_variables
 from jobcloud.flows.catalog import EntrypointRef, parse_catalog
 from jobcloud.flows.request import JobRequest
 

@@ -36,6 +36,7 @@ SMALL = {**tdata.FRAMES_DEFAULTS, "frame_size": 16, "spots": 3, "channels": [8, 
 
 # -- the generator ---------------------------------------------------------------------------
 
+
 def test_frames_are_the_same_for_a_seed_and_differ_between_seeds() -> None:
     a, b, c = fr.make_frames(8, SMALL, 5), fr.make_frames(8, SMALL, 5), fr.make_frames(8, SMALL, 6)
     for key in ("frames", "target", "positions", "present"):
@@ -75,6 +76,7 @@ def test_localise_and_match_score_a_perfect_output() -> None:
 
 # -- the config --------------------------------------------------------------------------------
 
+
 def test_kind_picks_the_defaults_and_the_allowed_keys(tmp_path: Path) -> None:
     mlp = tdata.load_config(str(SAMPLE / "config.yaml"))
     assert "kind" not in mlp and mlp["hidden"] == [64, 64]  # the mlp config is as it always was
@@ -102,6 +104,7 @@ def test_configs_read_the_same_without_pyyaml(name: str, monkeypatch: pytest.Mon
 
 # -- training and predict ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample frames config trained on the CPU, as `python -m torchfit.train` runs it, on one
@@ -111,9 +114,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("frames")
     t0 = time.perf_counter()
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([sys.executable, "-m", "torchfit.train", "--config", str(SAMPLE / "frames.yaml"),
-                           "--model", str(where / "model"), "--output", str(where / "output"), "--log", str(where / "log")],
-                          env=_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=540)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchfit.train",
+            "--config",
+            str(SAMPLE / "frames.yaml"),
+            "--model",
+            str(where / "model"),
+            "--output",
+            str(where / "output"),
+            "--log",
+            str(where / "log"),
+        ],
+        env=_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
@@ -140,8 +159,13 @@ def test_the_sample_trains_in_under_a_minute_and_the_loss_falls(trained: Path) -
 
 
 def test_predict_runs_the_saved_model_on_the_cpu(trained: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "torchfit.predict", "--artifact", str(trained / "model"),
-                           "--output", str(tmp_path / "out")], env=_env(TORCHFIT_DEVICE="auto"), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torchfit.predict", "--artifact", str(trained / "model"), "--output", str(tmp_path / "out")],
+        env=_env(TORCHFIT_DEVICE="auto"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["frames"] == 64 and metrics["recall"] > 0.3
@@ -159,8 +183,23 @@ def test_predict_reads_frames_given_as_pt_and_npy(trained: Path, tmp_path: Path)
     numpy.save(tmp_path / "data" / "b.npy", d["frames"][4, 0].numpy())
     # A CSV beside them (the catalog's predict always passes /files/data) is not read.
     (tmp_path / "data" / "table.csv").write_text("x,y\n1,2\n")
-    proc = subprocess.run([sys.executable, "-m", "torchfit.predict", "--artifact", str(trained), "--data", str(tmp_path / "data"),
-                           "--output", str(tmp_path / "out")], env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchfit.predict",
+            "--artifact",
+            str(trained),
+            "--data",
+            str(tmp_path / "data"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["frames"] == 5 and "a.pt (4, 40, 40)" in metrics["source"] and "recall" not in metrics
@@ -183,24 +222,46 @@ def test_a_gpu_trained_state_dict_loads_on_the_cpu(tmp_path: Path) -> None:
 
 def test_mlp_kind_still_trains_and_predicts(tmp_path: Path) -> None:
     run = lambda *a: subprocess.run([sys.executable, "-m", *a], env=_env(TORCHFIT_EPOCHS="5"), capture_output=True, text=True, timeout=120)  # noqa: E731
-    proc = run("torchfit.train", "--data", str(SAMPLE / "data"), "--config", str(SAMPLE / "config.yaml"),
-               "--model", str(tmp_path / "m"), "--output", str(tmp_path / "o"), "--log", str(tmp_path / "l"))
+    proc = run(
+        "torchfit.train",
+        "--data",
+        str(SAMPLE / "data"),
+        "--config",
+        str(SAMPLE / "config.yaml"),
+        "--model",
+        str(tmp_path / "m"),
+        "--output",
+        str(tmp_path / "o"),
+        "--log",
+        str(tmp_path / "l"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["epochs"] == 5
     proc = run("torchfit.predict", "--artifact", str(tmp_path / "m"), "--data", str(SAMPLE / "data"), "--output", str(tmp_path / "p"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mse" in json.loads((tmp_path / "p" / "metrics.json").read_text())
-    proc = run("torchfit.train", "--config", str(SAMPLE / "config.yaml"), "--model", str(tmp_path / "m2"),
-               "--output", str(tmp_path / "o2"), "--log", str(tmp_path / "l2"))
+    proc = run(
+        "torchfit.train",
+        "--config",
+        str(SAMPLE / "config.yaml"),
+        "--model",
+        str(tmp_path / "m2"),
+        "--output",
+        str(tmp_path / "o2"),
+        "--log",
+        str(tmp_path / "l2"),
+    )
     assert proc.returncode != 0 and "--data is required" in proc.stderr
 
 
 # -- the GPU-friendly step -----------------------------------------------------------------------
 
+
 def test_a_failing_compile_falls_back_to_eager_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_compile(fn, *a, **k):
         def run(*args, **kwargs):
             raise RuntimeError("no compiler here\nmore detail")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -234,18 +295,42 @@ def test_step_returns_a_device_tensor_and_bf16_autocast_trains_on_the_cpu() -> N
 
 
 def test_generate_on_cpu_trains_the_same_way(tmp_path: Path) -> None:
-    config = {**tdata.FRAMES_DEFAULTS, "kind": "frames", "frame_size": 16, "channels": [8], "train_frames": 64,
-              "validation_frames": 16, "batch_size": 16, "epochs": 2, "generate_on": "cpu"}
+    config = {
+        **tdata.FRAMES_DEFAULTS,
+        "kind": "frames",
+        "frame_size": 16,
+        "channels": [8],
+        "train_frames": 64,
+        "validation_frames": 16,
+        "batch_size": 16,
+        "epochs": 2,
+        "generate_on": "cpu",
+    }
     result = fr.fit(config, torch.device("cpu"))
     assert result["epochs_run"] == 2 and result["steps"] == 8 and len(result["history"]["validation"]) == 2
 
 
 # -- bench/gpu.py on a machine without CUDA ------------------------------------------------------
 
+
 def test_bench_gpu_quick_runs_the_cpu_mode_and_writes_json(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--budget", "90",
-                           "--json", str(tmp_path / "gpu.json"), "--table", str(tmp_path / "gpu.txt")],
-                          env=_env(CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gpu.py"),
+            "--quick",
+            "--budget",
+            "90",
+            "--json",
+            str(tmp_path / "gpu.json"),
+            "--table",
+            str(tmp_path / "gpu.txt"),
+        ],
+        env=_env(CUDA_VISIBLE_DEVICES=""),
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu.json").read_text())
     (cpu,) = report["results"]

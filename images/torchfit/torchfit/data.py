@@ -26,11 +26,11 @@ DEFAULTS: dict[str, Any] = {
 # The `frames` kind: a convolutional network that localises spots in synthetic microscopy
 # frames it generates from `seed` (no data to read); see torchfit/frames.py.
 FRAMES_DEFAULTS: dict[str, Any] = {
-    "frame_size": 32,          # frames are frame_size x frame_size pixels
-    "spots": 4,                # mean emitters per frame (each of 2*spots slots is on with p=0.5)
-    "psf_sigma": 1.2,          # Gaussian PSF width, pixels
-    "photons": [300, 1500],    # emitter brightness, uniform in this range
-    "background": 10.0,        # photons per pixel; frames get Poisson noise
+    "frame_size": 32,  # frames are frame_size x frame_size pixels
+    "spots": 4,  # mean emitters per frame (each of 2*spots slots is on with p=0.5)
+    "psf_sigma": 1.2,  # Gaussian PSF width, pixels
+    "photons": [300, 1500],  # emitter brightness, uniform in this range
+    "background": 10.0,  # photons per pixel; frames get Poisson noise
     "channels": [32, 32, 32],  # one 3x3 conv layer (and ReLU) per entry, full resolution
     "train_frames": 2048,
     "validation_frames": 256,
@@ -38,10 +38,10 @@ FRAMES_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "learning_rate": 0.002,
     "seed": 0,
-    "precision": "auto",       # auto (bf16 on a GPU that supports it, else fp32) | fp32 | bf16
-    "compile": "auto",         # auto (on CUDA) | true | false; a failed compile falls back to eager
-    "generate_on": "device",   # device | cpu (then pinned host memory, non-blocking copies per batch)
-    "time_limit": 0,           # seconds; training stops after the epoch that passes it (0: none)
+    "precision": "auto",  # auto (bf16 on a GPU that supports it, else fp32) | fp32 | bf16
+    "compile": "auto",  # auto (on CUDA) | true | false; a failed compile falls back to eager
+    "generate_on": "device",  # device | cpu (then pinned host memory, non-blocking copies per batch)
+    "time_limit": 0,  # seconds; training stops after the epoch that passes it (0: none)
 }
 
 KINDS = {"mlp": DEFAULTS, "frames": FRAMES_DEFAULTS}

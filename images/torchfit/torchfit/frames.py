@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ MATCH_RADIUS = 1.5  # pixels: a localisation this close to a true spot counts as
 
 
 # -- the data ------------------------------------------------------------------------------
+
 
 def make_frames(n: int, config: dict[str, Any], seed: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """`n` frames and their ground truth, the same for the same seed on the same device type.
@@ -71,6 +73,7 @@ def make_frames(n: int, config: dict[str, Any], seed: int, device: torch.device 
 
 
 # -- the model -----------------------------------------------------------------------------
+
 
 class FrameNet(nn.Module):
     """3x3 convolutions at full resolution, then a 1x1 head: spot logit, dx, dy per pixel.
@@ -135,6 +138,7 @@ def match(locs: torch.Tensor, positions: torch.Tensor, present: torch.Tensor, ra
 
 
 # -- training ------------------------------------------------------------------------------
+
 
 def resolve_precision(wanted: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (None: fp32). `auto` is bf16 on a CUDA device that supports it."""
@@ -284,9 +288,18 @@ def fit(config: dict[str, Any], device: torch.device, on_epoch: Callable[[int, f
     sample = train_set["frames"][: min(n_train, 512)].float()
     trainer.model.x_mean.fill_(float(sample.mean()))
     trainer.model.x_std.fill_(float(sample.std().clamp_min(1e-6)))
-    log.info("frames: %d train, %d validation, %dx%d px, batch %d, device %s, data on %s, precision %s, compile %s",
-             n_train, len(val_set["frames"]), config["frame_size"], config["frame_size"], batch, device, where,
-             trainer.precision, trainer.compile_wanted)
+    log.info(
+        "frames: %d train, %d validation, %dx%d px, batch %d, device %s, data on %s, precision %s, compile %s",
+        n_train,
+        len(val_set["frames"]),
+        config["frame_size"],
+        config["frame_size"],
+        batch,
+        device,
+        where,
+        trainer.precision,
+        trainer.compile_wanted,
+    )
 
     g = torch.Generator(device=where)
     g.manual_seed(seed + 7)
@@ -312,8 +325,14 @@ def fit(config: dict[str, Any], device: torch.device, on_epoch: Callable[[int, f
     out = trainer.predict(val_set["frames"][:256], batch)
     quality = match(localise(out), val_set["positions"][:256], val_set["present"][:256])
     steps = len(history["train"]) * steps_per_epoch
-    return {"trainer": trainer, "history": history, "seconds": seconds, "steps": steps, "quality": quality,
-            "epochs_run": len(history["train"])}
+    return {
+        "trainer": trainer,
+        "history": history,
+        "seconds": seconds,
+        "steps": steps,
+        "quality": quality,
+        "epochs_run": len(history["train"]),
+    }
 
 
 def model_meta(config: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 
-def loss_curve_png(series: dict[str, list[float]], width: int = 800, height: int = 500, dpi: int = 100,
-                   ylabel: str = "loss (MSE, standardised)") -> bytes:
+def loss_curve_png(
+    series: dict[str, list[float]], width: int = 800, height: int = 500, dpi: int = 100, ylabel: str = "loss (MSE, standardised)"
+) -> bytes:
     """A PNG (`width` x `height` px) of one or more loss curves against the epoch (from 1).
 
     The y axis is logarithmic when every finite value is positive, linear otherwise. NaN and
@@ -33,8 +34,14 @@ def loss_curve_png(series: dict[str, list[float]], width: int = 800, height: int
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name, pts in drawn.items():
-        ax.plot([e for e, _ in pts], [v for _, v in pts], label=f"{name} (last {pts[-1][1]:.4g})",
-                linewidth=2, marker="o" if len(pts) <= 30 else None, markersize=4)
+        ax.plot(
+            [e for e, _ in pts],
+            [v for _, v in pts],
+            label=f"{name} (last {pts[-1][1]:.4g})",
+            linewidth=2,
+            marker="o" if len(pts) <= 30 else None,
+            markersize=4,
+        )
     if log_scale:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -135,8 +135,14 @@ def predict_frames(args: argparse.Namespace, meta: dict) -> dict:
         w.writerow(["frame", "x", "y", "probability"])
         for f, x, y, p in rows:
             w.writerow([int(f), f"{x:.4f}", f"{y:.4f}", f"{p:.4f}"])
-    metrics: dict = {"kind": "frames", "frames": base, "localisations": len(rows), "source": source,
-                     "device": str(device), "model_trained_on": meta.get("trained_on")}
+    metrics: dict = {
+        "kind": "frames",
+        "frames": base,
+        "localisations": len(rows),
+        "source": source,
+        "device": str(device),
+        "model_trained_on": meta.get("trained_on"),
+    }
     if truth is not None:
         metrics.update(fr.match(locs, truth["positions"], truth["present"]))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -59,8 +59,16 @@ def train(args: argparse.Namespace) -> dict:
         raise SystemExit(f"torchfit: {len(rows)} rows are too few to train on")
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     device = pick_device()
-    log.info("device %s, torch %s, %d rows (%d validation), features %s, target %s, config %s",
-             device, torch.__version__, len(rows), n_val, features, target, config)
+    log.info(
+        "device %s, torch %s, %d rows (%d validation), features %s, target %s, config %s",
+        device,
+        torch.__version__,
+        len(rows),
+        n_val,
+        features,
+        target,
+        config,
+    )
 
     model = Regressor(len(features), list(config["hidden"]))
     model.x_mean.copy_(x[train_idx].mean(0))
@@ -89,7 +97,9 @@ def train(args: argparse.Namespace) -> dict:
         history["train"].append(total / len(xt))
         model.eval()
         with torch.no_grad():
-            vloss = torch.nn.functional.mse_loss(model.scaled(xv), (yv - model.y_mean) / model.y_std) if n_val else torch.tensor(float("nan"))
+            vloss = (
+                torch.nn.functional.mse_loss(model.scaled(xv), (yv - model.y_mean) / model.y_std) if n_val else torch.tensor(float("nan"))
+            )
         history["validation"].append(float(vloss))
         if epoch == 0 or (epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs:
             log.info("epoch %d/%d train loss %.5f validation loss %.5f", epoch + 1, epochs, history["train"][-1], history["validation"][-1])
