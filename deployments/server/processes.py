@@ -164,6 +164,7 @@ def start_worker(
     fast: bool = True,
     name: str | None = None,
     extra_args: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> Proc:
     """`prefect worker start --pool POOL` against ``server``.
 
@@ -171,7 +172,8 @@ def start_worker(
     flow runs' JobCloud settings (job store, catalog) come from the pool, which `jobcloud
     deploy` wrote; the engine from DOCKER_HOST or the host's default socket. ``fast`` adds
     `FAST_WORKER_ENV` (poll every second, also for a stock `--type process` worker); else
-    Prefect's settings, or the `jobcloud` worker type's own 1 s, apply.
+    Prefect's settings, or the `jobcloud` worker type's own 1 s, apply. ``cwd``: the folder the
+    worker starts in (a Prefect project's, say).
     """
     wenv = server.env(env)
     if fast:
@@ -180,5 +182,4 @@ def start_worker(
     if name:
         args += ["--name", name]
     args += extra_args or []
-    proc = _spawn(args, wenv, log)
-    return proc
+    return _spawn(args, wenv, log, cwd=cwd)
