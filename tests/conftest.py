@@ -66,6 +66,16 @@ def no_job_container_left(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"containers of jobs left behind: {sorted(set(left.values()))}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_temporary_server_at_exit() -> Iterator[None]:
+    """Stop Prefect's temporary (ephemeral) server, where a test started one, while pytest still
+    owns the terminal: left to its atexit hook it logs to a closed stream (`--- Logging error ---`)."""
+    yield
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().stop()  # the no-port instance is the ephemeral one; as Prefect's own fixtures do
+
+
 @pytest.fixture(scope="session")
 def images(engine: str) -> None:
     """The example images of images/images.yaml (busybox base, linefit)."""
