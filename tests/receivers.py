@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+from tests.waiting import wait_until
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 in 20000..55000 (never the kernel's high ones)."""
@@ -89,11 +91,12 @@ class HttpReceiver:
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Request]:
         """The requests once at least ``count`` arrived (AssertionError after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.requests)} of {count} requests arrived in {timeout} s")
-            time.sleep(0.05)
+        wait_until(
+            lambda: len(self.requests) >= count,
+            timeout,
+            interval=0.05,
+            message=lambda: f"{count} requests ({len(self.requests)} arrived)",
+        )
         return list(self.requests)
 
     def stop(self) -> None:
@@ -146,11 +149,12 @@ class SmtpReceiver:
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Mail]:
         """The messages once at least ``count`` arrived."""
-        deadline = time.monotonic() + timeout
-        while len(self.mails) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.mails)} of {count} mails arrived in {timeout} s")
-            time.sleep(0.05)
+        wait_until(
+            lambda: len(self.mails) >= count,
+            timeout,
+            interval=0.05,
+            message=lambda: f"{count} mails ({len(self.mails)} arrived)",
+        )
         return list(self.mails)
 
     def stop(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.api_fixtures import KEYS, TOKENS
 from tests.conftest import JOBCLOUD, ROOT, Cli
 from tests.e2e.test_server_jobs import SLEEPER
 from tests.receivers import HttpReceiver, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = ROOT / "examples/linefit"
@@ -37,13 +37,19 @@ class ApiStack:
         self.http = httpx.Client(base_url=url, timeout=60)
 
     def wait_state(self, job_id: str, want: set[str], user: str = "alice", timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        seen: list[str] = []
+
+        def reached() -> dict[str, Any] | None:
             job = self.http.get(f"/jobs/{job_id}", headers=_h(user)).json()
-            if job["state"] in want:
-                return job
-            assert time.monotonic() < deadline, f"job {job_id} still {job['state']}; worker:\n{self.worker.tail()}\napi:\n{self.api.tail()}"
-            time.sleep(1)
+            seen.append(job["state"])
+            return job if job["state"] in want else None
+
+        return wait_until(
+            reached,
+            timeout,
+            interval=1,
+            message=lambda: f"job {job_id} in {sorted(want)}, still {seen[-1]}; worker:\n{self.worker.tail()}\napi:\n{self.api.tail()}",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +90,12 @@ def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -
             )
         api = Proc(popen, log)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/status", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert api.alive() and time.monotonic() < deadline, f"the API did not start:\n{api.tail()}"
-            time.sleep(0.3)
+
+        def answers() -> bool:
+            assert api.alive(), f"the API exited before it answered:\n{api.tail()}"
+            return httpx.get(f"{url}/status", timeout=2).status_code == 200
+
+        wait_until(answers, 60, interval=0.3, ignore=(httpx.HTTPError,), message=lambda: f"the API to start:\n{api.tail()}")
         yield ApiStack(url, api, worker, tmp / "store")
     finally:
         if api is not None:
@@ -172,23 +175,25 @@ def test_swiss_ai_compute_with_callbacks(stack: ApiStack) -> None:
         assert r.json()["status"] == "Task added to the queue"
         again = stack.http.post("/swiss/linefit/v1/predict/compute", json=task, headers=_h("alice"))
         assert again.status_code == 409
-        deadline = time.monotonic() + 240
-        while True:
-            status = stack.http.get("/swiss/linefit/v1/predict/tasks/task-42/status", headers=_h("alice")).json()
-            if status["status"] in ("finished", "error"):
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(1)
+        last: list[dict[str, Any]] = []
+
+        def ended() -> dict[str, Any] | None:
+            last[:] = [stack.http.get("/swiss/linefit/v1/predict/tasks/task-42/status", headers=_h("alice")).json()]
+            return last[0] if last[0]["status"] in ("finished", "error") else None
+
+        status = wait_until(ended, 240, interval=1, message=lambda: f"task-42 to end: {last}")
         assert status["status"] == "finished", status
         assert status["data_out"] and all(k.startswith(f"jobs/{status['job_id']}/") for k in status["data_out"])
         assert stack.http.get("/swiss/linefit/v1/predict/tasks/task-42/status", headers=_h("bob")).status_code == 404
         updates = receiver.wait_for(2, timeout=30)
-        bodies = [u.json() for u in updates]
         assert all(u.method == "PATCH" for u in updates)
-        deadline = time.monotonic() + 15
-        while bodies[-1]["status"] != "finished" and time.monotonic() < deadline:
-            time.sleep(0.5)
-            bodies = [u.json() for u in receiver.requests]
+        # The last update is the final one, maybe after a few more.
+        bodies = wait_until(
+            lambda: (b := [u.json() for u in receiver.requests])[-1]["status"] == "finished" and b,
+            15,
+            interval=0.5,
+            message=lambda: f"the callback's final update: {[u.json()['status'] for u in receiver.requests]}",
+        )
         assert bodies[-1]["status"] == "finished" and bodies[-1]["job_id"] == status["job_id"]
     finally:
         receiver.stop()

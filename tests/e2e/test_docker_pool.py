@@ -24,6 +24,7 @@ import yaml
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import ROOT, Cli
 from tests.integration.seaweed import Seaweed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -200,22 +201,21 @@ def test_train_then_predict_in_container(stack: DockerStack, engine: str) -> Non
 
 
 def _wait_gone(engine: str, job_id: str, within: float = 30) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not _flow_run_containers(engine, job_id):
-            return True
-        time.sleep(0.5)
-    return False
+    try:
+        return wait_until(lambda: not _flow_run_containers(engine, job_id), within, 0.5)
+    except AssertionError:
+        return False  # the callers say which job's container was left
 
 
 def _wait_state(stack: DockerStack, job_id: str, states: set[str], within: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
+    seen: list[dict[str, Any]] = []
+
+    def reached() -> dict[str, Any] | None:
         shown = json.loads(_ok(stack.cli("jobs", "show", job_id, "--json")).stdout)
-        if shown["state"] in states or shown.get("phase") in states:
-            return shown
-        assert time.monotonic() < deadline, (shown, stack.worker.tail())
-        time.sleep(0.5)
+        seen.append(shown)
+        return shown if shown["state"] in states or shown.get("phase") in states else None
+
+    return wait_until(reached, within, 0.5, message=lambda: f"job {job_id} in {sorted(states)}: {seen[-1:]}\n{stack.worker.tail()}")
 
 
 def test_cancel_in_container_leaves_nothing(stack: DockerStack, engine: str) -> None:

@@ -10,7 +10,6 @@ phase events and make the server start predict with the train job's artifact.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from jobcloud.deployments.server.processes import PrefectServer
 from tests.integration.test_notifications import Env
 from tests.prefect_helpers import prefect_client, prefect_settings
 from tests.receivers import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -82,16 +82,6 @@ def _events(client: Any, run_id: str) -> list[Any]:
     return sorted(page.events, key=lambda e: e.occurred)
 
 
-def _wait(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_a_completed_train_job_starts_predict_with_its_artifact(
     server: PrefectServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,7 +110,7 @@ def test_a_completed_train_job_starts_predict_with_its_artifact(
 
     with prefect_client(server.api_url) as client:
         # The job's phase events, with the application, version and entrypoint related.
-        events = _wait("the job's events", lambda: (e := _events(client, train_id)) and len(e) >= 5 and e, 30)
+        events = wait_until(lambda: (e := _events(client, train_id)) and len(e) >= 5 and e, 30, 0.5, message="the job's events")
         names = [e.event for e in events]
         assert names == [
             "jobcloud.job.inputs-staged",
@@ -144,7 +134,7 @@ def test_a_completed_train_job_starts_predict_with_its_artifact(
         def predict_runs() -> list[Any]:
             return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[predict.id])))
 
-        [run] = _wait("the automation to start predict", predict_runs, FIRE_WAIT_S)
+        [run] = wait_until(predict_runs, FIRE_WAIT_S, 0.5, message="the automation to start predict")
         assert run.parameters["artifact_ids"] == [f"jobs/{train_id}/artifact"]
         assert run.parameters["data_ids"] == ["samples/chain/data"]
         fired = run.created.timestamp() - events[-1].occurred.timestamp()

@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from jobcloud.deployments.server.processes import PrefectServer, Proc, start_wor
 from jobcloud.flows.catalog import EntrypointRef
 from jobcloud.flows.catalog_flows import entrypoint_of
 from tests.conftest import JOBCLOUD
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,16 +38,6 @@ warm:
       handler: {image_url: "localhost/jobcloud/busybox:1", files_up: {output: output}}
 """
 REF = EntrypointRef(application="warm", version="v1", entrypoint="nap")
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def ppid(pid: int) -> int:
@@ -126,27 +116,35 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
             wenv = Path(f"/proc/{worker.popen.pid}/environ").read_bytes().split(b"\0")
             assert not [e for e in wenv if e.startswith((b"JOBCLOUD_", b"PREFECT_WORKER_QUERY_SECONDS="))]
 
-            warm = wait_for(
+            warm = wait_until(
                 lambda: re.search(r"warm starts on: fork server (\S+) \(pid (\d+)\)", worker.tail(200)),
                 90,
-                f"the fork server to start:\n{worker.tail()}",
+                interval=0.1,
+                message=lambda: f"the fork server to start:\n{worker.tail()}",
             )
             fork_sock, fork_pid = warm.group(1), int(warm.group(2))
             assert ppid(fork_pid) == worker.popen.pid
             assert "asks for work every 1 s" in worker.tail(200)
-            time.sleep(2)  # the worker's first poll is done: what follows measures the interval
-
+            # The server has recorded a poll of the deployment's queue by the worker: what follows
+            # measures the poll interval, not the worker's start.
             deployment = next(d for d in client.read_deployments() if d.entrypoint == entrypoint_of(REF))
+            wait_until(
+                lambda: client.read_work_queue_by_name(deployment.work_queue_name, work_pool_name="cpu").last_polled,
+                60,
+                interval=0.1,
+                message=lambda: f"the worker's first poll of queue {deployment.work_queue_name!r}:\n{worker.tail()}",
+            )
             t0 = time.monotonic()
             run = client.create_flow_run_from_deployment(deployment.id)
             run_id = str(run.id)
 
             # The fork server's mark of this run, then the run's process: its child, forked.
             fork_log = Path(fork_sock).parent / "warm_start.log"
-            mark = wait_for(
+            mark = wait_until(
                 lambda: fork_log.exists() and re.search(rf"warm_start: flow run {run_id} forked as pid (\d+)", fork_log.read_text()),
                 30,
-                f"the fork server to start flow run {run_id}; worker log:\n{worker.tail()}",
+                interval=0.1,
+                message=lambda: f"the fork server to start flow run {run_id}; worker log:\n{worker.tail()}",
             )
             picked_up = time.monotonic() - t0
             child = int(mark.group(1))
@@ -158,7 +156,7 @@ def test_a_bare_worker_runs_a_job_warm_with_the_pools_settings(engine: str, imag
                 r = client.read_flow_run(run.id)
                 return r if r.state and r.state.is_final() else None
 
-            done = wait_for(final, 180, f"flow run {run_id} to end; worker log:\n{worker.tail()}")
+            done = wait_until(final, 180, interval=0.1, message=lambda: f"flow run {run_id} to end; worker log:\n{worker.tail()}")
             assert done.state.is_completed(), f"{done.state.name}: {done.state.message}\n{worker.tail()}"
 
         # The outputs are in the store the pool names; the host's own default store is untouched.

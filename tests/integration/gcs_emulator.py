@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.integration.seaweed import free_port
+from tests.waiting import wait_until
 
 
 def fake_gcs_binary() -> Path:
@@ -41,15 +41,17 @@ class FakeGcs:
         log = open(self.root / "fake-gcs.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"fake-gcs-server did not answer on {self.endpoint}")
+        try:
+            wait_until(
+                lambda: urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1).read() is not None,
+                timeout,
+                ignore=(OSError,),  # refused until it listens
+                message=f"fake-gcs-server to answer on {self.endpoint}",
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def make_bucket(self, name: str) -> str:
         import json

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.waiting import wait_until
+
 ACCESS_KEY = "jobcloud-test"
 SECRET_KEY = "jobcloud-test-secret"
 REGION = "us-east-1"
@@ -111,15 +113,19 @@ class Seaweed:
         log = open(self.data_dir / "weed.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"weed exited early; see {self.data_dir / 'weed.log'}")
-            if self._ready():
-                return self
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} in {timeout}s")
+            return self._ready()
+
+        try:
+            wait_until(ready, timeout, interval=0.3, message=f"SeaweedFS to answer on {self.endpoint}")
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def _ready(self) -> bool:
         # S3 answers before the filer and a volume are there: wait for a real bucket listing.

@@ -29,6 +29,7 @@ from jobcloud.deployments.notify.automations import (
 )
 from jobcloud.deployments.server.processes import PrefectServer
 from tests.prefect_helpers import prefect_client
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,16 +84,6 @@ def _start_probe(server: PrefectServer, tmp: Path, name: str, finish: bool) -> t
             start_new_session=True,
         )
     return proc, marker
-
-
-def _wait_for(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _heartbeats(client: Any, run_id: UUID) -> list[Any]:
@@ -155,8 +146,10 @@ def test_a_killed_run_becomes_crashed(server: PrefectServer, tmp_path: Path, mon
         victim, victim_marker = _start_probe(server, tmp_path, "victim", finish=False)
         done, done_marker = _start_probe(server, tmp_path, "done", finish=True)
         try:
-            victim_id = UUID(_wait_for("the victim's run id", lambda: victim_marker.exists() and victim_marker.read_text(), 120))
-            _wait_for("the victim's first heartbeat", lambda: _heartbeats(client, victim_id), 60)
+            victim_id = UUID(
+                wait_until(lambda: victim_marker.exists() and victim_marker.read_text(), 120, 0.5, message="the victim's run id")
+            )
+            wait_until(lambda: _heartbeats(client, victim_id), 60, 0.5, message="the victim's first heartbeat")
             # The host dies: no process is left to report anything.
             os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(10)
@@ -166,11 +159,11 @@ def test_a_killed_run_becomes_crashed(server: PrefectServer, tmp_path: Path, mon
 
             last_beat = _heartbeats(client, victim_id)[-1].occurred
             remaining = AFTER_S + SLACK_S - (time.time() - last_beat.timestamp())
-            crashed = _wait_for(
-                "the victim to be Crashed",
+            crashed = wait_until(
                 lambda: (s := client.read_flow_run(victim_id).state) and s.type == StateType.CRASHED and s,
                 max(remaining, 1),
                 interval=1,
+                message="the victim to be Crashed",
             )
         finally:
             for proc in (victim, done):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobcloud.blocks.errors import CatalogError, UnknownEntrypointError
-from jobcloud.flows.catalog import EntrypointRef, load_catalog, parse_catalog
+from jobcloud.flows.catalog import Entrypoint, EntrypointRef, load_catalog, parse_catalog
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -25,9 +25,63 @@ def test_decode_example_passes_unchanged() -> None:
     assert entry.aws_resources.timeout == 18000
 
 
-def test_repo_catalog_is_valid() -> None:
-    catalog = load_catalog(ROOT / "application_config.yaml")
-    assert any(ref.application == "linefit" for ref, _ in catalog.entries())
+def shape(entry: Entrypoint) -> dict:
+    """What of an entrypoint decides where and how its jobs run, as plain values."""
+    handler, res = entry.handler, entry.aws_resources
+    return {
+        "image": handler.image_url,
+        "gpu_image": handler.gpu_image_url,
+        "hardware": (res.hardware.MEMORY, res.hardware.VCPU, res.hardware.GPU),
+        "timeout": res.timeout,
+        "pool": entry.pool,
+        "down": handler.files_down.model_dump(exclude_none=True),
+        "up": handler.files_up.model_dump(exclude_none=True),
+        "env": entry.app.env,
+        "required": entry.required_inputs,
+    }
+
+
+LINEFIT = "localhost/jobcloud/linefit:1"
+TORCHFIT = "localhost/jobcloud/torchfit:1"
+ALL_DOWN = {"config_id": "config", "data_ids": "data", "artifact_ids": "artifact"}
+# application_config.yaml as shipped, entry by entry in file order.
+SHIPPED = {
+    "linefit/v1/train": {
+        "image": LINEFIT, "gpu_image": None, "hardware": (256, 1, 0), "timeout": 600, "pool": "cpu",
+        "down": ALL_DOWN, "up": {"output": "output", "log": "log", "artifact": "model"},
+        "env": ["LINEFIT_EPOCHS"], "required": ["config_id", "data_ids"],
+    },
+    "linefit/v1/predict": {
+        "image": LINEFIT, "gpu_image": None, "hardware": (256, 1, 0), "timeout": 600, "pool": "cpu",
+        "down": {"data_ids": "data", "artifact_ids": "artifact"}, "up": {"output": "output"},
+        "env": [], "required": ["data_ids", "artifact_ids"],
+    },
+    "torchfit/v1/train": {
+        "image": TORCHFIT, "gpu_image": "localhost/jobcloud/torchfit-cuda:1", "hardware": (2048, 2, 0),
+        "timeout": 3600, "pool": "cpu", "down": {"config_id": "config", "data_ids": "data"},
+        "up": {"output": "output", "log": "log", "artifact": "model"},
+        "env": ["TORCHFIT_EPOCHS", "TORCHFIT_DEVICE"], "required": ["config_id", "data_ids"],
+    },
+    "torchfit/v1/predict": {
+        "image": TORCHFIT, "gpu_image": None, "hardware": (1024, 1, 0), "timeout": 600, "pool": "cpu",
+        "down": {"data_ids": "data", "artifact_ids": "artifact"}, "up": {"output": "output"},
+        "env": [], "required": ["data_ids", "artifact_ids"],
+    },
+}  # fmt: skip
+DECODE = {
+    "decode/v0_10_1/train": {
+        "image": "public.ecr.aws/g0e9g3b1/decode:v0_10_1", "gpu_image": None, "hardware": (8000, 4, 1),
+        "timeout": 18000, "pool": "gpu", "down": ALL_DOWN, "up": {"log": "log", "artifact": "model"},
+        "env": [], "required": [],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "expected"), [(ROOT / "application_config.yaml", SHIPPED), (DATA / "decode_catalog.yaml", DECODE)])
+def test_shipped_catalogs_parse_to_exactly_their_entrypoints(path: Path, expected: dict[str, dict]) -> None:
+    catalog = load_catalog(path)
+    assert {str(ref): shape(entry) for ref, entry in catalog.entries()} == expected
+    assert [str(ref) for ref, _ in catalog.entries()] == list(expected)  # in file order
 
 
 def _broken(old: str, new: str) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,10 +39,12 @@ def server(tmp_path: Path) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 60
-    while not os.path.exists(sock):
-        assert proc.poll() is None and time.monotonic() < deadline, "fork server did not start"
-        time.sleep(0.1)
+
+    def listening() -> bool:
+        assert proc.poll() is None, "fork server exited before it listened"
+        return os.path.exists(sock)
+
+    wait_until(listening, 60, interval=0.1, message="the fork server to start")
     yield sock
     proc.terminate()
     assert proc.wait(10) is not None
@@ -116,12 +120,13 @@ def test_killed_client_stops_its_run(server: str, tmp_path: Path) -> None:
     probes = subprocess.run(["pgrep", "-f", "tests.unit.warm_probe"], capture_output=True, text=True).stdout.split()
     proc.kill()
     proc.wait(10)
-    deadline = time.monotonic() + 15
     # The fork server's child runs under the server's command line; after the client's death
     # no process of the server is left sleeping (only the server itself).
-    while len(subprocess.run(["pgrep", "-f", "tests.unit.warm_probe"], capture_output=True, text=True).stdout.split()) >= len(probes):
-        assert time.monotonic() < deadline, "the run outlived its killed client"
-        time.sleep(0.2)
+    wait_until(
+        lambda: len(subprocess.run(["pgrep", "-f", "tests.unit.warm_probe"], capture_output=True, text=True).stdout.split()) < len(probes),
+        15,
+        message="the run to end with its killed client",
+    )
 
 
 def test_without_a_server_the_client_is_the_stock_engine(tmp_path: Path) -> None:

@@ -182,7 +182,10 @@ def test_jobcloud_pools_get_no_job_variables() -> None:
 
 
 def test_a_docker_image_from_a_registry_is_pulled_as_the_pool_says() -> None:
-    assert "image_pull_policy" not in deployment_job_variables("docker", "ghcr.io/lab/app:1")
+    # The whole variables, not only the missing pull policy: an empty dict would lose the image.
+    assert deployment_job_variables("docker", "ghcr.io/lab/app:1") == {"image": "ghcr.io/lab/app:1", "container_create_kwargs": {}}
+    # Only an image of the worker's own engine is never pulled.
+    assert deployment_job_variables("docker", IMAGE) == {"image": IMAGE, "image_pull_policy": "Never", "container_create_kwargs": {}}
 
 
 def test_pool_types_come_from_the_option_over_the_setting() -> None:

@@ -16,6 +16,7 @@ from jobcloud.flows.cancel_watch import _flag
 from jobcloud.flows.container_spec import ContainerSpec
 from jobcloud.flows.job_guard import kill_groups
 from jobcloud.flows.process_run import child_environment, require_visible_gpus, run_process
+from tests.waiting import wait_until
 
 
 def spec(tmp_path: Path, script: str, timeout: int | None = None, **kw) -> ContainerSpec:
@@ -87,10 +88,7 @@ def test_timeout_ends_the_whole_process_group(tmp_path: Path) -> None:
     assert "started" in lines and any("timeout after 1 s" in line for line in lines)
     assert took < 1 + 10 + 5  # the timeout, the stop grace, slack
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while alive(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(child), "the command's background child outlived its job"
+    wait_until(lambda: not alive(child), 5, interval=0.1, message="the command's background child to go with its job")
 
 
 def test_a_leftover_background_process_is_killed_when_the_command_ends(tmp_path: Path) -> None:
@@ -98,10 +96,7 @@ def test_a_leftover_background_process_is_killed_when_the_command_ends(tmp_path:
     out = run_process(spec(tmp_path, f"sleep 300 & echo $! > {pidfile}; echo done"), lambda _: None)
     assert out.exit_code == 0
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while alive(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(child)
+    wait_until(lambda: not alive(child), 5, interval=0.1, message="the leftover background process to be killed")
 
 
 def test_cancel_stops_the_command_promptly(tmp_path: Path) -> None:
