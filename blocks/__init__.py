@@ -3,7 +3,8 @@
 What lives here:
 - `errors`: every JobCloud error (user errors exit 2, platform failures exit 1).
 - `keys`: job-store keys, checked so they never leave the store's root.
-- `settings`: `JOBCLOUD_*` environment variables.
+- `settings`: every `JOBCLOUD_*` environment variable, one model; `settings_doc` renders it
+  into docs/settings.md.
 - `engine`: the container engine (Docker, or Podman's Docker-compatible API).
 - `store/`: the job store (local folder, S3, GCS), its Prefect block, which one to open.
 - `transfer/`: moving one file to or from a store (the `Transfer` protocol and its

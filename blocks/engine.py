@@ -422,7 +422,7 @@ def require_gpus(client: docker.DockerClient, gpus: int) -> GpuSupport:
     is then sent in the form the engine's kind takes (a CDI device on Podman, a DeviceRequest
     elsewhere).
     """
-    assume = os.environ.get("JOBCLOUD_ASSUME_GPU") == "1"
+    assume = get_settings().assume_gpu
     try:
         support = gpu_support(client)
     except EngineUnavailableError:

@@ -1,64 +1,350 @@
-"""JobCloud's settings, read from `JOBCLOUD_*` environment variables."""
+"""JobCloud's settings: every `JOBCLOUD_*` environment variable JobCloud reads, in one model.
+
+`JobCloudSettings` has one field per variable (`pool_types` is `JOBCLOUD_POOL_TYPES`; the HTTP
+API's group `api.keys_file` is `JOBCLOUD_API_KEYS_FILE`), with its type, default and meaning,
+also for the values JobCloud passes to its own child processes (described "set by JobCloud,
+not by hand"). Settings are read where they are used: `get_settings()` builds the model from
+the environment on each call (tests and the worker change the environment), and no module
+reads them when it is imported. A bad value is a `SettingsError` (a `UserError`: exit 2 on the
+command line) that names the variable. Code that writes a variable into a child's environment
+takes its name from `env_name`. docs/settings.md's table is generated from this model
+(`python -m jobcloud.blocks.settings_doc`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, ValidationInfo
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobcloud.blocks.errors import UserError
+
+PREFIX = "JOBCLOUD_"
+MIB = 1024 * 1024
+# The error type of the checks below, whose messages already name the variable and value.
+_NAMED_ERROR = "jobcloud_setting"
+INTERNAL = "Set by JobCloud, not by hand."
+
+
+class SettingsError(UserError):
+    """A `JOBCLOUD_*` variable has a value JobCloud cannot use."""
 
 
 def _home() -> Path:
     return Path.home() / ".jobcloud"
 
 
+def _one_is_on(value: object) -> object:
+    # JobCloud has always read these flags as "on when the text is exactly 1".
+    return value == "1" if isinstance(value, str) else value
+
+
+def _zero_is_off(value: object) -> object:
+    # ...and these as "on unless the text is exactly 0".
+    return value != "0" if isinstance(value, str) else value
+
+
+ON_WHEN_ONE = "flag: `1` is on"
+OFF_WHEN_ZERO = "flag: `0` is off"
+OnWhenOne = Annotated[bool, BeforeValidator(_one_is_on)]
+OffWhenZero = Annotated[bool, BeforeValidator(_zero_is_off)]
+
+
+def _named_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError(_NAMED_ERROR, "{message}", {"message": message})
+
+
+def _number_between(low: float, high: float) -> Callable[[object, ValidationInfo], object]:
+    """A check of a number in [low, high] whose message names the variable and its text."""
+
+    def check(value: object, info: ValidationInfo) -> object:
+        name = env_name(info.field_name or "")
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise _named_error(f"{name}={value!r} is not a number") from None
+        if not low <= number <= high:
+            raise _named_error(f"{name}={value!r} must be between {low:g} and {high:g}")
+        return number
+
+    return check
+
+
+def _whole_seconds(low: int, why: str) -> Callable[[object, ValidationInfo], object]:
+    """A check of a whole number of seconds, at least ``low`` (``why``: the reason for it)."""
+
+    def check(value: object, info: ValidationInfo) -> object:
+        name = env_name(info.field_name or "")
+        raw = value.strip() if isinstance(value, str) else value
+        try:
+            seconds = int(raw)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise _named_error(f"{name}={raw!r} is not a whole number of seconds") from None
+        if seconds < low:
+            raise _named_error(f"{name}={seconds}: must be at least {low} s ({why})")
+        return seconds
+
+    return check
+
+
+def _setting(
+    default: Any = None,
+    *,
+    meaning: str,
+    used_by: str,
+    shown_default: str | None = None,
+    shown_type: str | None = None,
+    internal: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """A field with what docs/settings.md shows of it: who reads it and, where the plain
+    default or type says too little, how they are shown."""
+    extra: dict[str, Any] = {"used_by": used_by}
+    if internal and shown_default is None:
+        shown_default = "set by JobCloud"
+    if shown_default is not None:
+        extra["shown_default"] = shown_default
+    if shown_type is not None:
+        extra["shown_type"] = shown_type
+    description = f"{meaning} {INTERNAL}" if internal else meaning
+    if "default_factory" in kwargs:
+        return Field(description=description, json_schema_extra=extra, **kwargs)
+    return Field(default, description=description, json_schema_extra=extra, **kwargs)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API's settings, `JOBCLOUD_API_*` (docs/api.md). Every limit has a default that
+    suits one lab; a platform sets its own."""
+
+    keys_block: str | None = _setting(
+        meaning='Name of the Prefect Secret block holding the API keys as JSON `{"<token>": {"user": "<name>", "role": "user"|"admin"}}`',
+        used_by="API",
+    )
+    keys_file: Path | None = _setting(meaning="A JSON file of the same shape (for tests and single-machine set-ups)", used_by="API")
+    max_body_bytes: int = _setting(
+        1 * MIB, meaning="Largest request body outside file uploads (JSON requests)", used_by="API", shown_default="`1048576` (1 MiB)", gt=0
+    )
+    max_upload_bytes: int = _setting(
+        64 * 1024 * MIB,
+        meaning="Largest single file upload (streamed to disk, never held in memory)",
+        used_by="API",
+        shown_default="`68719476736` (64 GiB)",
+        gt=0,
+    )
+    rate_per_minute: int = _setting(600, meaning="Requests a user may make per minute (429 beyond)", used_by="API", gt=0)
+    max_active_jobs: int = _setting(20, meaning="Jobs a user may have queued or running at once (429 beyond)", used_by="API", gt=0)
+    upload_dir: Path | None = _setting(
+        meaning="Where uploads are spooled before they enter the job store",
+        used_by="API",
+        shown_default="the system temp folder",
+    )
+    core_token: SecretStr | None = _setting(
+        meaning="Bearer token for a Swiss AI Center core engine (`jobcloud api register --token`)", used_by="CLI"
+    )
+
+
 class JobCloudSettings(BaseSettings):
-    """Every setting has a default that works on one machine with no cloud account."""
+    """Every setting has a default that works on one machine with no cloud account. An empty
+    variable counts as unset."""
 
-    model_config = SettingsConfigDict(env_prefix="JOBCLOUD_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        extra="ignore",
+        env_ignore_empty=True,
+        # JOBCLOUD_API_KEYS_FILE -> api.keys_file: one split after the group's name only.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
-    home: Path = Field(
-        default_factory=_home,
-        description="JobCloud's own folder: the default job store, work folders, local server.",
+    # -- where things are --------------------------------------------------------------------
+    storage: str | None = _setting(
+        meaning="The job store: a folder, `file://…`, `s3://bucket/prefix`, `gs://bucket/prefix`, or `block:<name>` "
+        "(a [`JobStoreBlock`](job-stores.md#the-jobstoreblock)); must be the same everywhere. `jobcloud deploy` writes "
+        "its value into the work pools, and a worker's jobs take it from there, not from the worker host "
+        "([many-hosts.md](many-hosts.md#2-start-workers)); a folder there fits one host only",
+        used_by="CLI, deploy, job",
+        shown_default="`$JOBCLOUD_HOME/store` (`~/.jobcloud/store`)",
     )
-    storage: str | None = Field(
-        None,
-        description="Job store URL (a folder, file://, s3://bucket/prefix, gs://bucket/prefix). Default: <home>/store.",
+    config: Path = _setting(
+        Path("application_config.yaml"),
+        meaning="The catalog. `jobcloud deploy` writes each entrypoint's whole definition into its deployment "
+        "(`JOBCLOUD_ENTRYPOINT`), so worker hosts and containers need no catalog file; only `run --local` (and a "
+        "deployment made by an older release) reads it when a job starts",
+        used_by="CLI, deploy, `run --local`",
+        shown_default="`./application_config.yaml`",
     )
-    config: Path = Field(Path("application_config.yaml"), description="Path of the application catalog.")
-    workdir: Path | None = Field(
-        None,
-        description="Where a job's /files folder is prepared on the worker. Default: <home>/work.",
+    entrypoint: str | None = _setting(
+        meaning="The entrypoint's definition (JSON) in the deployment's `env` job variable, written by `jobcloud deploy`; "
+        "the flow run builds its flow from it ([many-hosts.md](many-hosts.md)).",
+        used_by="job",
+        shown_default="set by `jobcloud deploy`",
+        internal=True,
     )
-    keep_workdir: bool = Field(False, description="Keep a job's work folder after it ends.")
-    runner: Literal["engine", "process"] = Field(
+    pool_types: str | None = _setting(
+        meaning="Worker type of each pool, `cpu=docker,gpu=kubernetes`: `jobcloud`, `docker`, `kubernetes`, `ecs`, "
+        "`cloud-run-v2`, `vertex-ai`; `--pool-type` wins. A pool named nowhere keeps the type it has "
+        "([many-hosts.md](many-hosts.md))",
+        used_by="deploy, `jobcloud check`",
+        shown_default="none (`jobcloud`)",
+    )
+    runner: Literal["engine", "process"] = _setting(
         "engine",
-        description="How a job's command runs: `engine` starts the application's container beside "
-        "the flow (host mode, the `jobcloud` pools); `process` runs it as a subprocess of the flow, "
-        "which itself runs inside the application's image (in-container mode, set by the job "
-        "templates of Prefect's own worker types).",
+        meaning="`engine`: the flow starts the application's container (host mode); `process`: the flow runs inside "
+        "the application's image and runs the command as a subprocess (in-container mode; set by the job templates "
+        "of Prefect's own worker types)",
+        used_by="job",
     )
-    files_dir: Path = Field(
-        Path("/files"),
-        description="In-container mode: the folder the inputs are staged to and the outputs "
-        "uploaded from (the catalog's commands name /files).",
+    files_dir: Path = _setting(
+        Path("/files"), meaning="In-container mode: where inputs are staged and outputs uploaded from", used_by="job"
     )
-    pool_types: str | None = Field(
-        None,
-        description="Worker type of each pool, `cpu=docker,gpu=kubernetes` (the same as "
-        "`jobcloud deploy --pool-type`). Default: `jobcloud` for both.",
+    home: Path = _setting(
+        default_factory=_home,
+        meaning="JobCloud's own folder: default store, work folders, local server state and log",
+        used_by="all",
+        shown_default="`~/.jobcloud`",
     )
+    workdir: Path | None = _setting(
+        meaning="Where each job's `/files` folder is prepared on the worker host",
+        used_by="job",
+        shown_default="`$JOBCLOUD_HOME/work`",
+    )
+    keep_workdir: bool = _setting(False, meaning="Keep a job's work folder after it ends (debugging)", used_by="job")
+    pipelines: Path | None = _setting(meaning="A YAML file of extra pipelines ([many-hosts.md](many-hosts.md#pipelines))", used_by="CLI")
+    images_public: OnWhenOne = _setting(
+        False,
+        meaning="`1`: build images from public bases (a registry is reachable), like `--public`",
+        used_by="`jobcloud images build`",
+        shown_default="`0`",
+        shown_type=ON_WHEN_ONE,
+    )
+    assume_gpu: OnWhenOne = _setting(
+        False,
+        meaning="`1`: skip the GPU check, for engines whose GPU support cannot be probed ([gpu-hosts.md](gpu-hosts.md))",
+        used_by="job",
+        shown_default="`0`",
+        shown_type=ON_WHEN_ONE,
+    )
+    # -- the worker ------------------------------------------------------------------------------
+    warm_start: OffWhenZero = _setting(
+        True,
+        meaning="`0`: start each run cold (`python -m prefect.engine`) instead of forking a warm child",
+        used_by="worker",
+        shown_default="`1`",
+        shown_type=OFF_WHEN_ZERO,
+    )
+    worker_stop_grace_s: float = _setting(
+        20.0, meaning="After SIGTERM, how long running jobs may go on before they are cancelled", used_by="worker"
+    )
+    run_stop_grace_s: float = _setting(
+        10.0,
+        meaning="A run's process group gets this long after SIGTERM, then SIGKILL, when the fork server stops",
+        used_by="worker",
+    )
+    sweep_interval_s: float = _setting(
+        60.0, meaning="Seconds between sweeps for containers and work folders of ended jobs", used_by="worker"
+    )
+    zombie_after_s: Annotated[int, BeforeValidator(_whole_seconds(10, "Prefect's smallest proactive window"))] = _setting(
+        90,
+        meaning="The `jobcloud-zombie-runs` automation crashes runs silent this long (at least 10)",
+        used_by="deploy",
+    )
+    # -- a job -----------------------------------------------------------------------------------
+    guard_patience_s: float = _setting(
+        600.0, meaning="How long a job's guard keeps retrying an engine or server that is away", used_by="job"
+    )
+    cancel_poll_s: float = _setting(1.0, meaning="`run --local`: how often a job asks the server whether it was cancelled", used_by="job")
+    infra_attempts: Annotated[int, BeforeValidator(_number_between(1, 10))] = _setting(
+        3, meaning="Attempts for infrastructure failures (engine, image pull, storage), 1 to 10", used_by="job"
+    )
+    infra_retry_delay_s: Annotated[float, BeforeValidator(_number_between(0, 600))] = _setting(
+        2.0, meaning="First wait between those attempts, doubled each time, 0 to 600", used_by="job"
+    )
+    # -- passed by JobCloud to its own processes ---------------------------------------------------
+    pool: str | None = _setting(meaning="The pool a run came from (the pool's job template).", used_by="job", internal=True)
+    warm_socket: str | None = _setting(
+        meaning="The fork server's socket, for warm starts of flow runs.", used_by="worker, job", internal=True
+    )
+    watch_cancel: OnWhenOne = _setting(
+        False,
+        meaning="`1`: the run watches its own cancel (`run --local`, in-container pools: no JobCloud worker beside it).",
+        used_by="job",
+        shown_default="`0` (`1` set by JobCloud)",
+        shown_type=ON_WHEN_ONE,
+        internal=True,
+    )
+    # -- notifications (docs/notifications.md) ------------------------------------------------------
+    notify_webhook_url: str | None = _setting(meaning="URL that gets a JSON POST per notification", used_by="deploy")
+    notify_email_to: str | None = _setting(meaning="Comma-separated recipient addresses", used_by="deploy")
+    notify_email_from: str = _setting("jobcloud@localhost", meaning="Sender address", used_by="deploy")
+    notify_on: str = _setting("finished,error", meaning="Which ends notify: `finished`, `error`, or both", used_by="deploy")
+    smtp_host: str | None = _setting(meaning="SMTP server host (needed for email)", used_by="deploy")
+    smtp_port: int | None = _setting(meaning="SMTP port", used_by="deploy", shown_default="by security: 587, 465, 25")
+    smtp_security: Literal["starttls", "ssl", "none"] = _setting("starttls", meaning="How to talk to the SMTP server", used_by="deploy")
+    smtp_username: str | None = _setting(meaning="SMTP login, if the server wants one", used_by="deploy")
+    smtp_password: SecretStr | None = _setting(meaning="SMTP password", used_by="deploy")
+    # -- the HTTP API ---------------------------------------------------------------------------------
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API's settings (`JOBCLOUD_API_*`).")
 
     @property
     def storage_url(self) -> str:
+        """The job store's URL: `storage`, else a folder under `home`."""
         return self.storage or str(self.home / "store")
 
     @property
     def work_root(self) -> Path:
+        """Where job work folders go: `workdir`, else a folder under `home`."""
         return self.workdir or self.home / "work"
 
 
+# The groups of fields whose variables share a prefix (`JOBCLOUD_API_*`).
+GROUPS: dict[str, type[BaseModel]] = {"api": ApiSettings}
+
+
+def env_name(field: str) -> str:
+    """The environment variable of setting ``field``: `env_name("pool")` is `JOBCLOUD_POOL`,
+    `env_name("api.keys_file")` is `JOBCLOUD_API_KEYS_FILE`. KeyError for no such setting."""
+    head, _, rest = field.partition(".")
+    model: type[BaseModel] = GROUPS[head] if rest else JobCloudSettings
+    if (rest or head) not in model.model_fields or (not rest and head in GROUPS):
+        raise KeyError(f"no JobCloud setting {field!r}")
+    return PREFIX + field.replace(".", "_").upper()
+
+
+def settings_fields() -> Iterator[tuple[str, FieldInfo]]:
+    """Every setting as (variable name, its field), in the model's order."""
+    for name, info in JobCloudSettings.model_fields.items():
+        if name in GROUPS:
+            for sub, sub_info in GROUPS[name].model_fields.items():
+                yield env_name(f"{name}.{sub}"), sub_info
+        else:
+            yield env_name(name), info
+
+
+def _problem(error: Any) -> str:
+    if error["type"] == _NAMED_ERROR:
+        return str(error["msg"])
+    # The location's field names (a union adds the member's name after them).
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join(loc[:2]) if loc and loc[0] in GROUPS and len(loc) > 1 else (loc[0] if loc else "")
+    try:
+        name = env_name(path)
+    except KeyError:
+        name = PREFIX + "_".join(loc).upper()
+    # The value is left out: it may be a secret.
+    return f"{name}: {error['msg']}"
+
+
 def get_settings() -> JobCloudSettings:
-    """Settings as the environment gives them now (read on every call: tests change it)."""
-    return JobCloudSettings()
+    """Settings as the environment gives them now (read on every call: tests change it).
+
+    Raises `SettingsError` naming each variable whose value cannot be used."""
+    try:
+        return JobCloudSettings()
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        raise SettingsError(f"{problems}. Set a valid value or unset the variable (docs/settings.md)") from None

@@ -11,15 +11,14 @@ with its log so far uploaded.
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from jobcloud.blocks.errors import JobCloudError
+from jobcloud.blocks.settings import env_name, get_settings
 
-POLL_ENV = "JOBCLOUD_CANCEL_POLL_S"
-WATCH_ENV = "JOBCLOUD_WATCH_CANCEL"  # set by `run --local`: no worker watches this run
+WATCH_ENV = env_name("watch_cancel")  # set by `run --local`: no worker watches this run
 
 _flag: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("jobcloud_cancel", default=None)
 
@@ -70,8 +69,9 @@ def watch_for_cancel(job_id: str) -> Iterator[threading.Event]:
     token = _flag.set(flag)
     stop = threading.Event()
     thread = None
-    if os.environ.get(WATCH_ENV) == "1":
-        interval = float(os.environ.get(POLL_ENV, "1"))
+    settings = get_settings()
+    if settings.watch_cancel:
+        interval = settings.cancel_poll_s
         thread = threading.Thread(
             target=contextvars.copy_context().run,
             args=(_poll, job_id, flag, stop, interval),

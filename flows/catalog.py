@@ -28,6 +28,7 @@ from pydantic import (
 
 from jobcloud.blocks.errors import CatalogError, UnknownEntrypointError, UnsafeKeyError
 from jobcloud.blocks.keys import check_key
+from jobcloud.blocks.settings import get_settings
 
 MAX_CATALOG_BYTES = 4 * 1024 * 1024
 MAX_YAML_NODES = 200_000
@@ -344,7 +345,7 @@ def parse_catalog(text: str, source: str | None = None) -> Catalog:
 
 def default_catalog_path() -> Path:
     """`JOBCLOUD_CONFIG`, else ./application_config.yaml."""
-    return Path(os.environ.get("JOBCLOUD_CONFIG") or "application_config.yaml")
+    return get_settings().config
 
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:

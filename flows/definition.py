@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from jobcloud.blocks.errors import CatalogError
+from jobcloud.blocks.settings import env_name, get_settings
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 
-DEFINITION_ENV = "JOBCLOUD_ENTRYPOINT"
+DEFINITION_ENV = env_name("entrypoint")
 
 
 class Definition(BaseModel):
@@ -54,7 +54,7 @@ def encode_definition(ref: EntrypointRef, entry: Entrypoint) -> str:
 
 def deployed_entry(ref: EntrypointRef, environ: Mapping[str, str] | None = None) -> Entrypoint | None:
     """The definition of ``ref`` that this flow run's deployment carries, if it carries one."""
-    text = (os.environ if environ is None else environ).get(DEFINITION_ENV)
+    text = get_settings().entrypoint if environ is None else environ.get(DEFINITION_ENV)
     if not text:
         return None
     try:

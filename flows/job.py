@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,12 @@ from jobcloud.flows.container_spec import (
     owning_api,
     shell_command,
 )
-from jobcloud.flows.definition import definition_of
+from jobcloud.flows.definition import Definition, definition_of
 from jobcloud.flows.job_events import JobReporter
 from jobcloud.flows.job_guard import JobGuard, keep_logs, tracking_left_containers
 from jobcloud.flows.manifest import (
-    EndedManifest,
     InputRecord,
+    JobEnded,
     JobManifest,
     OutputRecord,
     Timings,
@@ -56,21 +57,24 @@ from jobcloud.flows.pool_slots import pool_slot
 from jobcloud.flows.process_run import run_process
 from jobcloud.flows.progress import TransferProgress
 from jobcloud.flows.request import (
+    CheckedRequest,
     JobRequest,
+    check_request,
     flow_signature,
     parameter_descriptions,
     request_from_parameters,
     secret_blocks,
-    validate_request,
 )
 from jobcloud.flows.retries import RetryPolicy, empty_folders, folders_to_empty
-from jobcloud.flows.secrets import load_secret_values, masker, require_secret_blocks
+from jobcloud.flows.secrets import load_secret_values, masker
 from jobcloud.flows.sweeper import mark_work_folder
 
 StoreFactory = Callable[[], JobStore]
 
 
-@task(name="stage-inputs", cache_policy=NONE)
+# No Prefect retries for the transfer tasks: the store retries each file itself (the one retry
+# layer, jobcloud.blocks.transfer.base.ATTEMPTS); a task retry would multiply that budget.
+@task(name="stage-inputs", cache_policy=NONE, retries=0)
 def stage_inputs(store: JobStore, entry: Entrypoint, request: JobRequest, files_dir: Path) -> list[InputRecord]:
     """Copy every input key under its files_down folder, keeping its last name."""
     logger = get_run_logger()
@@ -79,9 +83,7 @@ def stage_inputs(store: JobStore, entry: Entrypoint, request: JobRequest, files_
     for folder in (down.config_id, down.data_ids, down.artifact_ids, up.output, up.log, up.artifact):
         if folder:
             (files_dir / folder).mkdir(parents=True, exist_ok=True)
-    inputs = request.inputs()
-    for _, key in inputs:
-        store.require(key)
+    inputs = request.inputs()  # each exists: `check_request` saw to it before the job started
     total = sum(size for _, key in inputs for _, size in store.files(key))
     progress = TransferProgress("Staging inputs", total)
     records: list[InputRecord] = []
@@ -168,7 +170,7 @@ def run_container_step(
     return result
 
 
-@task(name="upload-outputs", cache_policy=NONE)
+@task(name="upload-outputs", cache_policy=NONE, retries=0)  # retries: see stage-inputs
 def upload_outputs(
     store: JobStore, entry: Entrypoint, job_id: str, files_dir: Path, container_log: Path
 ) -> tuple[list[OutputRecord], list[str]]:
@@ -214,153 +216,252 @@ def _files(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
 
-def run_job(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobManifest | State:
-    """The body of every job flow. Returns the manifest, or a Failed state carrying it."""
-    logger = get_run_logger()
-    started = datetime.now(UTC)
-    job_id = str(runtime_flow_run.id)
-    settings = get_settings()
-    work, files_dir = job_folders(job_id)
-    container_log = work / "container.log"
-    timings = Timings()
+@dataclass
+class JobContext:
+    """One job as it runs: what it is, where its files are, and how it went so far.
+
+    Each phase of `run_job` reads and fills this one object; `write_manifest` turns it into the
+    manifest, `end_state` into the flow's final state.
+    """
+
+    ref: EntrypointRef
+    entry: Entrypoint
+    request: CheckedRequest
+    store: JobStore
+    job_id: str
+    logger: Any
+    reporter: JobReporter  # events and the callback
+    secrets: dict[str, str]  # secret variable -> its Secret block
+    spec: ContainerSpec
+    container_retries: RetryPolicy
+    definition: Definition
+    work: Path
+    files_dir: Path
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    timings: Timings = field(default_factory=Timings)
+    cached: CacheLookup = field(default_factory=CacheLookup)
     image_id: str | None = None
-    inputs: list[InputRecord] = []
-    outputs: list[OutputRecord] = []
-    skipped: list[str] = []
+    inputs: list[InputRecord] = field(default_factory=list)
+    outputs: list[OutputRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     exit_code: int | None = None
-    timed_out = False
-    cancelled = False
-    attempts = 0  # times the container started; 0 when it never ran (or outputs were reused)
+    timed_out: bool = False
+    cancelled: bool = False
+    attempts: int = 0  # times the container started; 0 when it never ran (or outputs were reused)
     failure: str | None = None  # what went wrong, for the log and the manifest (may span lines)
     summary: str | None = None  # the same on one line, for the final state's message
-    cached = CacheLookup()
+
+    @property
+    def container_log(self) -> Path:
+        return self.work / "container.log"
+
+
+def prepare(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobContext:
+    """Check the request (unless the submit side did: a `CheckedRequest`) and plan the job.
+
+    Raises before anything starts on bad input (`check_request`): no folder, no manifest.
+    """
+    started = datetime.now(UTC)
+    logger = get_run_logger()
+    job_id = str(runtime_flow_run.id)
     definition = definition_of(ref, entry)
-    request = validate_request(entry, request)
-    reporter = JobReporter(ref, job_id, request.callback_url, logger)  # events and the callback
-    secrets = secret_blocks(entry, request)
-    require_secret_blocks(secrets)  # a missing block stops the job before anything starts
-    spec = build_spec(ref, entry, request, files_dir, job_id)
-    container_retries = RetryPolicy(entry.aws_resources.retries, entry.aws_resources.retry_delay_s)
-    try:
-        files_dir.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
-        try:
-            inputs = stage_inputs.with_options(**RetryPolicy().task_options())(store, entry, request, files_dir)
-            reporter.phase("inputs-staged", inputs=[r.key for r in inputs])
-        finally:
-            timings.staging_s = round(time.perf_counter() - t, 3)
-        cached = lookup(store, entry, spec, inputs)  # only with `cache: true` in the catalog
-        if cached.earlier is not None:
-            outputs, skipped = reuse_outputs(store, cached.earlier, job_id), list(cached.earlier.skipped)
-            exit_code = cached.earlier.exit_code
-            logger.info(
-                "reused the outputs of job %s (same image, command, env and inputs); the container did not run", cached.earlier.job_id
-            )
-            reporter.phase("reused", reused_from=cached.earlier.job_id, exit_code=exit_code)
-        else:
-            t = time.perf_counter()
-            run_step = run_container_step.with_options(**container_retries.task_options())
-            state = run_step(
-                spec.model_dump(),
-                container_log,
-                secrets,
-                folders_to_empty(entry),
-                container_retries.max_attempts,
-                lambda what: reporter.phase("container-started", started=what),
-                return_state=True,
-            )
-            timings.container_s = round(time.perf_counter() - t, 3)
-            attempts = container_retries.attempts
-            outcome = state.result(raise_on_failure=False)
-            if isinstance(outcome, dict):
-                exit_code, timed_out = outcome["exit_code"], outcome["timed_out"]
-                reporter.phase("container-exited", exit_code=exit_code, timed_out=timed_out)
-                image_id = outcome.get("image_id") or None
-                if outcome.get("started_at"):
-                    timings.command_started_at = datetime.fromtimestamp(outcome["started_at"], UTC)
-                    timings.command_ended_at = datetime.fromtimestamp(outcome["ended_at"], UTC)
-                if outcome.get("cancelled"):
-                    raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
-            if not state.is_completed() and isinstance(outcome, dict):  # the app failed
-                tail = outcome.get("tail") or []
-                failure = str(ContainerFailed(exit_code, tail, timed_out))
-                summary = _with_last_lines(state.message or failure.splitlines()[0], tail)
-            elif not state.is_completed():  # the engine failed under it (after its retries)
-                failure = state.message or str(outcome)
-            # Upload also after a failure: the log matters most then.
-            t = time.perf_counter()
-            try:
-                upload = upload_outputs.with_options(**RetryPolicy().task_options())
-                outputs, skipped = upload(store, entry, job_id, files_dir, container_log)
-                reporter.phase("outputs-uploaded", files=len(outputs), outputs=f"{job_prefix(job_id)}/")
-            except JobCancelled:
-                raise
-            except JobCloudError as exc:
-                failure = (failure + "\n" if failure else "") + f"uploading outputs failed: {exc}"
-                summary = summary and f"{summary}; uploading outputs failed: {exc}"
-            timings.upload_s = round(time.perf_counter() - t, 3)
-    except JobCancelled as exc:
-        failure, cancelled = str(exc), True
-        outputs = [OutputRecord(**r) for r in keep_logs(store, job_id, container_log, log_dir(entry, files_dir))]
-    except JobCloudError as exc:
-        failure = str(exc)
-    # Not in a `finally`: when anything else escapes (SIGTERM of a cancel, a crash), the job's
-    # guard uploads the container log so far and then removes the folder.
-    if not settings.keep_workdir:
-        shutil.rmtree(work, ignore_errors=True)
-    finished = datetime.now(UTC)
-    timings.total_s = round((finished - started).total_seconds(), 3)
-    manifest = JobManifest(
+    checked = check_request(entry, request, store)
+    work, files_dir = job_folders(job_id)
+    return JobContext(
+        ref=ref,
+        entry=entry,
+        request=checked,
+        store=store,
         job_id=job_id,
-        application=ref.application,
-        version=ref.version,
-        entrypoint=ref.entrypoint,
+        logger=logger,
+        reporter=JobReporter(ref, job_id, checked.callback_url, logger),
+        secrets=secret_blocks(entry, checked),
+        spec=build_spec(ref, entry, checked, files_dir, job_id),
+        container_retries=RetryPolicy(entry.aws_resources.retries, entry.aws_resources.retry_delay_s),
+        definition=definition,
+        work=work,
+        files_dir=files_dir,
+        started=started,
+    )
+
+
+def stage(ctx: JobContext) -> None:
+    """The stage-inputs task: every input under its files_down folder."""
+    ctx.files_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    try:
+        ctx.inputs = stage_inputs(ctx.store, ctx.entry, ctx.request, ctx.files_dir)  # no Prefect retries: see the task
+        ctx.reporter.phase("inputs-staged", inputs=[r.key for r in ctx.inputs])
+    finally:
+        ctx.timings.staging_s = round(time.perf_counter() - t, 3)
+
+
+def reuse(ctx: JobContext) -> bool:
+    """Take an earlier job's outputs where the catalog says `cache: true` and one ran the same
+    image, command, env and inputs; whether it did (then the container does not run)."""
+    ctx.cached = lookup(ctx.store, ctx.entry, ctx.spec, ctx.inputs)
+    earlier = ctx.cached.earlier
+    if earlier is None:
+        return False
+    ctx.outputs, ctx.skipped = reuse_outputs(ctx.store, earlier, ctx.job_id), list(earlier.skipped)
+    ctx.exit_code = earlier.exit_code
+    ctx.logger.info("reused the outputs of job %s (same image, command, env and inputs); the container did not run", earlier.job_id)
+    ctx.reporter.phase("reused", reused_from=earlier.job_id, exit_code=ctx.exit_code)
+    return True
+
+
+def run_command(ctx: JobContext) -> None:
+    """The run-container task (with its retries); records how the command ended.
+
+    Raises `JobCancelled` when the job was cancelled while its command ran.
+    """
+    t = time.perf_counter()
+    retries = ctx.container_retries
+    run_step = run_container_step.with_options(**retries.task_options())
+    state = run_step(
+        ctx.spec.model_dump(),
+        ctx.container_log,
+        ctx.secrets,
+        folders_to_empty(ctx.entry),
+        retries.max_attempts,
+        lambda what: ctx.reporter.phase("container-started", started=what),
+        return_state=True,
+    )
+    ctx.timings.container_s = round(time.perf_counter() - t, 3)
+    ctx.attempts = retries.attempts
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, dict):
+        ctx.exit_code, ctx.timed_out = outcome["exit_code"], outcome["timed_out"]
+        ctx.reporter.phase("container-exited", exit_code=ctx.exit_code, timed_out=ctx.timed_out)
+        ctx.image_id = outcome.get("image_id") or None
+        if outcome.get("started_at"):
+            ctx.timings.command_started_at = datetime.fromtimestamp(outcome["started_at"], UTC)
+            ctx.timings.command_ended_at = datetime.fromtimestamp(outcome["ended_at"], UTC)
+        if outcome.get("cancelled"):
+            raise JobCancelled("the job was cancelled while its container ran; the container was stopped")
+    if not state.is_completed() and isinstance(outcome, dict):  # the app failed
+        tail = outcome.get("tail") or []
+        ctx.failure = str(ContainerFailed(ctx.exit_code, tail, ctx.timed_out))
+        ctx.summary = _with_last_lines(state.message or ctx.failure.splitlines()[0], tail)
+    elif not state.is_completed():  # the engine failed under it (after its retries)
+        ctx.failure = state.message or str(outcome)
+
+
+def collect(ctx: JobContext) -> None:
+    """The upload-outputs task, also after a failure (the log matters most then)."""
+    t = time.perf_counter()
+    try:
+        ctx.outputs, ctx.skipped = upload_outputs(ctx.store, ctx.entry, ctx.job_id, ctx.files_dir, ctx.container_log)
+        ctx.reporter.phase("outputs-uploaded", files=len(ctx.outputs), outputs=f"{job_prefix(ctx.job_id)}/")
+    except JobCancelled:
+        raise
+    except JobCloudError as exc:
+        ctx.failure = (ctx.failure + "\n" if ctx.failure else "") + f"uploading outputs failed: {exc}"
+        ctx.summary = ctx.summary and f"{ctx.summary}; uploading outputs failed: {exc}"
+    ctx.timings.upload_s = round(time.perf_counter() - t, 3)
+
+
+def record_cancel(ctx: JobContext, exc: JobCancelled) -> None:
+    """Record a cancel: what the job logged so far is kept as its outputs."""
+    ctx.failure, ctx.cancelled = str(exc), True
+    logs = keep_logs(ctx.store, ctx.job_id, ctx.container_log, log_dir(ctx.entry, ctx.files_dir))
+    ctx.outputs = [OutputRecord(**r) for r in logs]
+
+
+def write_manifest(ctx: JobContext) -> JobManifest:
+    """The job's manifest, written last as jobs/<id>/manifest.json."""
+    finished = datetime.now(UTC)
+    ctx.timings.total_s = round((finished - ctx.started).total_seconds(), 3)
+    spec, definition = ctx.spec, ctx.definition
+    state = "Cancelled" if ctx.cancelled else "TimedOut" if ctx.timed_out else "Failed" if ctx.failure else "Completed"
+    manifest = JobManifest(
+        job_id=ctx.job_id,
+        application=ctx.ref.application,
+        version=ctx.ref.version,
+        entrypoint=ctx.ref.entrypoint,
         image=spec.image,
         command=spec.command,
-        env_names=sorted(request.env),
-        secret_names=sorted(secrets),
+        env_names=sorted(ctx.request.env),
+        secret_names=sorted(ctx.secrets),
         hardware={
             "cpu": spec.nano_cpus / 1e9 if spec.nano_cpus else None,
             "memory_mb": spec.mem_limit_bytes // (1024 * 1024) if spec.mem_limit_bytes else None,
             "gpu": spec.gpus,
             "timeout_s": spec.timeout,
         },
-        image_id=image_id,
-        runner=settings.runner,
+        image_id=ctx.image_id,
+        runner=get_settings().runner,
         definition=definition.source,
         definition_sha256=definition.sha256,
-        state="Cancelled" if cancelled else "TimedOut" if timed_out else "Failed" if failure else "Completed",
-        message=failure,
-        exit_code=exit_code,
-        timed_out=timed_out,
-        attempts=attempts,
-        reused_from=cached.earlier.job_id if cached.earlier else None,
-        inputs=inputs,
-        outputs=outputs,
-        skipped=skipped,
-        timings=timings,
-        started_at=started,
+        state=state,
+        message=ctx.failure,
+        exit_code=ctx.exit_code,
+        timed_out=ctx.timed_out,
+        attempts=ctx.attempts,
+        reused_from=ctx.cached.earlier.job_id if ctx.cached.earlier else None,
+        inputs=ctx.inputs,
+        outputs=ctx.outputs,
+        skipped=ctx.skipped,
+        timings=ctx.timings,
+        started_at=ctx.started,
         finished_at=finished,
     )
     # Written last: a job's outputs never look complete before they are.
-    store.write_bytes(join_key(job_prefix(job_id), "manifest.json"), manifest.model_dump_json(indent=2).encode())
-    remember(store, cached, manifest)
+    ctx.store.write_bytes(join_key(job_prefix(ctx.job_id), "manifest.json"), manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def publish(ctx: JobContext, manifest: JobManifest) -> None:
+    """Tell everyone: the cache, the outputs table and pictures in the UI, the events and the
+    callback (a bounded wait for its last updates)."""
+    remember(ctx.store, ctx.cached, manifest)
     _outputs_artifact(manifest)
-    publish_images(store, manifest)  # pictures among the outputs (a loss curve) in the UI
-    reporter.final(manifest)
-    reporter.close()  # a bounded wait for the callback's last updates
-    if not failure:
+    publish_images(ctx.store, manifest)  # pictures among the outputs (a loss curve) in the UI
+    ctx.reporter.final(manifest)
+    ctx.reporter.close()
+
+
+def end_state(ctx: JobContext, manifest: JobManifest) -> JobManifest | State:
+    """The flow's result: the manifest, or a Failed (TimedOut) / Cancelled state that carries it.
+
+    The failure once in the log, its lines as lines; the final state's message is one line, as
+    Prefect logs it in `Finished in state ...('...')` (where a newline shows as a literal \\n).
+    Its data is a `JobEnded`, the exception Prefect raises where it asks for the result (a
+    worker does), with the manifest attached.
+    """
+    if not ctx.failure:
         return manifest
-    data = EndedManifest(manifest.model_dump(mode="json"))  # a dict with a one-line repr
-    # The message once in the log, its lines as lines; the final state's message is one line,
-    # as Prefect logs it in `Finished in state ...('...')` (where a newline shows as a literal \n).
-    message = _one_line(summary or failure)
-    if cancelled:
-        logger.warning(failure)
+    message = _one_line(ctx.summary or ctx.failure)
+    data = JobEnded(message, manifest.model_dump(mode="json"))
+    if ctx.cancelled:
+        ctx.logger.warning(ctx.failure)
         return Cancelled(message=message, data=data)
-    logger.error(failure)
+    ctx.logger.error(ctx.failure)
     # "TimedOut" is how Prefect names its own timeout states (a Failed type: status error).
     return Failed(name=manifest.state, message=message, data=data)
+
+
+def run_job(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobManifest | State:
+    """The body of every job flow, in phases over one `JobContext`: prepare, stage inputs, run
+    the command (or reuse an earlier job's outputs), collect outputs, write the manifest,
+    publish, end. Returns the manifest, or a Failed/Cancelled state carrying it."""
+    ctx = prepare(ref, entry, request, store)
+    try:
+        stage(ctx)
+        if not reuse(ctx):
+            run_command(ctx)
+            collect(ctx)
+    except JobCancelled as exc:
+        record_cancel(ctx, exc)
+    except JobCloudError as exc:
+        ctx.failure = str(exc)
+    # Not in a `finally`: when anything else escapes (SIGTERM of a cancel, a crash), the job's
+    # guard uploads the container log so far and then removes the folder.
+    if not get_settings().keep_workdir:
+        shutil.rmtree(ctx.work, ignore_errors=True)
+    manifest = write_manifest(ctx)
+    publish(ctx, manifest)
+    return end_state(ctx, manifest)
 
 
 # At most this many of the last lines (each cut to LINE_MAX characters) in a final state's
@@ -465,16 +566,25 @@ def start_guard(ref: EntrypointRef, entry: Entrypoint, request: JobRequest) -> J
     return JobGuard.start(plan, settings.home / "logs" / "job_guard.log")
 
 
-def make_flow(ref: EntrypointRef, entry: Entrypoint, store_factory: StoreFactory = store_from_settings) -> Flow:
+def make_flow(
+    ref: EntrypointRef,
+    entry: Entrypoint,
+    store_factory: StoreFactory = store_from_settings,
+    checked: CheckedRequest | None = None,
+) -> Flow:
     """The Prefect flow of one catalog entrypoint.
 
     Its parameters are only those the entrypoint takes (`jobcloud.flows.request.flow_signature`, set as
     the function's `__signature__`): Prefect's parameter schema, hence the run form, the
     deployment's schema and the binding of `--param` names, all follow it.
+
+    ``checked``: the request the caller already checked (`check_request`) and calls this flow
+    with, in this process (`jobcloud run --local`): the job runs it without checking it again.
+    Otherwise (a deployment's run) the job checks the request its parameters make.
     """
 
     def job(**parameters: Any) -> Any:
-        request = request_from_parameters(entry, parameters)
+        request = checked if checked is not None else request_from_parameters(entry, parameters)
         guard = start_guard(ref, entry, request)
         try:
             with guard.active(), watch_for_cancel(str(runtime_flow_run.id)), tracking_left_containers() as left:

@@ -38,11 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from jobcloud.blocks.errors import ContainerEngineError
+from jobcloud.blocks.errors import ContainerEngineError, UserError
 from jobcloud.blocks.keys import join_key
 
-PATIENCE_ENV = "JOBCLOUD_GUARD_PATIENCE_S"
-DEFAULT_PATIENCE_S = 600.0
+DEFAULT_PATIENCE_S = 600.0  # also when the settings cannot be read: the guard must go on
 SETTLE_S = 15.0  # how long a living job's process gets to set its run's final state
 
 
@@ -140,9 +139,11 @@ def _log(msg: str) -> None:
 
 
 def _patience() -> float:
+    from jobcloud.blocks.settings import get_settings  # here: pydantic only when there is work
+
     try:
-        return float(os.environ.get(PATIENCE_ENV, DEFAULT_PATIENCE_S))
-    except ValueError:
+        return get_settings().guard_patience_s
+    except UserError:
         return DEFAULT_PATIENCE_S
 
 

@@ -117,20 +117,26 @@ def human_size(n: int) -> str:
     return f"{size:.1f} TiB"
 
 
-class EndedManifest(dict):
-    """The data of the final state of a job that did not complete: its manifest (JSON-ready
-    data, as `manifest.model_dump(mode="json")`), whose repr is one short line.
+class JobEnded(Exception):
+    """The data of the final state of a job that did not complete: an exception whose message
+    is the state's one-line message, with the job's manifest (JSON-ready, as
+    `manifest.model_dump(mode="json")`) as ``manifest``.
 
-    When a worker runs a deployment's flow run that ends Failed or Cancelled, Prefect tries to
-    raise the state's data and, a dict being no exception, logs a TypeError that prints the
-    data's repr: "Unexpected result for failed state: <manifest of job ...: Failed, exit code 3>"
-    rather than the whole manifest, message and all, once more.
+    Where Prefect asks for a Failed or Cancelled run's result with `raise_on_failure` (a
+    worker's `python -m prefect.engine` does, and logs what it raises), it raises the state's
+    data when that is an exception; any other data makes it log a TypeError, "... cannot be
+    resolved into an exception", instead. Readers of a job take the manifest from the store
+    (jobs/<id>/manifest.json: `jobcloud jobs show`, `--json`); callers of the flow in this
+    process may take it from here.
     """
 
-    def __repr__(self) -> str:
-        code = self.get("exit_code")
-        how = f"{self.get('state')}, exit code {code}" if code not in (None, 0) else f"{self.get('state')}"
-        return f"<manifest of job {self.get('job_id')}: {how}>"
+    def __init__(self, message: str, manifest: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its manifest (an Exception pickles only its args by default).
+        return (type(self), (str(self), self.manifest))
 
 
 def job_state(state: Any) -> JobState:

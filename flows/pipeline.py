@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jobcloud.blocks.errors import UserError
+from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.catalog import Catalog, EntrypointRef, load_catalog
 from jobcloud.flows.manifest import job_prefix
 from jobcloud.flows.request import HardwareOverride
@@ -118,7 +119,7 @@ PIPELINES: dict[str, Pipeline] = {
 def load_pipelines(path: str | os.PathLike[str] | None = None) -> dict[str, Pipeline]:
     """The Python pipelines plus those of the YAML file (`path` or `JOBCLOUD_PIPELINES`)."""
     pipelines = dict(PIPELINES)
-    path = path or os.environ.get("JOBCLOUD_PIPELINES")
+    path = path or get_settings().pipelines
     if not path:
         return pipelines
     p = Path(path)

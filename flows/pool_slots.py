@@ -4,17 +4,20 @@
 limit `jobcloud-pool-cpu` of the same size (`jobcloud.deployments.pools.work_pools.sync_pool_slots`). Prefect
 checks a pool's limit only when a worker asks for work, so several busy workers can start a few
 runs past it; the global limit's slots are leased on the server, so no more than the limit's
-commands of a pool ever run at once. A pool without a limit has no such global limit, and
-Prefect skips the acquisition (one request).
+commands of a pool ever run at once. A pool without a limit has no such global limit: the job
+reads the limit first and asks for no slot of one that does not exist (Prefect would log a
+warning in every job's log that it skips the acquisition).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-POOL_ENV = "JOBCLOUD_POOL"  # set by the pool's job template
+from jobcloud.blocks.settings import env_name, get_settings
+
+POOL_ENV = env_name("pool")  # set by the pool's job template
 
 
 def pool_slots_name(pool: str) -> str:
@@ -22,14 +25,34 @@ def pool_slots_name(pool: str) -> str:
     return f"jobcloud-pool-{pool}"
 
 
+def limit_exists(name: str, client: Any = None) -> bool:
+    """Whether the global concurrency limit ``name`` exists (``client``: a sync Prefect client;
+    by default one for the configured API)."""
+    from prefect.exceptions import ObjectNotFound
+
+    if client is None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as own:
+            return limit_exists(name, own)
+    try:
+        client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        return False
+    return True
+
+
 @contextmanager
-def pool_slot() -> Iterator[None]:
-    """Hold one slot of this run's pool (none outside a pool: `run --local`)."""
-    pool = os.environ.get(POOL_ENV)
-    if not pool:
+def pool_slot(client: Any = None) -> Iterator[None]:
+    """Hold one slot of this run's pool: none outside a pool (`run --local`), none in a pool
+    deployed without `--limit` (it has no global limit)."""
+    pool = get_settings().pool
+    if not pool or not limit_exists(pool_slots_name(pool), client):
         yield
         return
     from prefect.concurrency.sync import concurrency
 
+    # strict=False: a limit removed since it was read (`jobcloud deploy` without --limit now)
+    # costs a warning, not the job.
     with concurrency(pool_slots_name(pool), occupy=1, strict=False):
         yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -26,8 +27,10 @@ from pydantic import (
 
 from jobcloud.blocks.errors import ParameterError
 from jobcloud.blocks.keys import check_key, last_name
+from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.flows.callbacks import check_callback_url
 from jobcloud.flows.catalog import BLOCK_NAME_PATTERN, Entrypoint, InputKind
+from jobcloud.flows.secrets import require_secret_blocks
 
 MIN_MEMORY_MB = 6  # the smallest limit container engines accept
 
@@ -140,6 +143,41 @@ def validate_request(entry: Entrypoint, request: JobRequest) -> JobRequest:
             "artifact_ids": canonical["artifact_ids"],
         }
     )
+
+
+class CheckedRequest(JobRequest):
+    """A `JobRequest` that `check_request` accepted: valid for its entrypoint, every input in
+    the job store, every Secret block present. The flow runs one as it is, without checking
+    it again (`jobcloud run --local` hands it over in-process)."""
+
+
+def check_request(
+    entry: Entrypoint,
+    request: JobRequest,
+    store: JobStore,
+    before_secrets: Callable[[], object] | None = None,
+) -> CheckedRequest:
+    """Every check of a job's request before anything starts, in one place.
+
+    `validate_request`, then every input key must exist in ``store``, then every Secret block
+    the job reads must exist. The submit side (`jobcloud run`, the Python API) calls it so bad
+    input is refused (exit 2) before a flow run exists; the job flow calls it for a request
+    that is not yet a `CheckedRequest` (runs started from the Prefect UI or `prefect deployment
+    run` bypass the submit side). ``before_secrets`` runs before the first Secret block lookup
+    (the CLI fixes which Prefect API it talks to there); it is not called for a job without
+    secrets.
+    """
+    if isinstance(request, CheckedRequest):
+        return request
+    request = validate_request(entry, request)
+    for _, key in request.inputs():
+        store.require(key)
+    blocks = secret_blocks(entry, request)
+    if blocks:
+        if before_secrets is not None:
+            before_secrets()
+        require_secret_blocks(blocks)  # a missing block stops the job before anything starts
+    return CheckedRequest(**dict(request))
 
 
 # How to give each input: the command line option, and an example key that the Prefect UI

@@ -3,34 +3,20 @@ failures, how long between them, and the clean slate each new attempt of the app
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from prefect.states import State
+from prefect.tasks import exponential_backoff
 
 from jobcloud.blocks.errors import ContainerEngineError, EngineUnavailableError, ImageNotFoundError, JobCloudError, StorageError, UserError
+from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.catalog import Entrypoint
 
 # Infrastructure failures (engine unreachable, a transient pull or storage failure) are retried
 # whatever the catalog says: JOBCLOUD_INFRA_ATTEMPTS attempts in all, waiting
-# JOBCLOUD_INFRA_RETRY_DELAY_S, then twice that, and so on.
-INFRA_ATTEMPTS = 3
-INFRA_DELAY_S = 2.0
-
-
-def _env_number(name: str, default: float, low: float, high: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise JobCloudError(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise JobCloudError(f"{name}={raw!r} must be between {low:g} and {high:g}")
-    return value
+# JOBCLOUD_INFRA_RETRY_DELAY_S, then twice that, and so on (jobcloud.blocks.settings).
 
 
 def is_infra_failure(exc: BaseException) -> bool:
@@ -58,18 +44,23 @@ def is_infra_failure(exc: BaseException) -> bool:
 
 
 class RetryPolicy:
-    """When a task runs again, through Prefect's own task retries.
+    """When a task runs again, through Prefect's own task retries (its public parameters:
+    `retries`, `retry_delay_seconds`, `retry_condition_fn`).
 
-    Infrastructure failures get ``infra_attempts`` attempts with exponential backoff; an app's
-    non-zero exit (a Failed state the run-container task returns) gets ``app_retries`` more
-    attempts ``app_delay_s`` apart; a timeout or a user error is never retried. Prefect takes
-    one retry count and one delay list per task, so `condition` keeps a budget per kind and sets
-    the delay of the retry it allows.
+    Infrastructure failures get ``infra_attempts`` attempts; an app's non-zero exit (a Failed
+    state the run-container task returns) gets ``app_retries`` more attempts; a timeout or a
+    user error is never retried. `condition` keeps a budget per kind. Prefect takes one delay
+    list per task, indexed by the retry's number, not by what failed, so: a task without app
+    retries (stage-inputs, upload-outputs, a run-container whose entrypoint asks for none)
+    backs off exponentially, ``infra_delay_s`` then twice that and so on; a run-container whose
+    entrypoint asks for app retries waits ``app_delay_s`` (the catalog's `retry_delay_s`)
+    before every retry, whichever kind failed.
     """
 
     def __init__(self, app_retries: int = 0, app_delay_s: float = 0.0) -> None:
-        self.infra_attempts = int(_env_number("JOBCLOUD_INFRA_ATTEMPTS", INFRA_ATTEMPTS, 1, 10))
-        self.infra_delay_s = _env_number("JOBCLOUD_INFRA_RETRY_DELAY_S", INFRA_DELAY_S, 0, 600)
+        settings = get_settings()  # a bad value is a SettingsError that names the variable
+        self.infra_attempts = settings.infra_attempts
+        self.infra_delay_s = settings.infra_retry_delay_s
         self.app_retries = app_retries
         self.app_delay_s = app_delay_s
         self.infra_retried = 0
@@ -80,38 +71,47 @@ class RetryPolicy:
     def max_attempts(self) -> int:
         return self.infra_attempts + self.app_retries
 
-    def next_delay(self, state: State) -> float | None:
-        """Seconds before the next attempt after failed ``state``, or None for no retry."""
+    def delays(self) -> list[float]:
+        """Seconds before each retry, by its number: Prefect's `retry_delay_seconds`."""
+        retries = self.max_attempts - 1
+        if self.app_retries:
+            return [self.app_delay_s] * retries
+        return exponential_backoff(self.infra_delay_s)(retries)
+
+    def allows_retry(self, state: State) -> bool:
+        """Whether failed ``state`` gets another attempt (and, if so, spend one of its kind's)."""
         data = state.data
         if isinstance(data, BaseException):
             if not is_infra_failure(data) or self.infra_retried >= self.infra_attempts - 1:
-                return None
-            delay = self.infra_delay_s * 2**self.infra_retried
+                return False
             self.infra_retried += 1
         elif isinstance(data, dict) and not data.get("timed_out") and data.get("exit_code") not in (0, None):
             if self.app_retried >= self.app_retries:
-                return None
-            delay = self.app_delay_s
+                return False
             self.app_retried += 1
         else:
-            return None
+            return False
         self.attempts += 1
-        return delay
+        return True
+
+    def next_delay(self, state: State) -> float | None:
+        """Seconds before the next attempt after failed ``state``, or None for no retry."""
+        if not self.allows_retry(state):
+            return None
+        delays = self.delays()
+        return delays[min(self.attempts - 2, len(delays) - 1)]
 
     def task_options(self) -> dict[str, Any]:
         """Options for `Task.with_options`: Prefect retries, decided by this policy."""
 
         def condition(task: Any, task_run: Any, state: State) -> bool:
-            delay = self.next_delay(state)
-            if delay is None:
-                return False
-            # Prefect reads the task's retry delay right after this check passes (task_engine's
-            # handle_retry), so the retry waits in AwaitingRetry for the delay of its own kind.
-            task.retry_delay_seconds = delay
-            return True
+            return self.allows_retry(state)
 
-        # A plain function: Prefect ignores a retry_condition_fn that is a bound method.
-        return {"retries": self.max_attempts - 1, "retry_delay_seconds": 0, "retry_condition_fn": condition}
+        delays = self.delays()
+        # A plain function: Prefect ignores a retry_condition_fn that is a bound method. No
+        # delay at all is 0, not a list of zeros: Prefect then retries at once (Retrying rather
+        # than an AwaitingRetry due now).
+        return {"retries": self.max_attempts - 1, "retry_delay_seconds": delays if any(delays) else 0, "retry_condition_fn": condition}
 
 
 def empty_folders(files_dir: Path, folders: list[str]) -> None:

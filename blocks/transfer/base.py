@@ -33,7 +33,27 @@ SINGLE = 64 * 1024 * 1024
 """S3 objects up to this size move in one streamed request (fewer round trips than parts);
 larger ones go multipart / as concurrent ranged GETs."""
 TINY = 1024 * 1024
+
+# -- the retry budget of one file transfer (docs/job-stores.md#retries) -------------------
+# `retrying` is the ONE layer that retries a transient store error: the S3 client's own
+# request retries are off (`jobcloud.blocks.transfer.s3`) and the job's stage-inputs and
+# upload-outputs tasks have no Prefect retries (`jobcloud.flows.job`), so these numbers are
+# the whole story of one S3 file. GCS is the exception: gcsfs retries every request itself
+# (it cannot be turned off), so `FsspecTransfer` adds no loop of its own.
 ATTEMPTS = 5
+"""Attempts of one file transfer (the first one included) before it gives up."""
+BACKOFF_BASE_S = 1.0
+"""Wait before the second attempt; it doubles before each next one..."""
+BACKOFF_MAX_S = 8.0
+"""...up to this many seconds."""
+JITTER_MAX = 1.5
+"""Each wait is multiplied by a random factor in [0.5, JITTER_MAX) so that many failed
+transfers do not come back at the same instant."""
+
+
+def worst_case_wait_s(attempts: int = ATTEMPTS, base: float = BACKOFF_BASE_S) -> float:
+    """The most seconds `retrying` sleeps in all before giving up after ``attempts``."""
+    return sum(min(base * 2**i, BACKOFF_MAX_S) * JITTER_MAX for i in range(attempts - 1))
 
 
 class TransferError(StorageError):
@@ -82,12 +102,16 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, TransferError):
         return getattr(exc, "transient", False)
+    last = getattr(exc, "last_exception", None)
+    if isinstance(last, BaseException):
+        # s3transfer's RetriesExceededError (its own download retries are off): what it wraps.
+        return is_transient(last)
     try:
         # botocore is optional (the s3 extra), so it is looked for only here.
-        from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError
+        from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
-        if isinstance(exc, (BotoConnectionError, HTTPClientError, ReadTimeoutError)):
+        if isinstance(exc, (BotoConnectionError, HTTPClientError, ReadTimeoutError, IncompleteReadError, ResponseStreamingError)):
             return True
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
@@ -105,16 +129,19 @@ THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeo
                   "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests"}  # fmt: skip
 
 
-def retrying(what: str, fn: Callable[[], T], attempts: int | None = None, base: float = 0.5) -> T:
-    """Call ``fn``; on a transient error wait (exponential backoff, jitter) and call again."""
+def retrying(what: str, fn: Callable[[], T], attempts: int | None = None, base: float | None = None) -> T:
+    """Call ``fn``; on a transient error wait (exponential backoff, jitter) and call again,
+    at most ``attempts`` calls in all (default `ATTEMPTS`; waits: see `worst_case_wait_s`)."""
+    # Read at call time, not bound as defaults, so that a patched module constant counts.
     attempts = attempts or ATTEMPTS
+    base = BACKOFF_BASE_S if base is None else base
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - classified below
             if attempt == attempts or not is_transient(exc):
                 raise
-            delay = min(base * 2 ** (attempt - 1), 8.0) * (0.5 + random.random())
+            delay = min(base * 2 ** (attempt - 1), BACKOFF_MAX_S) * (0.5 + (JITTER_MAX - 0.5) * random.random())
             log.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -119,15 +119,18 @@ def s3_client_args(fs: Any) -> dict[str, Any]:
 class S3Transfer:
     """Transfers to and from one S3 (or S3-compatible) endpoint with boto3."""
 
-    request_attempts = 6
-    """Attempts of each request (botocore's standard retry mode: 5xx, throttling, resets)."""
+    request_attempts = 1
+    """Attempts of each request by botocore itself: one, so no retries of its own. The whole
+    file is retried by `retrying` (`jobcloud.blocks.transfer.base.ATTEMPTS`), the one retry
+    layer: botocore's attempts would multiply that budget."""
 
     def __init__(self, fs: Any, concurrency: int = 8) -> None:
         self.fs = fs
-        # Botocore retries each request (5xx, throttling, resets) with backoff; `retrying`
-        # above retries whole files when a request runs out of attempts.
+        # No request retries by botocore (nor s3transfer's download retries below): `retrying`
+        # retries the whole file, and two layers would multiply into dozens of tries.
         config = Config(
-            retries={"max_attempts": self.request_attempts, "mode": "standard"},
+            # total_max_attempts counts the first request; botocore's max_attempts would not.
+            retries={"total_max_attempts": self.request_attempts, "mode": "standard"},
             max_pool_connections=max(10, concurrency * 2),
             connect_timeout=5,
             read_timeout=60,
@@ -144,6 +147,7 @@ class S3Transfer:
             # Parts (8 MiB each) held while they wait to be written in order: bounds memory.
             max_in_memory_download_chunks=10,
             max_io_queue_size=64,
+            num_download_attempts=1,
         )
         self.manager = TransferManager(self.client, self.config)
         self.endpoint = self.client.meta.endpoint_url

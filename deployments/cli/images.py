@@ -29,10 +29,11 @@ def build_command(
     Where no registry is reachable the bases are made here (busybox from the host, a Debian
     Python base with debootstrap) and torch comes from the local wheel in $PIP_FIND_LINKS.
     """
+    from jobcloud.blocks.settings import env_name
     from jobcloud.deployments.imaging.build import build
 
     if public:
-        os.environ["JOBCLOUD_IMAGES_PUBLIC"] = "1"
+        os.environ[env_name("images_public")] = "1"
 
     def log(message: str) -> None:
         if message.startswith("  ") and quiet:

@@ -56,15 +56,19 @@ def run_command(
 ) -> int:
     """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
     from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs.submit import connect_api
     from jobcloud.flows.catalog import EntrypointRef, load_catalog
-    from jobcloud.flows.request import HardwareOverride, JobRequest, secret_blocks, validate_request
+    from jobcloud.flows.request import HardwareOverride, JobRequest, check_request
 
     ref = EntrypointRef.parse(entrypoint)
     entry = load_catalog().get(ref)
     hardware = None
     if any(v is not None for v in (cpu, memory, gpu)):
         hardware = HardwareOverride(cpu=cpu, memory=memory, gpu=gpu)
-    request = validate_request(
+    store = store_from_settings()
+    # Every check, once, before anything starts (a bad input exits 2); the flow takes the
+    # checked request as it is (--local) or checks a deployment's run itself.
+    request = check_request(
         entry,
         JobRequest(
             config_id=config,
@@ -76,18 +80,11 @@ def run_command(
             timeout=timeout,
             callback_url=callback_url,
         ),
+        store,
+        # Secret blocks are looked up through Prefect, imported only once connect_api has fixed
+        # its API (see local_server.ensure_api); a missing block exits 2 too.
+        before_secrets=connect_api,
     )
-    store = store_from_settings()
-    for _, key in request.inputs():
-        store.require(key)
-    if entry.app.secrets:
-        # A missing Secret block is bad input: exit 2 before any flow run exists.
-        from jobcloud.deployments.jobs.submit import connect_api
-
-        connect_api()  # before Prefect is imported (see local_server.ensure_api)
-        from jobcloud.flows.secrets import require_secret_blocks
-
-        require_secret_blocks(secret_blocks(entry, request))
     if not local:
         return submit_and_report(ref, entry, request, wait=not no_wait, as_json=json_, priority=priority)
     if no_wait:

@@ -27,13 +27,16 @@ def serve_command(
 def register_command(
     core_url: str = typer.Option(..., "--core-url", help="The Swiss AI Center core engine, e.g. https://core.example.org."),
     public_url: str = typer.Option(..., "--public-url", help="Where the core engine reaches this API."),
-    token: str | None = typer.Option(None, "--token", envvar="JOBCLOUD_API_CORE_TOKEN", help="Bearer token for the core engine."),
+    token: str | None = typer.Option(None, "--token", help="Bearer token for the core engine (default: JOBCLOUD_API_CORE_TOKEN)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Register every entrypoint as a service with the core engine (POST CORE_URL/services)."""
+    from jobcloud.blocks.settings import get_settings
     from jobcloud.deployments.http_api.register import register
     from jobcloud.flows.catalog import load_catalog
 
+    if token is None and (secret := get_settings().api.core_token) is not None:
+        token = secret.get_secret_value()
     results = register(core_url, public_url, load_catalog(), token=token)
     if json_:
         print_json({"core_url": core_url, "services": results})

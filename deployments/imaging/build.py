@@ -45,6 +45,7 @@ from packaging.requirements import Requirement
 from jobcloud import blocks, deployments, flows
 from jobcloud.blocks.engine import docker_client, engine_url
 from jobcloud.blocks.errors import ContainerEngineError, UserError
+from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.catalog import load_catalog
 
 IMAGES_DIR = Path(str(importlib.resources.files("jobcloud.images")))
@@ -385,7 +386,7 @@ def build(names: list[str] | None = None, force: bool = False, log: Log = print)
         names, foreign = catalog_images(recipes)
         for image in foreign:
             log(f"{image}: not built from images/ (the engine pulls it when a job needs it)")
-    public = os.environ.get("JOBCLOUD_IMAGES_PUBLIC") == "1"
+    public = get_settings().images_public
     client = engine_client()
     order: list[str] = []
 

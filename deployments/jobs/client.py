@@ -117,24 +117,26 @@ def submit(
 ) -> Job:
     """Submit a job to ``entrypoint`` ("APP/VERSION/ENTRYPOINT") and return its handle at once.
 
-    Parameters are checked against the catalog and the inputs must exist in the job store
-    before anything is created (a `jobcloud.blocks.errors.UserError` says what is wrong).
+    Parameters are checked against the catalog, and the inputs (in the job store) and Secret
+    blocks must exist, before anything is created (a `jobcloud.blocks.errors.UserError` says what is wrong).
     """
     from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs.submit import connect_api
     from jobcloud.deployments.jobs.submit import submit as submit_run
     from jobcloud.flows.catalog import EntrypointRef, load_catalog
-    from jobcloud.flows.request import validate_request
+    from jobcloud.flows.request import check_request
 
     ref = EntrypointRef.parse(entrypoint)
     entry = load_catalog().get(ref)
     hardware = HardwareOverride(cpu=cpu, memory=memory, gpu=gpu) if any(v is not None for v in (cpu, memory, gpu)) else None
-    request = validate_request(
+    # The same checks as `jobcloud run` (`check_request`): the request, its inputs in the store,
+    # its Secret blocks (looked up once connect_api has fixed Prefect's API).
+    request = check_request(
         entry,
         JobRequest(config_id=config, data_ids=list(data), artifact_ids=list(artifacts), env=env or {}, hardware=hardware, timeout=timeout),
+        store_from_settings(),
+        before_secrets=connect_api,
     )
-    store = store_from_settings()
-    for _, key in request.inputs():
-        store.require(key)
     with _client() as client:
         run = submit_run(client, ref, request, priority)
     return Job(str(run.id), str(ref))

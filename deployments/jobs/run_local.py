@@ -13,7 +13,7 @@ from jobcloud.flows.cancel_watch import WATCH_ENV
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 from jobcloud.flows.container_run import ensure_image
 from jobcloud.flows.container_spec import image_for, job_gpus
-from jobcloud.flows.request import JobRequest
+from jobcloud.flows.request import CheckedRequest, JobRequest
 
 # Prefect and the flow are imported after `ensure_api` has fixed the API.
 
@@ -35,9 +35,11 @@ def check_engine(entry: Entrypoint, request: JobRequest) -> None:
         client.close()
 
 
-def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobResult:
+def run_local(ref: EntrypointRef, entry: Entrypoint, request: CheckedRequest, store: JobStore) -> JobResult:
     """Run the entrypoint's flow here and wait for its final state (`check_engine` first,
-    unless the command runs as a subprocess here: `JOBCLOUD_RUNNER=process`)."""
+    unless the command runs as a subprocess here: `JOBCLOUD_RUNNER=process`).
+
+    ``request`` was checked (`check_request`); the flow runs it without checking it again."""
     if get_settings().runner == "engine":
         check_engine(entry, request)
     ensure_api()
@@ -46,7 +48,7 @@ def run_local(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store:
 
     from jobcloud.flows.job import make_flow
 
-    flow = make_flow(ref, entry, lambda: store)
+    flow = make_flow(ref, entry, lambda: store, checked=request)
     # Only what the job sets: the flow takes only the parameters its entrypoint has.
     params = request.model_dump(exclude_none=True, exclude_defaults=True)
     # No worker watches this run: the job polls its own state so `jobs cancel` reaches it.

@@ -12,11 +12,10 @@ be alive for it to act: the Prefect server's triggers and actions services do it
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobcloud.blocks.errors import UserError
+from jobcloud.blocks.settings import env_name, get_settings
 
 # Prefect is imported inside the functions: `python -m jobcloud.deployments.notify.automations` and the
 # CLI import this module before the API is fixed.
@@ -26,12 +25,9 @@ if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
 
 ZOMBIE_AUTOMATION = "jobcloud-zombie-runs"
-ZOMBIE_AFTER_ENV = "JOBCLOUD_ZOMBIE_AFTER_S"
-# Three missed heartbeats at Prefect's minimum interval (30 s): one late or lost event does
-# not crash a healthy run.
-DEFAULT_ZOMBIE_AFTER_S = 90
-# Prefect refuses proactive windows under 10 s.
-MIN_ZOMBIE_AFTER_S = 10
+ZOMBIE_AFTER_ENV = env_name("zombie_after_s")
+# Its default, 90 s, is three missed heartbeats at Prefect's minimum interval (30 s): one late
+# or lost event does not crash a healthy run. Prefect refuses proactive windows under 10 s.
 
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 # A run that ends stops heartbeating; its final-state event closes the window so that a
@@ -42,17 +38,8 @@ FINAL_STATE_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Fail
 
 def zombie_after_s() -> int:
     """Seconds without a heartbeat after which a running flow run is declared Crashed
-    (JOBCLOUD_ZOMBIE_AFTER_S, default 90)."""
-    raw = os.environ.get(ZOMBIE_AFTER_ENV, "").strip()
-    if not raw:
-        return DEFAULT_ZOMBIE_AFTER_S
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(f"{ZOMBIE_AFTER_ENV}={raw!r} is not a whole number of seconds") from None
-    if value < MIN_ZOMBIE_AFTER_S:
-        raise UserError(f"{ZOMBIE_AFTER_ENV}={value}: must be at least {MIN_ZOMBIE_AFTER_S} s (Prefect's smallest proactive window)")
-    return value
+    (JOBCLOUD_ZOMBIE_AFTER_S, default 90, at least 10); a bad value is a `UserError`."""
+    return get_settings().zombie_after_s
 
 
 def zombie_automation(after_s: int | None = None) -> AutomationCore:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel
 
 from jobcloud.blocks.errors import UserError
+from jobcloud.blocks.settings import JobCloudSettings, env_name, get_settings
 from jobcloud.flows.callbacks import CallbackURLError, check_http_url
 
 # Prefect is imported inside the functions: never before `ensure_api` has fixed the API.
@@ -44,28 +44,19 @@ WEBHOOK_TIMEOUT_S = 5.0
 SMTP_PROBE_TIMEOUT_S = 5.0
 
 
-class NotifySettings(BaseSettings):
-    """Where notifications go (`JOBCLOUD_NOTIFY_*`, `JOBCLOUD_SMTP_*`); none set: none sent."""
+# Where notifications go: the `JOBCLOUD_NOTIFY_*` and `JOBCLOUD_SMTP_*` fields of JobCloud's
+# settings (jobcloud.blocks.settings); none set: none sent.
+NotifySettings = JobCloudSettings
 
-    model_config = SettingsConfigDict(env_prefix="JOBCLOUD_", extra="ignore")
 
-    notify_webhook_url: str | None = Field(None, description="URL that gets a JSON POST per notification.")
-    notify_email_to: str | None = Field(None, description="Comma-separated recipient addresses.")
-    notify_email_from: str = Field("jobcloud@localhost", description="Sender address.")
-    notify_on: str = Field("finished,error", description="Which ends notify: finished, error, or both.")
-    smtp_host: str | None = Field(None, description="SMTP server host (needed for email).")
-    smtp_port: int | None = Field(None, description="SMTP port; default by security: 587, 465, 25.")
-    smtp_security: Literal["starttls", "ssl", "none"] = Field("starttls", description="starttls, ssl or none.")
-    smtp_username: str | None = Field(None, description="SMTP login, if the server wants one.")
-    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+def recipients(settings: NotifySettings) -> list[str]:
+    """The email recipients, in order."""
+    return [a.strip() for a in (settings.notify_email_to or "").split(",") if a.strip()]
 
-    def recipients(self) -> list[str]:
-        """The email recipients, in order."""
-        return [a.strip() for a in (self.notify_email_to or "").split(",") if a.strip()]
 
-    def kinds(self) -> list[str]:
-        """The ends that notify: `finished` and/or `error`."""
-        return [k.strip() for k in self.notify_on.split(",") if k.strip()]
+def kinds(settings: NotifySettings) -> list[str]:
+    """The ends that notify: `finished` and/or `error`."""
+    return [k.strip() for k in settings.notify_on.split(",") if k.strip()]
 
 
 class NotifyChange(BaseModel):
@@ -78,22 +69,18 @@ class NotifyChange(BaseModel):
 
 def notify_settings() -> NotifySettings:
     """The settings, checked: raise `UserError` on a bad value (nothing is written then)."""
-    try:
-        settings = NotifySettings()
-    except ValidationError as exc:
-        problems = "; ".join(f"JOBCLOUD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        raise UserError(f"notification settings: {problems}") from None
-    unknown = sorted(set(settings.kinds()) - set(AUTOMATIONS))
+    settings = get_settings()
+    unknown = sorted(set(kinds(settings)) - set(AUTOMATIONS))
     if unknown:
-        raise UserError(f"JOBCLOUD_NOTIFY_ON: unknown {', '.join(unknown)} (use finished, error or both)")
+        raise UserError(f"{env_name('notify_on')}: unknown {', '.join(unknown)} (use finished, error or both)")
     if settings.notify_webhook_url:
         try:
-            check_http_url(settings.notify_webhook_url, "JOBCLOUD_NOTIFY_WEBHOOK_URL")
+            check_http_url(settings.notify_webhook_url, env_name("notify_webhook_url"))
         except CallbackURLError as exc:
             raise UserError(str(exc)) from None
-    if settings.recipients() and not settings.smtp_host:
+    if recipients(settings) and not settings.smtp_host:
         raise UserError("JOBCLOUD_NOTIFY_EMAIL_TO is set but JOBCLOUD_SMTP_HOST is not: email needs an SMTP server")
-    for address in [*settings.recipients(), settings.notify_email_from]:
+    for address in [*recipients(settings), settings.notify_email_from]:
         if "@" not in address:
             raise UserError(f"notification email address {address!r} has no '@'")
     return settings
@@ -210,7 +197,7 @@ def _blocks(client: SyncPrefectClient, settings: NotifySettings) -> tuple[dict[s
                 timeout=WEBHOOK_TIMEOUT_S,
             ),
         )
-    if settings.recipients():
+    if recipients(settings):
         wanted["email"] = (
             EMAIL_BLOCK,
             JobCloudEmail(
@@ -220,7 +207,7 @@ def _blocks(client: SyncPrefectClient, settings: NotifySettings) -> tuple[dict[s
                 username=settings.smtp_username,
                 password=settings.smtp_password,
                 from_address=settings.notify_email_from,
-                to=settings.recipients(),
+                to=recipients(settings),
             ),
         )
     for channel, (name, block) in wanted.items():
@@ -293,7 +280,7 @@ def sync_notifications(client: SyncPrefectClient, settings: NotifySettings, stor
     automations are deleted (the blocks stay: they may be used elsewhere). An existing
     automation keeps its id and its enabled flag."""
     changes: list[NotifyChange] = []
-    if settings.recipients():
+    if recipients(settings):
         problem = probe_smtp(settings)
         if problem:
             changes.append(
@@ -305,7 +292,7 @@ def sync_notifications(client: SyncPrefectClient, settings: NotifySettings, stor
     changes += block_changes
     for kind, name in AUTOMATIONS.items():
         existing = client.read_automations_by_name(name)
-        if not block_ids or kind not in settings.kinds():
+        if not block_ids or kind not in kinds(settings):
             for old in existing:
                 client.delete_automation(old.id)
             if existing:

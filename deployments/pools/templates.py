@@ -41,11 +41,12 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from jobcloud.blocks.settings import env_name
 from jobcloud.deployments.pools.in_container import VENV_PYTHON
 from jobcloud.deployments.pools.types import is_in_container, worker_class
 
 IN_CONTAINER_COMMAND = f"{VENV_PYTHON} -m prefect.engine"
-IN_CONTAINER_ENV = {"JOBCLOUD_RUNNER": "process", "JOBCLOUD_WATCH_CANCEL": "1"}
+IN_CONTAINER_ENV = {env_name("runner"): "process", env_name("watch_cancel"): "1"}
 ENV_DESCRIPTION = (
     "Environment of each flow run, over the worker's own. JobCloud's defaults, written by "
     "`jobcloud deploy`: JOBCLOUD_STORAGE (the job store every run uses: s3://, gs://, "
@@ -211,8 +212,8 @@ def in_container_template(pool_type: str, pool: str, env: dict[str, str]) -> dic
     _set_default(template, "command", IN_CONTAINER_COMMAND)
     _ADAPT[pool_type](template, pool)
     template = with_env(template, {**IN_CONTAINER_ENV, **env})
-    if pool_type == "docker" and "JOBCLOUD_STORAGE" in env:
-        template = with_store_volume(template, env["JOBCLOUD_STORAGE"])
+    if pool_type == "docker" and env_name("storage") in env:
+        template = with_store_volume(template, env[env_name("storage")])
     return template
 
 

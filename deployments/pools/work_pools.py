@@ -47,7 +47,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from jobcloud.blocks.errors import ParameterError
-from jobcloud.blocks.settings import get_settings
+from jobcloud.blocks.settings import env_name, get_settings
 from jobcloud.deployments.pools.templates import (
     IN_CONTAINER_COMMAND,
     IN_CONTAINER_ENV,
@@ -94,9 +94,9 @@ def prefect_priority(priority: int) -> int:
 
 
 # The `env` defaults of a pool's job template that `jobcloud deploy` manages; others are left.
-MANAGED_ENV = ("JOBCLOUD_POOL", "JOBCLOUD_STORAGE", *IN_CONTAINER_ENV)
+MANAGED_ENV = (env_name("pool"), env_name("storage"), *IN_CONTAINER_ENV)
 # Written by older JobClouds, removed on the next update (the entrypoint travels with the deployment).
-RETIRED_ENV = ("JOBCLOUD_CONFIG",)
+RETIRED_ENV = (env_name("config"),)
 
 
 def pool_env(pool: str, catalog_path: str | None = None, pool_type: str = DEFAULT_POOL_TYPE) -> dict[str, str]:
@@ -107,8 +107,8 @@ def pool_env(pool: str, catalog_path: str | None = None, pool_type: str = DEFAUL
     from jobcloud.deployments.worker.fast_worker import absolute_setting
 
     env = {
-        "JOBCLOUD_POOL": pool,
-        "JOBCLOUD_STORAGE": absolute_setting(get_settings().storage_url),
+        env_name("pool"): pool,
+        env_name("storage"): absolute_setting(get_settings().storage_url),
     }
     if is_in_container(pool_type):
         env.update(IN_CONTAINER_ENV)
@@ -124,11 +124,11 @@ def base_job_template(pool: str, env: dict[str, str] | None = None, pool_type: s
     `env` job variable, each over the one before.
     """
     if is_in_container(pool_type):
-        return in_container_template(pool_type, pool, {"JOBCLOUD_POOL": pool, **(env or {})})
+        return in_container_template(pool_type, pool, {env_name("pool"): pool, **(env or {})})
     from jobcloud.deployments.worker.fast_worker import JobCloudWorker
 
     template = JobCloudWorker.get_default_base_job_template()
-    return with_env(template, {"JOBCLOUD_POOL": pool, **(env or {})})
+    return with_env(template, {env_name("pool"): pool, **(env or {})})
 
 
 def pool_settings(template: dict[str, Any] | None) -> dict[str, str]:
@@ -218,7 +218,7 @@ def ensure_pools(
     for pool in POOLS:
         kind, limit = wanted[pool], limits.get(pool)
         env = pool_env(pool, pool_type=kind)
-        said = f"type {kind}; store {env['JOBCLOUD_STORAGE']}"
+        said = f"type {kind}; store {env[env_name('storage')]}"
         if pool not in existing:
             client.create_work_pool(
                 WorkPoolCreate(
@@ -232,7 +232,7 @@ def ensure_pools(
             changes.append(PoolChange(name=pool, action="created", detail=f"limit {limit or 'none'}; {said}"))
         else:
             changes += _update_pool(client, existing[pool], pool, kind, limit, env, said, WorkPoolUpdate)
-        changes += _store_warning(pool, kind, env["JOBCLOUD_STORAGE"])
+        changes += _store_warning(pool, kind, env[env_name("storage")])
         changes += sync_pool_slots(client, pool, limit)
         changes += _ensure_queues(client, pool)
     return changes
@@ -290,7 +290,7 @@ def _update_pool(
             details.append(f"job template replaced by JobCloud's (it lacked {', '.join(gaps) or 'env'}); {said}")
         elif pool_settings(template) != env:
             new = with_env(template, env, drop=RETIRED_ENV)
-            update["base_job_template"] = with_store_volume(new, env["JOBCLOUD_STORAGE"]) if kind == "docker" else new
+            update["base_job_template"] = with_store_volume(new, env[env_name("storage")]) if kind == "docker" else new
             details.append(said)
         if is_in_container(kind) and not gaps and command_of(template) != IN_CONTAINER_COMMAND:
             changes.append(

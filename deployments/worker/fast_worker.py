@@ -45,8 +45,8 @@ from prefect.states import Cancelling
 from prefect.utilities.processutils import command_to_string, get_sys_executable
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
-from jobcloud.deployments.worker.warm_start import SOCKET_ENV
-from jobcloud.deployments.worker.warm_start import STOP_GRACE_S as WARM_STOP_GRACE_S
+from jobcloud.blocks.settings import env_name, get_settings
+from jobcloud.deployments.worker.warm_start import SOCKET_ENV, run_stop_grace_s
 from jobcloud.flows.sweeper import sweep_here
 
 WORKER_TYPE = "jobcloud"
@@ -58,15 +58,15 @@ QUERY_SECONDS = 1.0  # how often the worker asks for work, unless PREFECT_WORKER
 
 def stop_grace_s() -> float:
     """How long running jobs may go on after the worker is told to stop (SIGTERM)."""
-    return float(os.environ.get("JOBCLOUD_WORKER_STOP_GRACE_S", "20"))
+    return get_settings().worker_stop_grace_s
 
 
 def sweep_interval_s() -> float:
     """Seconds between the worker's sweeps for containers and work folders of ended runs."""
-    return float(os.environ.get("JOBCLOUD_SWEEP_INTERVAL_S", "60"))
+    return get_settings().sweep_interval_s
 
 
-PATH_SETTINGS = ("JOBCLOUD_CONFIG", "JOBCLOUD_STORAGE", "JOBCLOUD_HOME", "JOBCLOUD_WORKDIR")
+PATH_SETTINGS = tuple(env_name(field) for field in ("config", "storage", "home", "workdir"))
 
 
 def absolute_setting(value: str) -> str:
@@ -99,7 +99,7 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None, **kwargs: Any) -> None:
         # Set before Prefect's preparation: a command present then counts as configured, and
         # Prefect's process worker starts exactly it. A template's own command stays.
-        if self.command is None and os.environ.get(SOCKET_ENV):
+        if self.command is None and get_settings().warm_socket:
             self.command = warm_command()
         super().prepare_for_flow_run(flow_run, deployment, flow, **kwargs)
         # Flow-run heartbeats let the server's zombie automation end runs of a lost host.
@@ -134,7 +134,7 @@ class JobCloudWorker(ProcessWorker):
         self._stopping = False
         self._stop_now = asyncio.Event()
         self._main_task = asyncio.current_task()
-        if os.environ.get("JOBCLOUD_WARM_START", "1") != "0":
+        if get_settings().warm_start:
             self._start_warm()
         self._install_stop_signals()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
@@ -278,8 +278,8 @@ class JobCloudWorker(ProcessWorker):
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
-                # The fork server gives its runs STOP_GRACE_S after SIGTERM before SIGKILL.
-                proc.wait(WARM_STOP_GRACE_S + 10)
+                # The fork server gives its runs run_stop_grace_s() after SIGTERM before SIGKILL.
+                proc.wait(run_stop_grace_s() + 10)
             except subprocess.TimeoutExpired:
                 proc.kill()
         self._warm = None

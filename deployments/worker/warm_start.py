@@ -26,11 +26,11 @@ import sys
 # Imports inside functions: the client side of this module is every flow run's command and
 # must start in milliseconds; only the fork server and its children import more.
 
+# The settings model's `warm_socket` (env_name("warm_socket")), named here as text: the client
+# must not import pydantic. tests/unit/test_settings.py checks that the two agree.
 SOCKET_ENV = "JOBCLOUD_WARM_SOCKET"
 RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"  # set by Prefect's worker in each flow run's environment
 FOLDER_PREFIX = "jobcloud-warm-"  # the worker's temporary folder for the socket
-# A run gets this long to end after SIGTERM when the fork server stops, then SIGKILL.
-STOP_GRACE_S = float(os.environ.get("JOBCLOUD_RUN_STOP_GRACE_S", "10"))
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!I")
 MAX_REQUEST = 4 * 1024 * 1024
@@ -153,7 +153,8 @@ class ForkedRun:
             os.environ.update(self.request["env"])
             import prefect.context
 
-            # Settings as this run's environment gives them, not as the server's did.
+            # Settings as this run's environment gives them, not as the server's did. Prefect has
+            # no public call for this (prefect.context's own; tests/unit/test_prefect_surface.py).
             prefect.context.refresh_global_settings_context()
             sys.argv = [self.module, *self.request["argv"]]
             try:
@@ -192,7 +193,7 @@ def serve(path: str, module: str = "prefect.engine") -> ForkedRun | None:
     until the process that started it (the worker) is gone.
 
     On the way out it stops every run it started: SIGTERM to each run's process group, SIGKILL
-    after `STOP_GRACE_S`, and it removes the socket's folder; then it returns None. In each
+    after `run_stop_grace_s()`, and it removes the socket's folder; then it returns None. In each
     forked child it returns the `ForkedRun` to run instead (``module`` as `python -m` would run
     it; another module only in tests). It leaves a line per run in its log (stderr):
     `warm_start: flow run <id> forked as pid <pid>`, the mark that a run started warm."""
@@ -305,13 +306,26 @@ def _shut_down(path: str, srv: socket.socket, children: dict[int, socket.socket]
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def run_stop_grace_s() -> float:
+    """How long a run gets to end after SIGTERM when the fork server stops, then SIGKILL
+    (JOBCLOUD_RUN_STOP_GRACE_S). Settings that cannot be read give the default: the fork
+    server's way out must not fail."""
+    from jobcloud.blocks.errors import UserError
+    from jobcloud.blocks.settings import JobCloudSettings, get_settings
+
+    try:
+        return get_settings().run_stop_grace_s
+    except UserError:
+        return float(JobCloudSettings.model_fields["run_stop_grace_s"].default)
+
+
 def _stop_children(children: dict[int, socket.socket], sel: object) -> None:
     """SIGTERM every run's process group; SIGKILL the groups still there after the grace."""
     import time
 
     for pid in list(children):
         _kill_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
+    deadline = time.monotonic() + run_stop_grace_s()
     while children and time.monotonic() < deadline:
         _reap(children, sel)
         time.sleep(0.1)

@@ -10,7 +10,7 @@ import pytest
 
 from jobcloud.deployments.http_api.app import create_app
 from jobcloud.deployments.http_api.auth import ApiKeysError, load_keys
-from jobcloud.deployments.http_api.settings import ApiSettings
+from jobcloud.deployments.http_api.settings import ApiSettings, get_api_settings
 from tests.api_fixtures import api, auth, make_app  # noqa: F401 - the fixture
 
 OPEN = ["/status", "/docs", "/openapi.json", "/swiss/linefit/v1/train/status"]
@@ -71,7 +71,7 @@ def test_keys_from_a_secret_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     Secret(value=json.dumps({"s" * 20: {"user": "carol", "role": "admin"}})).save("api-keys-test", overwrite=True)
     monkeypatch.setenv("JOBCLOUD_API_KEYS_BLOCK", "api-keys-test")
-    ring = load_keys(ApiSettings())
+    ring = load_keys(get_api_settings())
     who = ring.lookup("s" * 20)
     assert who is not None and who.user == "carol" and who.is_admin
 

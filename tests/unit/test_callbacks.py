@@ -293,7 +293,7 @@ def test_notification_texts_name_job_app_version_entrypoint_state_and_outputs() 
 
 
 def test_notify_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobcloud.deployments.notify.notifications import notify_settings
+    from jobcloud.deployments.notify.notifications import kinds, notify_settings, recipients
 
     monkeypatch.setenv("JOBCLOUD_NOTIFY_WEBHOOK_URL", "http://169.254.169.254/")
     with pytest.raises(UserError, match="JOBCLOUD_NOTIFY_WEBHOOK_URL"):
@@ -312,7 +312,7 @@ def test_notify_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         notify_settings()
     monkeypatch.setenv("JOBCLOUD_SMTP_PORT", "2525")
     s = notify_settings()
-    assert s.kinds() == ["error"] and s.recipients() == ["a@lab.example"]
+    assert kinds(s) == ["error"] and recipients(s) == ["a@lab.example"]
 
 
 def test_email_block_makes_an_apprise_url_that_keeps_the_password_secret() -> None:

@@ -18,7 +18,8 @@ def test_infrastructure_failures_back_off_exponentially(monkeypatch: pytest.Monk
     monkeypatch.delenv("JOBCLOUD_INFRA_ATTEMPTS", raising=False)
     monkeypatch.delenv("JOBCLOUD_INFRA_RETRY_DELAY_S", raising=False)
     policy = RetryPolicy()
-    assert policy.task_options()["retries"] == 2
+    options = policy.task_options()
+    assert options["retries"] == 2 and options["retry_delay_seconds"] == [2.0, 4.0]  # Prefect's own parameters
     engine_down = Failed(data=ContainerEngineError("the engine does not answer"))
     assert [policy.next_delay(engine_down) for _ in range(3)] == [2.0, 4.0, None]
     assert policy.attempts == 3
@@ -29,11 +30,34 @@ def test_app_failures_are_retried_only_where_the_catalog_asks(monkeypatch: pytes
     assert RetryPolicy().next_delay(_app_failure()) is None
     policy = RetryPolicy(app_retries=1, app_delay_s=0.5)
     assert policy.max_attempts == 3
+    assert policy.task_options()["retry_delay_seconds"] == [0.5, 0.5]  # the catalog's delay, every retry
     assert policy.next_delay(_app_failure()) == 0.5
     assert policy.next_delay(_app_failure()) is None  # its one retry is spent
-    # An infrastructure failure still has its own budget.
-    assert policy.next_delay(Failed(data=StorageError("store down"))) == 2.0
+    # An infrastructure failure still has its own budget (and waits the task's one delay).
+    assert policy.next_delay(Failed(data=StorageError("store down"))) == 0.5
+    assert policy.next_delay(Failed(data=StorageError("store down"))) is None
     assert policy.attempts == 3
+
+
+def test_the_retry_condition_only_decides_and_never_touches_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's public retry parameters carry the delays; the condition changes nothing on the
+    task (it used to set `task.retry_delay_seconds` from inside, behind Prefect's back)."""
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("JOBCLOUD_INFRA_ATTEMPTS", raising=False)
+    monkeypatch.delenv("JOBCLOUD_INFRA_RETRY_DELAY_S", raising=False)
+    options = RetryPolicy().task_options()
+    task = SimpleNamespace(retry_delay_seconds=options["retry_delay_seconds"])
+    condition = options["retry_condition_fn"]
+    assert condition(task, None, Failed(data=ContainerEngineError("down"))) is True
+    assert task.retry_delay_seconds == [2.0, 4.0]
+    assert condition(task, None, Failed(data=ParameterError("bad"))) is False
+    # Prefect takes them as they are: a task made with these options has the same retries.
+    from prefect import task as prefect_task
+
+    made = prefect_task(lambda: None).with_options(**options)
+    assert (made.retries, made.retry_delay_seconds, made.retry_condition_fn) == (2, [2.0, 4.0], condition)
+    assert RetryPolicy(app_retries=1).task_options()["retry_delay_seconds"] == 0  # no delay: retried at once
 
 
 def test_timeouts_and_user_errors_are_never_retried() -> None:

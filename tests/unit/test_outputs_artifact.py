@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import yaml
 from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.flows import job
 from jobcloud.flows.catalog import EntrypointRef, parse_catalog
-from jobcloud.flows.manifest import EndedManifest, JobManifest, OutputRecord, human_size
+from jobcloud.flows.manifest import JobEnded, JobManifest, OutputRecord, human_size
 from jobcloud.flows.output_images import prefect_key
 
 JOB = "0b3c9a52-0000-4000-8000-000000000001"
@@ -175,15 +177,38 @@ def test_a_failed_jobs_state_message_is_one_line_with_the_last_lines() -> None:
     assert job._one_line("a\n\n  b  \nuploading outputs failed: x") == "a | b | uploading outputs failed: x"
 
 
-def test_the_failed_states_data_is_the_manifest_with_a_one_line_repr() -> None:
-    data = EndedManifest(manifest([]).model_dump(mode="json") | {"state": "Failed", "exit_code": 3})
-    assert isinstance(data, dict) and data["job_id"] == JOB  # what callers of the flow read
-    assert repr(data) == f"<manifest of job {JOB}: Failed, exit code 3>"
-    # What Prefect logs when a worker's run of a deployment ends Failed: this line, not the
-    # whole manifest (message and all) once more.
-    from prefect.states import Failed, get_state_exception
+@pytest.mark.parametrize("how", ["Failed", "TimedOut", "Cancelled"])
+def test_a_job_that_did_not_complete_ends_in_a_state_prefect_can_raise(how: str, caplog: pytest.LogCaptureFixture) -> None:
+    """What a worker logs when a job ends Failed or Cancelled: Prefect asks for the run's result
+    and logs what that raises. It is the job's one-line message with its manifest, not
+    Prefect's TypeError "... cannot be resolved into an exception"."""
+    ended = manifest([]).model_copy(update={"state": "Cancelled" if how == "Cancelled" else how, "exit_code": 3})
+    job_log = logging.getLogger("test-job-end")
+    ctx = SimpleNamespace(
+        failure="container exited with code 3\nlast lines:\n  boom",
+        summary="container exited with code 3; last lines: boom",
+        cancelled=how == "Cancelled",
+        logger=job_log,
+    )
+    state = job.end_state(ctx, ended)
+    assert state.name == how and state.message == "container exited with code 3; last lines: boom"
+    worker_log = logging.getLogger("test-worker")  # as prefect.flow_engine.run_flow's error_logger
+    with caplog.at_level(logging.INFO):
+        try:
+            state.result()  # raise_on_failure, as the worker's engine asks for it
+        except Exception:
+            worker_log.error("Engine execution exited with unexpected exception", exc_info=True)
+    assert "cannot be resolved into an exception" not in caplog.text
+    assert "Unexpected result for failed state" not in caplog.text
+    (raised,) = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert isinstance(raised, JobEnded) and str(raised) == state.message
+    assert raised.manifest == ended.model_dump(mode="json")  # in-process callers still get it
+    assert pickle.loads(pickle.dumps(raised)).manifest == raised.manifest
+    # The failure once in the job's log, as lines.
+    assert [r.getMessage() for r in caplog.records if r.name == job_log.name] == [ctx.failure]
 
-    with pytest.raises(TypeError) as err:
-        get_state_exception(Failed(message="m", data=data))
-    assert f"<manifest of job {JOB}: Failed, exit code 3>" in str(err.value)
-    assert "exited" not in str(err.value) and "outputs" not in str(err.value)
+
+def test_a_completed_job_returns_its_manifest() -> None:
+    done = manifest([])
+    ctx = SimpleNamespace(failure=None, summary=None, cancelled=False, logger=logging.getLogger("test-job-end"))
+    assert job.end_state(ctx, done) is done

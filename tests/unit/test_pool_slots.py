@@ -69,6 +69,27 @@ def test_a_job_holds_a_slot_only_inside_a_pool(monkeypatch) -> None:
         pass
     assert taken == []  # `run --local`: no pool, no slot
     monkeypatch.setenv(pool_slots.POOL_ENV, "cpu")
-    with pool_slots.pool_slot():
+    with pool_slots.pool_slot(FakeClient({"jobcloud-pool-cpu": 2})):
         pass
     assert taken == ["jobcloud-pool-cpu"]
+
+
+def test_a_pool_without_a_limit_asks_for_no_slot(monkeypatch, caplog) -> None:
+    """A pool deployed without --limit has no global limit: no acquisition is asked for, so
+    Prefect logs no "Concurrency limits [...] do not exist - skipping acquisition" in the job."""
+    import logging
+
+    import prefect.concurrency.sync as sync
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        # What Prefect does for a limit that does not exist (strict=False): warn, then skip.
+        logging.getLogger("prefect.concurrency").warning("Concurrency limits %s do not exist - skipping acquisition.", list(args[:1]))
+        raise AssertionError("asked for a slot of a limit that does not exist")
+
+    monkeypatch.setattr(sync, "concurrency", refuse)
+    monkeypatch.setenv(pool_slots.POOL_ENV, "cpu")
+    with caplog.at_level(logging.WARNING), pool_slots.pool_slot(FakeClient({"jobcloud-pool-gpu": 1})):
+        pass
+    assert not any("do not exist" in r.getMessage() for r in caplog.records)
+    assert pool_slots.limit_exists("jobcloud-pool-gpu", FakeClient({"jobcloud-pool-gpu": 1}))
+    assert not pool_slots.limit_exists("jobcloud-pool-cpu", FakeClient())
