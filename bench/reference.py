@@ -126,7 +126,7 @@ def main() -> None:
 
     epochs = args.epochs or int(yaml.safe_load((SAMPLE / "bench.yaml").read_text())["epochs"])
     entry = load_catalog(ROOT / "application_config.yaml").get(EntrypointRef.parse(REF))
-    hw = entry.aws_resources.hardware
+    hw = entry.hardware.limits
     build(["torchfit"], log=lambda m: None)
     tmp = Path(tempfile.mkdtemp(prefix="jobcloud-bench-ref-"))
     env = {

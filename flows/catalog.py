@@ -153,10 +153,13 @@ class Hardware(_Strict):
     GPU: NonNegativeInt = Field(0, description="GPUs requested; > 0 runs on the gpu pool.")
 
 
-class Resources(_Strict):
-    """DECODE's `aws_resources`: hardware and timeout, whatever the backend."""
+class HardwareSpec(_Strict):
+    """What a job gets and how long it may run: DECODE's `aws_resources` key, whatever the
+    backend (the catalog keeps DECODE's names; the code says `entry.hardware.limits`)."""
 
-    hardware: Hardware = Field(default_factory=Hardware)
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)  # the catalog's own names out, too
+
+    limits: Hardware = Field(default_factory=Hardware, alias="hardware")
     timeout: PositiveInt | None = Field(None, description="Seconds before the job is stopped.")
     # Extensions, next to timeout because both are the job's execution policy (like AWS Batch's
     # retryStrategy): retries of the application itself. Infrastructure failures are always
@@ -168,9 +171,11 @@ class Resources(_Strict):
 class Entrypoint(_Strict):
     """One runnable entrypoint of one application version."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)  # the catalog's own names out, too
+
     app: AppSpec
     handler: HandlerSpec
-    aws_resources: Resources = Field(default_factory=Resources)
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec, alias="aws_resources")
     # Extensions (optional, not in DECODE's format).
     description: str | None = None
     cache: bool = Field(False, description="Reuse an earlier job's outputs for identical inputs.")
@@ -199,7 +204,7 @@ class Entrypoint(_Strict):
     @property
     def pool(self) -> str:
         """The work pool this entrypoint runs on."""
-        return "gpu" if self.aws_resources.hardware.GPU > 0 else "cpu"
+        return "gpu" if self.hardware.limits.GPU > 0 else "cpu"
 
 
 class EntrypointRef(BaseModel):

@@ -98,7 +98,7 @@ def job_gpus(entry: Entrypoint, request: JobRequest) -> int:
     override = request.hardware
     if override and override.gpu is not None:
         return override.gpu
-    return entry.aws_resources.hardware.GPU or 0
+    return entry.hardware.limits.GPU or 0
 
 
 def image_for(entry: Entrypoint, gpus: int) -> str:
@@ -148,7 +148,7 @@ def build_spec(
     A job that gets GPUs runs the entrypoint's GPU image (`image_for`) and starts with the GPU
     check (`gpu_checked_command`).
     """
-    hw = entry.aws_resources.hardware
+    hw = entry.hardware.limits
     override = request.hardware
     cpu = override.cpu if override and override.cpu is not None else hw.VCPU
     memory = override.memory if override and override.memory is not None else hw.MEMORY
@@ -171,5 +171,5 @@ def build_spec(
             API_LABEL: owning_api(),
         },
         network_mode="none" if entry.network == "none" else None,
-        timeout=request.timeout or entry.aws_resources.timeout,
+        timeout=request.timeout or entry.hardware.timeout,
     )

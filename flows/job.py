@@ -277,7 +277,7 @@ def prepare(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: J
         reporter=JobReporter(ref, job_id, checked.callback_url, logger),
         secrets=secret_blocks(entry, checked),
         spec=build_spec(ref, entry, checked, files_dir, job_id),
-        container_retries=RetryPolicy(entry.aws_resources.retries, entry.aws_resources.retry_delay_s),
+        container_retries=RetryPolicy(entry.hardware.retries, entry.hardware.retry_delay_s),
         definition=definition,
         work=work,
         files_dir=files_dir,

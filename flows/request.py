@@ -191,7 +191,7 @@ REQUIRED_HINTS: dict[str, str] = {
 
 def hardware_model(entry: Entrypoint) -> type[HardwareOverride]:
     """`HardwareOverride` with the entrypoint's catalog hardware as its defaults (for the form)."""
-    hw = entry.aws_resources.hardware
+    hw = entry.hardware.limits
 
     def field(name: str, kind: Any, default: Any, description: str) -> tuple[Any, Any]:
         # A plain type where the catalog has a value: the form opens an input box holding it.
@@ -238,7 +238,7 @@ def flow_signature(entry: Entrypoint) -> inspect.Signature:
     # shows the same fields either way, and the deployment's Parameters tab then has its type.
     inline = {k: v for k, v in hardware.model_json_schema().items() if k not in ("title", "description")}
     params.append(("hardware", Annotated[hardware, WithJsonSchema(inline)], hardware()))
-    timeout = entry.aws_resources.timeout
+    timeout = entry.hardware.timeout
     params.append(("timeout", PositiveInt if timeout else PositiveInt | None, timeout))
     params.append(("callback_url", str, ""))
     return inspect.Signature(
@@ -276,8 +276,8 @@ def parameter_descriptions(entry: Entrypoint) -> dict[str, str]:
     def need(kind: InputKind, optional: str) -> str:
         return "Required." if kind in required else optional
 
-    hw = entry.aws_resources.hardware
-    timeout = entry.aws_resources.timeout
+    hw = entry.hardware.limits
+    timeout = entry.hardware.timeout
     texts = {
         "config_id": f"Key of the configuration file or folder in the job store, e.g. config/train.yaml; "
         f"staged under /files/{down.config_id}. {need('config_id', 'Leave empty for none.')}",

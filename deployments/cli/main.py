@@ -59,7 +59,7 @@ def apps_command(
             "entrypoint": ref.entrypoint,
             "image": entry.handler.image_url,
             "pool": entry.pool,
-            "timeout": entry.aws_resources.timeout,
+            "timeout": entry.hardware.timeout,
             "env": list(entry.app.env),
             "description": entry.description,
         }

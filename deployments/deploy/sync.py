@@ -370,8 +370,8 @@ def planned_pool_types(client: Any, named: dict[str, str] | None) -> dict[str, s
 
 
 def _hardware(entry: Any) -> tuple[float | None, int | None, int, int | None]:
-    hw = entry.aws_resources.hardware
-    return hw.VCPU, hw.MEMORY, hw.GPU or 0, entry.aws_resources.timeout
+    hw = entry.hardware.limits
+    return hw.VCPU, hw.MEMORY, hw.GPU or 0, entry.hardware.timeout
 
 
 def require_infra(catalog: Catalog, specs: list[DeploymentSpec], types: dict[str, str]) -> None:

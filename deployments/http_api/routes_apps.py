@@ -119,7 +119,7 @@ def parameter_schema(entry: Entrypoint) -> dict[str, Any]:
 
 
 def _entrypoint(app: str, version: str, name: str, entry: Entrypoint) -> EntrypointInfo:
-    image = image_for(entry, entry.aws_resources.hardware.GPU)
+    image = image_for(entry, entry.hardware.limits.GPU)
     down = entry.handler.files_down
     return EntrypointInfo(
         name=name,
@@ -131,8 +131,8 @@ def _entrypoint(app: str, version: str, name: str, entry: Entrypoint) -> Entrypo
         inputs={k: f"/files/{getattr(down, k)}" for k in entry.inputs},
         required_inputs=list(entry.required_inputs),
         env=list(entry.app.env),
-        hardware=entry.aws_resources.hardware.model_dump(),
-        timeout=entry.aws_resources.timeout,
+        hardware=entry.hardware.limits.model_dump(),
+        timeout=entry.hardware.timeout,
         parameters=parameter_schema(entry),
         parameter_descriptions=parameter_descriptions(entry),
     )

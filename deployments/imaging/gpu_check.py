@@ -69,7 +69,7 @@ def gpu_image_uses(catalog: Catalog) -> dict[str, list[str]]:
     image such a job runs (`gpu_image_url`, else `image_url`), in catalog order."""
     uses: dict[str, list[str]] = {}
     for ref, entry in catalog.entries():
-        gpus = entry.aws_resources.hardware.GPU
+        gpus = entry.hardware.limits.GPU
         if gpus <= 0 and not entry.handler.gpu_image_url:
             continue
         why = "gpu_image_url" if entry.handler.gpu_image_url else f"GPU: {gpus}"

@@ -89,11 +89,11 @@ def override_variables(client: Any, ref: EntrypointRef, deployment: Any, request
     entry = deployed_entry(ref, (deployment.job_variables or {}).get("env") or {})
     if entry is None:
         return {}
-    hw, override = entry.aws_resources.hardware, request.hardware
+    hw, override = entry.hardware.limits, request.hardware
     cpu = override.cpu if override and override.cpu is not None else hw.VCPU
     memory = override.memory if override and override.memory is not None else hw.MEMORY
     gpus = override.gpu if override and override.gpu is not None else hw.GPU
-    timeout = request.timeout or entry.aws_resources.timeout
+    timeout = request.timeout or entry.hardware.timeout
     problems = check_infra(pool_type, gpus=gpus or 0, timeout_s=timeout, cpu=cpu, memory_mb=memory)
     if problems:
         raise ParameterError(f"{ref} on pool {deployment.work_pool_name} ({pool_type}): " + "; ".join(problems))

@@ -20,18 +20,18 @@ def test_decode_example_passes_unchanged() -> None:
     assert "--calib_path=$(find /files/data -name '*.mat' | head -n 1)" in entry.app.cmd
     assert entry.handler.files_down.data_ids == "data"
     assert entry.handler.files_up.artifact == "model"
-    assert entry.aws_resources.hardware.GPU == 1
+    assert entry.hardware.limits.GPU == 1
     assert entry.pool == "gpu"
-    assert entry.aws_resources.timeout == 18000
+    assert entry.hardware.timeout == 18000
 
 
 def shape(entry: Entrypoint) -> dict:
     """What of an entrypoint decides where and how its jobs run, as plain values."""
-    handler, res = entry.handler, entry.aws_resources
+    handler, res = entry.handler, entry.hardware
     return {
         "image": handler.image_url,
         "gpu_image": handler.gpu_image_url,
-        "hardware": (res.hardware.MEMORY, res.hardware.VCPU, res.hardware.GPU),
+        "hardware": (res.limits.MEMORY, res.limits.VCPU, res.limits.GPU),
         "timeout": res.timeout,
         "pool": entry.pool,
         "down": handler.files_down.model_dump(exclude_none=True),
@@ -246,9 +246,9 @@ def test_secret_values_stay_out_of_the_spec_dump() -> None:
 
 
 def test_retries_default_and_bounds() -> None:
-    res = _one().aws_resources
+    res = _one().hardware
     assert (res.retries, res.retry_delay_s) == (0, 5.0)
-    res = _one(resources={"retries": 10, "retry_delay_s": 0.5}).aws_resources
+    res = _one(resources={"retries": 10, "retry_delay_s": 0.5}).hardware
     assert (res.retries, res.retry_delay_s) == (10, 0.5)
     assert _problems(resources={"retries": 11}) == ["a.v1.e.aws_resources.retries: Input should be less than or equal to 10"]
     assert _problems(resources={"retries": -1, "retry_delay_s": -1}) == [

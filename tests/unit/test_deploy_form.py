@@ -63,7 +63,7 @@ def test_form_offers_only_what_the_entrypoint_takes_and_requires_what_it_needs(e
 def test_every_field_is_an_input_box_with_a_type_and_a_default(entrypoint: str) -> None:
     schema = _schema(entrypoint)
     entry = CATALOG.get(EntrypointRef.parse(entrypoint))
-    hw = entry.aws_resources.hardware
+    hw = entry.hardware.limits
     required = set(schema.get("required", []))
     for name, prop in schema["properties"].items():
         # No `anyOf [..., null]`: the UI would open the field as "None" with a type switch.
@@ -89,7 +89,7 @@ def test_every_field_is_an_input_box_with_a_type_and_a_default(entrypoint: str) 
     assert list(hardware) == ["cpu", "memory", "gpu"] and all(hardware[k]["title"] == k for k in hardware)
     assert {k: v["default"] for k, v in hardware.items()} == {"cpu": hw.VCPU, "memory": hw.MEMORY, "gpu": hw.GPU}
     assert all(v["type"] in ("number", "integer") for v in hardware.values())
-    assert props["timeout"] == {**props["timeout"], "type": "integer", "default": entry.aws_resources.timeout}
+    assert props["timeout"] == {**props["timeout"], "type": "integer", "default": entry.hardware.timeout}
 
 
 @pytest.mark.parametrize("entrypoint", sorted(FORMS))
