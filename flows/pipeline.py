@@ -116,6 +116,18 @@ PIPELINES: dict[str, Pipeline] = {
 }
 
 
+class PipelineEnded(Exception):
+    """The data of a pipeline run that did not complete: its message, with the steps' table
+    (`{"pipeline", "jobs", "steps"}`) as ``result``."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.result))
+
+
 def load_pipelines(path: str | os.PathLike[str] | None = None) -> dict[str, Pipeline]:
     """The Python pipelines plus those of the YAML file (`path` or `JOBCLOUD_PIPELINES`)."""
     pipelines = dict(PIPELINES)
@@ -240,7 +252,9 @@ def run_pipeline(
     result = {"pipeline": name, "jobs": job_ids, "steps": rows}
     if failure:
         logger.error(failure)
-        return Failed(message=failure, data=result)
+        # An exception as the data: a worker's engine raises a failed run's data, and logs a
+        # TypeError for anything else (see manifest.JobEnded).
+        return Failed(message=failure, data=PipelineEnded(failure, result))
     return result
 
 

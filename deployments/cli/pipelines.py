@@ -36,7 +36,7 @@ def run_command(
     """Run one pipeline here (against PREFECT_API_URL or the local server); print one JSON
     object. Exit 0 if it Completed, 1 otherwise, 2 on bad input."""
     from jobcloud.deployments.server.local_server import ensure_api
-    from jobcloud.flows.pipeline import PipelineError, load_pipelines, make_pipeline_flow
+    from jobcloud.flows.pipeline import PipelineEnded, PipelineError, load_pipelines, make_pipeline_flow
 
     pipelines = load_pipelines()
     if name not in pipelines:
@@ -45,13 +45,16 @@ def run_command(
     ensure_api()  # the local server (and Prefect, through the flow) once the input is good
     flow = make_pipeline_flow(name, pipelines[name])
     state = flow(config_id=config, data_ids=list(data), env=values, use_deployments=deployments, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, PipelineEnded):
+        result = result.result
     print(
         json.dumps(
             {
                 "id": str(state.state_details.flow_run_id),
                 "state": state.type.value.title(),
                 "message": state.message,
-                "result": state.result(raise_on_failure=False),
+                "result": result,
             },
             default=str,
         )

@@ -1,6 +1,6 @@
 """What every route shares: the job store, the catalog, one Prefect client, ownership checks.
 
-Everything a job is (validate, submit, show, logs, cancel) is `jobcloud.deployments.server`'s; this module
+Everything a job is (validate, submit, show, logs, cancel) is `jobcloud.deployments.jobs`'s; this module
 only maps a caller onto it: their files live under `users/<name>/`, their jobs carry the tag
 `user:<name>`.
 """
