@@ -240,6 +240,12 @@ class JobCloudSettings(BaseSettings):
     worker_stop_grace_s: float = _setting(
         20.0, meaning="After SIGTERM, how long running jobs may go on before they are cancelled", used_by="worker"
     )
+    stop_grace_s: float = _setting(
+        10.0,
+        meaning="A job's command past its timeout gets this long after SIGTERM, then SIGKILL (the suite sets 1: "
+        "its commands ignore SIGTERM, so every timeout would cost the whole grace)",
+        used_by="job",
+    )
     run_stop_grace_s: float = _setting(
         10.0,
         meaning="A run's process group gets this long after SIGTERM, then SIGKILL, when the fork server stops",

@@ -16,12 +16,12 @@ from requests.exceptions import RequestException
 
 from jobcloud.blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
 from jobcloud.blocks.errors import ContainerEngineError, ImageNotFoundError
+from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.cancel_watch import cancel_requested
 from jobcloud.flows.container_spec import ContainerSpec
 from jobcloud.flows.job_guard import note_left_container
 from jobcloud.flows.run_outcome import (
     CANCEL_GRACE_S,
-    STOP_GRACE_S,
     TAIL_LINES,
     LineSplitter,
     RunOutcome,
@@ -145,8 +145,9 @@ def run_container(
         elif outcome.exit_code is None:
             outcome.timed_out = True
             on_line(f"[jobcloud] timeout after {spec.timeout} s: stopping the container")
-            container.stop(timeout=STOP_GRACE_S)
-            outcome.exit_code = _wait_for_exit(container, reader, time.time() + STOP_GRACE_S + 5, watch_cancel=False)
+            grace = get_settings().stop_grace_s
+            container.stop(timeout=grace)
+            outcome.exit_code = _wait_for_exit(container, reader, time.time() + grace + 5, watch_cancel=False)
         reader.join(timeout=10)
         outcome.ended_at = time.time()
         outcome.tail = list(tail)

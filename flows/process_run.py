@@ -26,10 +26,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jobcloud.blocks.errors import GpuUnavailableError
+from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.cancel_watch import cancel_requested
 from jobcloud.flows.container_spec import ContainerSpec
 from jobcloud.flows.job_guard import note_process_group
-from jobcloud.flows.run_outcome import CANCEL_GRACE_S, STOP_GRACE_S, TAIL_LINES, LineSplitter, RunOutcome
+from jobcloud.flows.run_outcome import CANCEL_GRACE_S, TAIL_LINES, LineSplitter, RunOutcome
 
 # Never passed to the command: the flow's own settings (its Prefect API and key, the job store
 # and its credentials) and the cloud credentials a worker may have put in the environment.
@@ -153,7 +154,7 @@ def run_process(
             elif deadline is not None and time.time() >= deadline:
                 outcome.timed_out = True
                 on_line(f"[jobcloud] timeout after {spec.timeout} s: stopping the command")
-                outcome.exit_code = _stop(proc, STOP_GRACE_S)
+                outcome.exit_code = _stop(proc, get_settings().stop_grace_s)
         # Whatever the command left running in its group would hold its output open.
         _signal_group(proc.pid, signal.SIGKILL)
         reader.join(timeout=10)

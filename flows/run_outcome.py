@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 TAIL_LINES = 20
-STOP_GRACE_S = 10  # a command past its timeout gets this long between SIGTERM and SIGKILL
 CANCEL_GRACE_S = 1  # a cancelled job is stopped promptly (the goal is Cancelled within 5 s)
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's commands ignore SIGTERM (a shell as PID 1), so each timeout would cost the whole
+# stop grace (10 s): 1 s here, inherited by every CLI, server and worker process a test starts.
+os.environ.setdefault("JOBCLOUD_STOP_GRACE_S", "1")
 JOBCLOUD = [sys.executable, "-m", "jobcloud.deployments.cli"]
 
 
