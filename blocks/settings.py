@@ -240,9 +240,10 @@ class JobCloudSettings(BaseSettings):
     worker_stop_grace_s: float = _setting(
         20.0, meaning="After SIGTERM, how long running jobs may go on before they are cancelled", used_by="worker"
     )
-    stop_grace_s: float = _setting(
-        10.0,
-        meaning="A job's command past its timeout gets this long after SIGTERM, then SIGKILL (the suite sets 1: "
+    stop_grace_s: Annotated[int, BeforeValidator(_number_between(0, 600))] = _setting(
+        10,
+        meaning="Whole seconds a job's command past its timeout gets after SIGTERM, then SIGKILL, 0 to 600 (the engine "
+        "takes whole seconds; the suite sets 1: "
         "its commands ignore SIGTERM, so every timeout would cost the whole grace)",
         used_by="job",
     )
