@@ -266,7 +266,7 @@ class JobCloudSettings(BaseSettings):
     )
     cancel_poll_s: float = _setting(1.0, meaning="`run --local`: how often a job asks the server whether it was cancelled", used_by="job")
     infra_attempts: Annotated[int, BeforeValidator(_number_between(1, 10))] = _setting(
-        3, meaning="Attempts for infrastructure failures (engine, image pull, storage), 1 to 10", used_by="job"
+        3, meaning="Attempts of a container run after infrastructure failures (engine, image pull), 1 to 10", used_by="job"
     )
     infra_retry_delay_s: Annotated[float, BeforeValidator(_number_between(0, 600))] = _setting(
         2.0, meaning="First wait between those attempts, doubled each time, 0 to 600", used_by="job"

@@ -14,9 +14,10 @@ from jobcloud.blocks.errors import ContainerEngineError, EngineUnavailableError,
 from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.catalog import Entrypoint
 
-# Infrastructure failures (engine unreachable, a transient pull or storage failure) are retried
+# Infrastructure failures of the container run (engine unreachable, a transient pull) are retried
 # whatever the catalog says: JOBCLOUD_INFRA_ATTEMPTS attempts in all, waiting
-# JOBCLOUD_INFRA_RETRY_DELAY_S, then twice that, and so on (jobcloud.blocks.settings).
+# JOBCLOUD_INFRA_RETRY_DELAY_S, then twice that, and so on (jobcloud.blocks.settings). File
+# transfers are not retried here: the job store's one retry layer owns them (docs/job-stores.md).
 
 
 def is_infra_failure(exc: BaseException) -> bool:
