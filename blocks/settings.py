@@ -271,6 +271,15 @@ class JobCloudSettings(BaseSettings):
     infra_retry_delay_s: Annotated[float, BeforeValidator(_number_between(0, 600))] = _setting(
         2.0, meaning="First wait between those attempts, doubled each time, 0 to 600", used_by="job"
     )
+    # -- job arrays ------------------------------------------------------------------------------
+    array_max: Annotated[int, BeforeValidator(_number_between(1, 1_000_000))] = _setting(
+        10_000, meaning="Most elements one array may have (`jobcloud run --array`); more is refused", used_by="CLI, API"
+    )
+    array_shard_size: Annotated[int, BeforeValidator(_number_between(1, 1_000_000))] = _setting(
+        1_000,
+        meaning="Elements per flow run of an array when `--shards` is not given: one shard per this many elements",
+        used_by="CLI, API",
+    )
     # -- passed by JobCloud to its own processes ---------------------------------------------------
     pool: str | None = _setting(meaning="The pool a run came from (the pool's job template).", used_by="job", internal=True)
     warm_socket: str | None = _setting(

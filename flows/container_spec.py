@@ -13,6 +13,8 @@ FILES = "/files"
 LABEL_PREFIX = "io.jobcloud"
 # What a sweeper or a job's guard finds a job's containers by.
 JOB_LABEL = f"{LABEL_PREFIX}.job-id"
+# An array's element: its index (its containers carry the array run's JOB_LABEL).
+ELEMENT_LABEL = f"{LABEL_PREFIX}.array-index"
 API_LABEL = f"{LABEL_PREFIX}.api"
 # The exit code of the GPU check that starts a GPU job's command (`gpu_checked_command`), when
 # the container sees fewer GPUs than the job asked for. Unusual on purpose: an app's own codes

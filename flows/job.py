@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.runtime import task_run as runtime_task_run
-from prefect.states import Cancelled, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
 from jobcloud.blocks.engine import docker_client
 from jobcloud.blocks.errors import ContainerFailed, JobCloudError
@@ -27,11 +27,15 @@ from jobcloud.blocks.keys import join_key, last_name
 from jobcloud.blocks.settings import get_settings
 from jobcloud.blocks.store.factory import store_from_settings
 from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.flows.array_request import ARRAY_DESCRIPTION, ArrayRequest, array_parameter
 from jobcloud.flows.cache import CacheLookup, lookup, remember, reuse_outputs
-from jobcloud.flows.cancel_watch import JobCancelled, watch_for_cancel
+from jobcloud.flows.cancel_watch import JobCancelled, current_flag, watch_for_cancel
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 from jobcloud.flows.container_run import run_container
 from jobcloud.flows.container_spec import (
+    ELEMENT_LABEL,
+    JOB_LABEL,
+    LABEL_PREFIX,
     ContainerSpec,
     build_spec,
     gpu_checked_command,
@@ -105,7 +109,7 @@ def run_container_step(
     clear: list[str] | None = None,
     max_attempts: int = 1,
     on_start: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Run the app's command; its output goes to the flow run's logs and container.log.
 
     Host mode (`JOBCLOUD_RUNNER=engine`) runs the app's container through the engine;
@@ -117,8 +121,22 @@ def run_container_step(
     are masked in every line of output. On a retry (Prefect's, see `RetryPolicy`) the
     ``clear`` folders are emptied and container.log starts again.
     """
-    logger = get_run_logger()
     attempt = max(1, runtime_task_run.run_count)
+    return run_command_attempt(spec_kwargs, container_log, secrets, clear, max_attempts, on_start, attempt)
+
+
+def run_command_attempt(
+    spec_kwargs: dict[str, Any],
+    container_log: Path,
+    secrets: dict[str, str] | None,
+    clear: list[str] | None,
+    max_attempts: int,
+    on_start: Callable[[str], None] | None,
+    attempt: int,
+) -> dict[str, Any] | State:
+    """One attempt of the app's command (the body of `run_container_step`, which an array's
+    element calls directly, attempt by attempt, inside its own task run)."""
+    logger = get_run_logger()
     spec = ContainerSpec(**spec_kwargs)
     values = load_secret_values(secrets or {})
     spec = spec.model_copy(update={"secret_environment": values})
@@ -237,6 +255,11 @@ class JobContext:
     definition: Definition
     work: Path
     files_dir: Path
+    # The flow run the job runs in: its containers' label and its work folder's owner. The same
+    # as job_id, except for an element of an array (job_id `<array id>/<index>`).
+    run_id: str = ""
+    # An array's element runs inside its own task run: its phases are plain calls, not task runs.
+    lean: bool = False
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     timings: Timings = field(default_factory=Timings)
     cached: CacheLookup = field(default_factory=CacheLookup)
@@ -256,17 +279,35 @@ class JobContext:
         return self.work / "container.log"
 
 
-def prepare(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobContext:
+def prepare(
+    ref: EntrypointRef,
+    entry: Entrypoint,
+    request: JobRequest,
+    store: JobStore,
+    element: tuple[str, int] | None = None,
+) -> JobContext:
     """Check the request (unless the submit side did: a `CheckedRequest`) and plan the job.
+
+    ``element``: (array id, index) for an element of an array: its files live under
+    jobs/<array id>/<index>/, its work folder under the run's, its container carries the run's
+    label (so the run's guard and the sweeper find it) and the element's index.
 
     Raises before anything starts on bad input (`check_request`): no folder, no manifest.
     """
     started = datetime.now(UTC)
     logger = get_run_logger()
-    job_id = str(runtime_flow_run.id)
+    run_id = str(runtime_flow_run.id)
     definition = definition_of(ref, entry)
     checked = check_request(entry, request, store)
-    work, files_dir = job_folders(job_id)
+    if element is None:
+        job_id = run_id
+        work, files_dir = job_folders(job_id)
+    else:
+        job_id = f"{element[0]}/{element[1]}"
+        work, files_dir = element_folders(run_id, element[1])
+    spec = build_spec(ref, entry, checked, files_dir, job_id)
+    if element is not None:
+        spec.labels.update({JOB_LABEL: run_id, f"{LABEL_PREFIX}.flow-run-id": run_id, ELEMENT_LABEL: str(element[1])})
     return JobContext(
         ref=ref,
         entry=entry,
@@ -274,13 +315,15 @@ def prepare(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: J
         store=store,
         job_id=job_id,
         logger=logger,
-        reporter=JobReporter(ref, job_id, checked.callback_url, logger),
+        reporter=JobReporter(ref, job_id, checked.callback_url, logger, run_id=run_id),
         secrets=secret_blocks(entry, checked),
-        spec=build_spec(ref, entry, checked, files_dir, job_id),
+        spec=spec,
         container_retries=RetryPolicy(entry.hardware.retries, entry.hardware.retry_delay_s),
         definition=definition,
         work=work,
         files_dir=files_dir,
+        run_id=run_id,
+        lean=element is not None,
         started=started,
     )
 
@@ -290,7 +333,8 @@ def stage(ctx: JobContext) -> None:
     ctx.files_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     try:
-        ctx.inputs = stage_inputs(ctx.store, ctx.entry, ctx.request, ctx.files_dir)  # no Prefect retries: see the task
+        staging = stage_inputs.fn if ctx.lean else stage_inputs
+        ctx.inputs = staging(ctx.store, ctx.entry, ctx.request, ctx.files_dir)  # no Prefect retries: see the task
         ctx.reporter.phase("inputs-staged", inputs=[r.key for r in ctx.inputs])
     finally:
         ctx.timings.staging_s = round(time.perf_counter() - t, 3)
@@ -317,16 +361,18 @@ def run_command(ctx: JobContext) -> None:
     """
     t = time.perf_counter()
     retries = ctx.container_retries
-    run_step = run_container_step.with_options(**retries.task_options())
-    state = run_step(
+    args = (
         ctx.spec.model_dump(),
         ctx.container_log,
         ctx.secrets,
         folders_to_empty(ctx.entry),
         retries.max_attempts,
         lambda what: ctx.reporter.phase("container-started", started=what),
-        return_state=True,
     )
+    if ctx.lean:
+        state = _attempts_in_place(retries, args)
+    else:
+        state = run_container_step.with_options(**retries.task_options())(*args, return_state=True)
     ctx.timings.container_s = round(time.perf_counter() - t, 3)
     ctx.attempts = retries.attempts
     outcome = state.result(raise_on_failure=False)
@@ -347,11 +393,42 @@ def run_command(ctx: JobContext) -> None:
         ctx.failure = state.message or str(outcome)
 
 
+def _attempts_in_place(retries: RetryPolicy, args: tuple[Any, ...]) -> State:
+    """The command's attempts without a task run each (an array's element): the same retry
+    rules (`RetryPolicy`), the same final state as `run_container_step` would end in."""
+    attempt = 1
+    while True:
+        try:
+            outcome = run_command_attempt(*args, attempt=attempt)
+            state = outcome if isinstance(outcome, State) else Completed(data=outcome)
+        except JobCancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - judged as run_container_step's failure would be
+            state = Failed(message=str(exc), data=exc)
+        if state.is_completed():
+            return state
+        delay = retries.next_delay(state)
+        if delay is None:
+            return state
+        attempt += 1
+        if delay and _cancelled_within(delay):
+            raise JobCancelled("the job was cancelled while it waited to retry its command")
+
+
+def _cancelled_within(seconds: float) -> bool:
+    flag = current_flag()
+    if flag is None:
+        time.sleep(seconds)
+        return False
+    return flag.wait(seconds)
+
+
 def collect(ctx: JobContext) -> None:
     """The upload-outputs task, also after a failure (the log matters most then)."""
     t = time.perf_counter()
     try:
-        ctx.outputs, ctx.skipped = upload_outputs(ctx.store, ctx.entry, ctx.job_id, ctx.files_dir, ctx.container_log)
+        uploading = upload_outputs.fn if ctx.lean else upload_outputs
+        ctx.outputs, ctx.skipped = uploading(ctx.store, ctx.entry, ctx.job_id, ctx.files_dir, ctx.container_log)
         ctx.reporter.phase("outputs-uploaded", files=len(ctx.outputs), outputs=f"{job_prefix(ctx.job_id)}/")
     except JobCancelled:
         raise
@@ -415,8 +492,9 @@ def publish(ctx: JobContext, manifest: JobManifest) -> None:
     """Tell everyone: the cache, the outputs table and pictures in the UI, the events and the
     callback (a bounded wait for its last updates)."""
     remember(ctx.store, ctx.cached, manifest)
-    _outputs_artifact(manifest)
-    publish_images(ctx.store, manifest)  # pictures among the outputs (a loss curve) in the UI
+    if not ctx.lean:  # an array's element: its array's table says it all, once
+        _outputs_artifact(manifest)
+        publish_images(ctx.store, manifest)  # pictures among the outputs (a loss curve) in the UI
     ctx.reporter.final(manifest)
     ctx.reporter.close()
 
@@ -441,11 +519,19 @@ def end_state(ctx: JobContext, manifest: JobManifest) -> JobManifest | State:
     return Failed(name=manifest.state, message=message, data=data)
 
 
-def run_job(ref: EntrypointRef, entry: Entrypoint, request: JobRequest, store: JobStore) -> JobManifest | State:
+def run_job(
+    ref: EntrypointRef,
+    entry: Entrypoint,
+    request: JobRequest,
+    store: JobStore,
+    element: tuple[str, int] | None = None,
+) -> JobManifest | State:
     """The body of every job flow, in phases over one `JobContext`: prepare, stage inputs, run
     the command (or reuse an earlier job's outputs), collect outputs, write the manifest,
-    publish, end. Returns the manifest, or a Failed/Cancelled state carrying it."""
-    ctx = prepare(ref, entry, request, store)
+    publish, end. Returns the manifest, or a Failed/Cancelled state carrying it.
+
+    ``element``: (array id, index) when this job is an element of an array (`prepare`)."""
+    ctx = prepare(ref, entry, request, store, element)
     try:
         stage(ctx)
         if not reuse(ctx):
@@ -531,6 +617,15 @@ def job_folders(job_id: str) -> tuple[Path, Path]:
     return work, files_dir
 
 
+def element_folders(run_id: str, index: int) -> tuple[Path, Path]:
+    """An array element's work folder (under its run's, which the run's guard removes) and the
+    folder staged as its /files. In-container mode has one /files: elements run there one by one."""
+    settings = get_settings()
+    work = settings.work_root / run_id / str(index)
+    files_dir = settings.files_dir if settings.runner == "process" else work / "files"
+    return work, files_dir
+
+
 def log_dir(entry: Entrypoint, files_dir: Path) -> Path | None:
     """The job's files_up log folder on this host, if the entrypoint has one."""
     folder = entry.handler.files_up.log
@@ -584,18 +679,25 @@ def make_flow(
     """
 
     def job(**parameters: Any) -> Any:
+        array = _array_of(parameters.pop("array", None))
         request = checked if checked is not None else request_from_parameters(entry, parameters)
         guard = start_guard(ref, entry, request)
         try:
             with guard.active(), watch_for_cancel(str(runtime_flow_run.id)), tracking_left_containers() as left:
-                result = run_job(ref, entry, request, store_factory())
+                if array is not None:
+                    from jobcloud.flows.array_run import run_array  # it builds on this module
+
+                    result = run_array(ref, entry, request, array, store_factory())
+                else:
+                    result = run_job(ref, entry, request, store_factory())
         except BaseException:
             guard.finish("error")
             raise
         guard.finish("left" if left else "done")
         return result.model_dump(mode="json") if isinstance(result, JobManifest) else result
 
-    job.__signature__ = flow_signature(entry)  # type: ignore[attr-defined]
+    signature = flow_signature(entry)
+    job.__signature__ = signature.replace(parameters=[*signature.parameters.values(), array_parameter()])  # type: ignore[attr-defined]
     job.__doc__ = _flow_doc(ref, entry)
     return Flow(
         fn=job,
@@ -609,9 +711,18 @@ def make_flow(
     )
 
 
+def _array_of(value: Any) -> ArrayRequest | None:
+    """The flow's `array` parameter, or None for one job (no array, or one with no rows)."""
+    if value is None:
+        return None
+    array = value if isinstance(value, ArrayRequest) else ArrayRequest.model_validate(value)
+    return array if array.elements else None
+
+
 def _flow_doc(ref: EntrypointRef, entry: Entrypoint) -> str:
     # Prefect reads each parameter's description in the form from this docstring's Args.
-    args = "".join(f"\n        {name}: {text}" for name, text in parameter_descriptions(entry).items())
+    texts = {**parameter_descriptions(entry), "array": ARRAY_DESCRIPTION}
+    args = "".join(f"\n        {name}: {text}" for name, text in texts.items())
     return f"""Run {ref} ({entry.handler.image_url}).
 
     Args:{args}

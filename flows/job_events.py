@@ -50,9 +50,11 @@ def data_out(manifest: JobManifest) -> list[str]:
 class JobReporter:
     """Reports one job's phases and final state as Prefect events and callback updates."""
 
-    def __init__(self, ref: EntrypointRef, job_id: str, callback_url: str | None, logger: Any = None) -> None:
+    def __init__(self, ref: EntrypointRef, job_id: str, callback_url: str | None, logger: Any = None, run_id: str | None = None) -> None:
         self.ref = ref
         self.job_id = job_id
+        # The flow run the events are about: an array's element is one part of its run.
+        self.run_id = run_id or job_id
         self.logger = logger or logging.getLogger("jobcloud.job")
         self.sender = CallbackSender(callback_url, self._log) if callback_url else None
         self.emitted: list[str] = []
@@ -107,8 +109,8 @@ class JobReporter:
             emit_event(
                 event=event,
                 resource={
-                    "prefect.resource.id": f"prefect.flow-run.{self.job_id}",
-                    "prefect.resource.name": f"{self.ref} {self.job_id[:8]}",
+                    "prefect.resource.id": f"prefect.flow-run.{self.run_id}",
+                    "prefect.resource.name": f"{self.ref} {self.job_id[:8]}" if self.run_id == self.job_id else f"{self.ref} {self.job_id}",
                     "jobcloud.outputs": f"{job_prefix(self.job_id)}/",
                 },
                 related=related_resources(self.ref),

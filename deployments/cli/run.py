@@ -7,6 +7,7 @@ Imports of what runs a job (the store, Prefect, the engine) sit inside the comma
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -53,8 +54,23 @@ def run_command(
     priority: int = typer.Option(
         0, "--priority", min=0, max=5, help="0 (default) to 5 (most urgent): the pool's queue priority-N (server mode)."
     ),
+    array: Path | None = typer.Option(
+        None,
+        "--array",
+        metavar="FILE",
+        help="A job array: one element per row of FILE (.csv, .jsonl or .yaml; columns = job parameters, a row's value wins).",
+    ),
+    array_over: str | None = typer.Option(
+        None, "--array-over", metavar="PREFIX", help="A job array: one element per file or folder under PREFIX, as its --data."
+    ),
+    retry_failed: str | None = typer.Option(
+        None, "--retry-failed", metavar="ARRAY_ID", help="Run the elements of array ARRAY_ID that did not complete, again."
+    ),
+    parallel: int = typer.Option(0, "--parallel", min=0, help="Array: at most N elements at once (default: what the host holds)."),
+    shards: int | None = typer.Option(None, "--shards", min=1, help="Array: split into K flow runs for K workers (default: 1 per 1,000)."),
+    max_failures: int = typer.Option(0, "--max-failures", min=0, help="Array: start no new element after M failures (0: never stop)."),
 ) -> int:
-    """Run one job. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
+    """Run one job, or a job array. Exit 0 if it Completed, 1 if it ended otherwise, 2 on bad input."""
     from jobcloud.blocks.store.factory import store_from_settings
     from jobcloud.deployments.jobs.submit import connect_api
     from jobcloud.flows.catalog import EntrypointRef, load_catalog
@@ -66,6 +82,37 @@ def run_command(
     if any(v is not None for v in (cpu, memory, gpu)):
         hardware = HardwareOverride(cpu=cpu, memory=memory, gpu=gpu)
     store = store_from_settings()
+    if array is not None or array_over is not None or retry_failed is not None:
+        from jobcloud.deployments.cli.arrays import rows_from_options, run_array
+
+        if local:
+            raise ParameterError("a job array runs on a server's workers: drop --local")
+        rows = rows_from_options(store, array, array_over, retry_failed)
+        base = JobRequest(
+            config_id=config,
+            data_ids=list(data),
+            artifact_ids=list(artifact),
+            env=parse_env(list(env)),
+            secrets=parse_env(list(secret), "--secret", "BLOCK"),
+            hardware=hardware,
+            timeout=timeout,
+            callback_url=callback_url,
+        )
+        return run_array(
+            ref,
+            entry,
+            base,
+            rows,
+            parallel=parallel,
+            shards=shards,
+            max_failures=max_failures,
+            array_id=retry_failed,
+            wait=not no_wait,
+            as_json=json_,
+            priority=priority,
+        )
+    if parallel or shards or max_failures:
+        raise ParameterError("--parallel, --shards and --max-failures are for a job array: add --array FILE or --array-over PREFIX")
     # Every check, once, before anything starts (a bad input exits 2); the flow takes the
     # checked request as it is (--local) or checks a deployment's run itself.
     request = check_request(

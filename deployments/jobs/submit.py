@@ -20,6 +20,7 @@ from jobcloud.deployments.pools.types import is_in_container
 from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY, pool_type_of, queue_name
 from jobcloud.deployments.server.local_server import ensure_api
 from jobcloud.deployments.server.processes import healthy
+from jobcloud.flows.array_request import ArrayRequest
 from jobcloud.flows.catalog import EntrypointRef
 from jobcloud.flows.container_spec import image_for
 from jobcloud.flows.definition import deployed_entry
@@ -53,10 +54,15 @@ def parameters_of(request: JobRequest) -> dict[str, Any]:
 
 
 def submit(
-    client: Any, ref: EntrypointRef, request: JobRequest, priority: int = DEFAULT_PRIORITY, extra_tags: list[str] | None = None
+    client: Any,
+    ref: EntrypointRef,
+    request: JobRequest,
+    priority: int = DEFAULT_PRIORITY,
+    extra_tags: list[str] | None = None,
+    array: ArrayRequest | None = None,
 ) -> Any:
     """Create the flow run; returns Prefect's `FlowRun`. ``extra_tags`` join the entrypoint's
-    (the HTTP API adds `user:<name>`, the owner)."""
+    (the HTTP API adds `user:<name>`, the owner). ``array``: the run is (a shard of) a job array."""
     # Prefect is imported only once the API is fixed (local_server.ensure_api), here and below.
     from prefect.exceptions import ObjectNotFound
 
@@ -69,7 +75,7 @@ def submit(
         ) from None
     return client.create_flow_run_from_deployment(
         deployment.id,
-        parameters=parameters_of(request),
+        parameters={**parameters_of(request), **({"array": array.model_dump(mode="json")} if array else {})},
         tags=[*ref.tags, *(extra_tags or [])],
         work_queue_name=queue,
         job_variables=override_variables(client, ref, deployment, request) or None,
