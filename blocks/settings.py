@@ -13,6 +13,7 @@ takes its name from `env_name`. docs/settings.md's table is generated from this 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -355,12 +356,25 @@ def _problem(error: Any) -> str:
     return f"{name}: {error['msg']}"
 
 
+# The settings of the environment last seen: a job reads them dozens of times (an array's
+# elements on several threads), and building them costs ~1 ms each time. Keyed by every
+# variable they can depend on, so a changed environment (tests, a CLI that sets one) is read anew.
+_last: tuple[tuple[tuple[str, str], ...], JobCloudSettings] | None = None
+
+
 def get_settings() -> JobCloudSettings:
-    """Settings as the environment gives them now (read on every call: tests change it).
+    """Settings as the environment gives them now (read anew whenever it changed: tests change it).
 
     Raises `SettingsError` naming each variable whose value cannot be used."""
+    global _last
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(PREFIX) or k == "HOME"))
+    last = _last
+    if last is not None and last[0] == key:
+        return last[1]
     try:
-        return JobCloudSettings()
+        settings = JobCloudSettings()
+        _last = (key, settings)
+        return settings
     except ValidationError as exc:
         problems = "; ".join(_problem(e) for e in exc.errors())
         raise SettingsError(f"{problems}. Set a valid value or unset the variable (docs/settings.md)") from None

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, WithJsonSchema
 
 from jobcloud.blocks.errors import ParameterError, UserError
 from jobcloud.blocks.keys import check_key
@@ -45,8 +45,12 @@ class ArrayRequest(BaseModel):
 
 
 def array_parameter() -> inspect.Parameter:
-    """The job flow's `array` parameter (after the job parameters)."""
-    return inspect.Parameter("array", inspect.Parameter.KEYWORD_ONLY, annotation=ArrayRequest | None, default=None)
+    """The job flow's `array` parameter (after the job parameters): an object whose fields the
+    run form shows, empty by default (one job)."""
+    # Inline (no $ref), as `hardware`: the form and the deployment's Parameters tab show its fields.
+    inline = {k: v for k, v in ArrayRequest.model_json_schema().items() if k not in ("title", "description")}
+    kind = Annotated[ArrayRequest, WithJsonSchema(inline)]
+    return inspect.Parameter("array", inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=ArrayRequest())
 
 
 def row_columns(entry: Entrypoint) -> list[str]:

@@ -315,7 +315,7 @@ def prepare(
         store=store,
         job_id=job_id,
         logger=logger,
-        reporter=JobReporter(ref, job_id, checked.callback_url, logger, run_id=run_id),
+        reporter=JobReporter(ref, job_id, checked.callback_url, logger, run_id=run_id, phase_events=element is None),
         secrets=secret_blocks(entry, checked),
         spec=spec,
         container_retries=RetryPolicy(entry.hardware.retries, entry.hardware.retry_delay_s),

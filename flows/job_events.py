@@ -50,9 +50,20 @@ def data_out(manifest: JobManifest) -> list[str]:
 class JobReporter:
     """Reports one job's phases and final state as Prefect events and callback updates."""
 
-    def __init__(self, ref: EntrypointRef, job_id: str, callback_url: str | None, logger: Any = None, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        ref: EntrypointRef,
+        job_id: str,
+        callback_url: str | None,
+        logger: Any = None,
+        run_id: str | None = None,
+        phase_events: bool = True,
+    ) -> None:
         self.ref = ref
         self.job_id = job_id
+        # An array's element emits its final event only: its phases would be thousands of
+        # events per array that no automation waits for (its callback still hears each phase).
+        self.phase_events = phase_events
         # The flow run the events are about: an array's element is one part of its run.
         self.run_id = run_id or job_id
         self.logger = logger or logging.getLogger("jobcloud.job")
@@ -61,7 +72,8 @@ class JobReporter:
 
     def phase(self, name: str, **details: Any) -> None:
         """Emit `jobcloud.job.<name>` with ``details`` as payload; queue a callback update."""
-        self._emit(EVENT_PREFIX + name, details)
+        if self.phase_events:
+            self._emit(EVENT_PREFIX + name, details)
         if self.sender is not None:
             self.sender.send(self._update(PHASE_STATUS.get(name, "processing"), name, details=details))
 

@@ -11,6 +11,7 @@ warning in every job's log that it skips the acquisition).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -42,12 +43,30 @@ def limit_exists(name: str, client: Any = None) -> bool:
     return True
 
 
+# An array's elements each take a slot: whether the pool has a limit is asked once per this
+# many seconds per process, not once per element (`jobcloud deploy --limit` changes it rarely).
+SEEN_FOR_S = 10.0
+_seen: dict[str, tuple[float, bool]] = {}
+
+
+def _limit_seen(name: str, client: Any) -> bool:
+    if client is not None:  # a caller's own client (tests, another server): ask it
+        return limit_exists(name, client)
+    now = time.monotonic()
+    last = _seen.get(name)
+    if last is not None and now - last[0] < SEEN_FOR_S:
+        return last[1]
+    exists = limit_exists(name, client)
+    _seen[name] = (now, exists)
+    return exists
+
+
 @contextmanager
 def pool_slot(client: Any = None) -> Iterator[None]:
     """Hold one slot of this run's pool: none outside a pool (`run --local`), none in a pool
     deployed without `--limit` (it has no global limit)."""
     pool = get_settings().pool
-    if not pool or not limit_exists(pool_slots_name(pool), client):
+    if not pool or not _limit_seen(pool_slots_name(pool), client):
         yield
         return
     from prefect.concurrency.sync import concurrency

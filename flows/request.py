@@ -249,7 +249,8 @@ def flow_signature(entry: Entrypoint) -> inspect.Signature:
 def request_from_parameters(entry: Entrypoint, parameters: dict[str, Any]) -> JobRequest:
     """The `JobRequest` of a flow call's parameters (names from `flow_signature`)."""
     taken = set(flow_signature(entry).parameters)
-    unknown = sorted(set(parameters) - taken)
+    # `array` is the flow's too, but no job parameter: the job flow takes it out (array_request.py).
+    unknown = sorted(set(parameters) - taken - {"array"})
     if unknown:
         raise ParameterError(f"this entrypoint takes no {', '.join(unknown)}; its parameters are {', '.join(sorted(taken))}")
     hardware = parameters.get("hardware")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Job", "cancel", "job", "outputs", "show", "submit", "wait"]
+__all__ = ["Array", "Job", "cancel", "job", "outputs", "show", "submit", "submit_array", "wait"]
 
 
 def __getattr__(name: str) -> Any:

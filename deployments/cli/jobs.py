@@ -16,6 +16,7 @@ from jobcloud.deployments.cli.output import human_size, out, print_json
 
 jobs_app = typer.Typer(help="Jobs on the Prefect server: ls, show, logs, cancel, outputs.", no_args_is_help=True)
 
+ARRAY_ROWS = 30  # elements `jobs show` prints for an array
 STATE_COLOURS = {"Completed": "green", "Failed": "red", "Crashed": "red", "TimedOut": "red", "Cancelled": "yellow", "Running": "cyan"}
 
 
@@ -82,12 +83,32 @@ def show_command(
     out.print(f"  created {_when(info.created)}  started {_when(info.started)}  ended {_when(info.ended)}", highlight=False)
     if info.parameters:
         out.print(f"  parameters: {info.parameters}", markup=False, highlight=False)
+    if info.array:
+        _show_array(info.array)
     manifest = info.manifest or {}
     if manifest.get("timings"):
         out.print("  timings: " + ", ".join(f"{k} {v}" for k, v in manifest["timings"].items()), highlight=False)
     for o in manifest.get("outputs", []):
         out.print(f"  {human_size(o['size']):>10}  {o['key']}", highlight=False)
     out.print(f"  outputs: {info.outputs}/  (jobcloud jobs outputs {info.id} DIR)", highlight=False)
+
+
+def _show_array(array: dict[str, Any]) -> None:
+    """A job array's counts, then its elements: those that did not complete first."""
+    from rich.table import Table
+
+    from jobcloud.flows.array_manifest import counts_text
+
+    out.print(f"  array {array['array_id']}: {counts_text(array['counts'], array['total'])}", highlight=False)
+    rows = sorted(array["elements"], key=lambda e: (e["state"] == "Completed", e["index"]))
+    table = Table("index", "state", "seconds", "exit code", "files", "message")
+    for e in rows[:ARRAY_ROWS]:
+        colour = STATE_COLOURS.get(e["state"], "white")
+        code = "-" if e["exit_code"] is None else str(e["exit_code"])
+        table.add_row(str(e["index"]), f"[{colour}]{e['state']}[/]", f"{e['seconds']:.1f}", code, str(e["files"]), e["message"] or "")
+    out.print(table)
+    if len(rows) > ARRAY_ROWS:
+        out.print(f"  ... {len(rows) - ARRAY_ROWS} more (--json for all, or jobs/{array['array_id']}/array.json)", highlight=False)
 
 
 @jobs_app.command("logs")

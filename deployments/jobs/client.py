@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from jobcloud.blocks.errors import ParameterError
 from jobcloud.deployments.jobs.result import JobResult
 from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY
 from jobcloud.flows.request import HardwareOverride, JobRequest
@@ -169,3 +170,100 @@ def cancel(job_id: str) -> str:
 def outputs(job_id: str, dest: str | Path | None = None) -> list[str]:
     """Keys of job ``job_id``'s uploaded files (waits for it); with ``dest``, downloads them."""
     return job(job_id).outputs(dest)
+
+
+class Array:
+    """A submitted job array: its id (the key of its files, jobs/<id>/), its flow runs (one
+    per shard) and its elements' counts."""
+
+    def __init__(self, array_id: str, run_ids: list[str], entrypoint: str, total: int) -> None:
+        self.id = array_id
+        self.runs = [Job(r, entrypoint) for r in run_ids]
+        self.entrypoint = entrypoint
+        self.total = total
+
+    def __repr__(self) -> str:
+        return f"Array({self.id!r}, {self.entrypoint!r}, elements={self.total}, runs={len(self.runs)})"
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until every run of the array ends: "Completed" when every element did, else the
+        first run's state that is not (raises after ``timeout`` s)."""
+        states = [run.wait(timeout) for run in self.runs]
+        return next((s for s in states if s != "Completed"), "Completed")
+
+    def elements(self) -> list[dict[str, Any]]:
+        """One row per element so far (index, state, seconds, exit_code, files, manifest, ...)."""
+        return self.record()["elements"]
+
+    def record(self) -> dict[str, Any]:
+        """The array's record: counts by state, total and elements (jobs/<id>/array.json)."""
+        from jobcloud.blocks.store.factory import store_from_settings
+        from jobcloud.flows.array_manifest import merged_manifest
+        from jobcloud.flows.catalog import EntrypointRef
+
+        return merged_manifest(store_from_settings(), self.id, EntrypointRef.parse(self.entrypoint), self.total).model_dump(mode="json")
+
+    def outputs(self, dest: str | Path) -> int:
+        """Download every element's files (jobs/<id>/<index>/...) and the array's record into ``dest``;
+        the number of files."""
+        from jobcloud.blocks.store.factory import store_from_settings
+        from jobcloud.deployments.jobs.show import download_outputs
+
+        return len(download_outputs(store_from_settings(), self.id, Path(dest)))
+
+
+def submit_array(
+    entrypoint: str,
+    rows: Iterable[dict[str, Any]] | str | Path | None = None,
+    *,
+    over: str | None = None,
+    retry_failed: str | None = None,
+    config: str | None = None,
+    data: Iterable[str] = (),
+    artifacts: Iterable[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: int | None = None,
+    parallel: int = 0,
+    shards: int | None = None,
+    max_failures: int = 0,
+    priority: int = DEFAULT_PRIORITY,
+) -> Array:
+    """Submit a job array to ``entrypoint``: one element per row (a list of dicts of job
+    parameters, or the path of a .csv/.jsonl/.yaml file), per entry under the store prefix
+    ``over``, or per element of array ``retry_failed`` that did not complete. The other
+    parameters are every element's defaults; a row's values win. Every row is checked before
+    anything is submitted (`jobcloud run --array` does the same)."""
+    from jobcloud.blocks.store.factory import store_from_settings
+    from jobcloud.deployments.jobs.arrays import plan_array, read_array_file, retry_rows, rows_over
+    from jobcloud.deployments.jobs.arrays import submit_array as submit_runs
+    from jobcloud.deployments.jobs.submit import connect_api
+    from jobcloud.flows.catalog import EntrypointRef, load_catalog
+
+    ref = EntrypointRef.parse(entrypoint)
+    entry = load_catalog().get(ref)
+    store = store_from_settings()
+    if sum(x is not None for x in (rows, over, retry_failed)) != 1:
+        raise ParameterError("give exactly one of rows, over and retry_failed")
+    if isinstance(rows, (str, Path)):
+        found = read_array_file(Path(rows))
+    elif rows is not None:
+        found = [dict(r) for r in rows]
+    elif over is not None:
+        found = rows_over(store, over)
+    else:
+        found = retry_rows(store, str(retry_failed))
+    base = JobRequest(config_id=config, data_ids=list(data), artifact_ids=list(artifacts), env=env or {}, timeout=timeout)
+    plan = plan_array(
+        entry,
+        base,
+        found,
+        store,
+        parallel=parallel,
+        shards=shards,
+        max_failures=max_failures,
+        array_id=retry_failed,
+        before_secrets=connect_api,
+    )
+    with _client() as client:
+        array_id, runs = submit_runs(client, ref, plan, priority)
+    return Array(array_id, [str(r.id) for r in runs], str(ref), plan.total)

@@ -64,6 +64,7 @@ class JobInfo(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     outputs: str
     manifest: dict[str, Any] | None = None
+    array: dict[str, Any] | None = Field(None, description="A job array's elements and counts (`jobs/<id>/array.json`).")
 
     @property
     def ref(self) -> str:
@@ -152,11 +153,32 @@ def phase_of(client: Any, run: Any) -> str | None:
 
 def show_job(client: Any, job_id: str, store: Any) -> JobInfo:
     """Everything about one job: state, phase, timings, parameters, manifest."""
-    run = _run(client, job_id)
+    return describe_run(client, _run(client, job_id), store)
+
+
+def describe_run(client: Any, run: Any, store: Any) -> JobInfo:
+    """`show_job` of a flow run already read."""
     info = info_of(run)
     info.phase = phase_of(client, run)
-    info.manifest = read_manifest(store, info.id)
+    array = (run.parameters or {}).get("array") or {}
+    if array.get("elements"):
+        info.array = array_record(store, array.get("id") or info.id, info)
+    else:
+        info.manifest = read_manifest(store, info.id)
     return info
+
+
+def array_record(store: Any, array_id: str, info: JobInfo | None = None) -> dict[str, Any] | None:
+    """Every element of array ``array_id`` so far (its runs' rows, merged), or None before
+    any of its runs has ended."""
+    from jobcloud.flows.array_manifest import merged_manifest
+    from jobcloud.flows.catalog import EntrypointRef
+
+    ref = EntrypointRef.parse(info.ref) if info is not None and info.application else None
+    record = merged_manifest(store, array_id, ref, 0, running=info is not None and info.state in ("Running", "Pending", "Scheduled"))
+    if not record.runs:
+        return None
+    return record.model_dump(mode="json")
 
 
 def job_logs(client: Any, job_id: str, settle_s: float = 5.0) -> list[tuple[datetime, str, str]]:

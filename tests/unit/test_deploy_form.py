@@ -25,12 +25,12 @@ CATALOG = load_catalog(ROOT / "application_config.yaml")
 # What each example entrypoint's form offers, in order, and which of it is required.
 FORMS = {
     "linefit/v1/train": (
-        ["config_id", "data_ids", "artifact_ids", "env", "hardware", "timeout", "callback_url"],
+        ["config_id", "data_ids", "artifact_ids", "env", "hardware", "timeout", "callback_url", "array"],
         ["config_id", "data_ids"],
     ),
-    "linefit/v1/predict": (["data_ids", "artifact_ids", "hardware", "timeout", "callback_url"], ["data_ids", "artifact_ids"]),
-    "torchfit/v1/train": (["config_id", "data_ids", "env", "hardware", "timeout", "callback_url"], ["config_id", "data_ids"]),
-    "torchfit/v1/predict": (["data_ids", "artifact_ids", "hardware", "timeout", "callback_url"], ["data_ids", "artifact_ids"]),
+    "linefit/v1/predict": (["data_ids", "artifact_ids", "hardware", "timeout", "callback_url", "array"], ["data_ids", "artifact_ids"]),
+    "torchfit/v1/train": (["config_id", "data_ids", "env", "hardware", "timeout", "callback_url", "array"], ["config_id", "data_ids"]),
+    "torchfit/v1/predict": (["data_ids", "artifact_ids", "hardware", "timeout", "callback_url", "array"], ["data_ids", "artifact_ids"]),
 }
 
 
@@ -114,7 +114,7 @@ def test_descriptions_read_well_in_the_ui(entrypoint: str) -> None:
 def test_an_entrypoint_without_limits_or_inputs_still_gets_a_form() -> None:
     catalog = parse_catalog("bare:\n  v1:\n    run:\n      app: {cmd: [run]}\n      handler: {image_url: img:1}\n")
     schema = catalog_deployments(catalog)[0].parameter_openapi_schema
-    assert list(schema["properties"]) == ["hardware", "timeout", "callback_url"]
+    assert list(schema["properties"]) == ["hardware", "timeout", "callback_url", "array"]
     assert schema["properties"]["timeout"]["default"] is None  # no limit in the catalog: empty
     assert "no limit" in schema["properties"]["timeout"]["description"]
     assert "None" not in " ".join(_texts(schema))

@@ -55,7 +55,7 @@ def test_parameter_form_is_typed_and_every_field_described(catalog_file: Path) -
     schema = spec.parameter_openapi_schema
     props = schema["properties"]
     # Only what decode/train takes: no artifact_ids (no files_down folder), no secrets (none declared).
-    assert list(props) == ["config_id", "data_ids", "env", "hardware", "timeout", "callback_url"]
+    assert list(props) == ["config_id", "data_ids", "env", "hardware", "timeout", "callback_url", "array"]
     for name, prop in props.items():
         assert prop.get("description"), f"{name} has no description"
     assert props["config_id"]["type"] == "string"
