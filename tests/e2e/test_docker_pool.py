@@ -39,6 +39,16 @@ EXTRA = {
                 "app": {"cmd": ["echo going to sleep; sleep 300"]},
                 "handler": {"image_url": TEST_IMAGE, "files_up": {"log": "log"}},
             },
+            "each": {
+                "description": "An array's element: copies its data; 'fail' fails, 'slow' runs past the timeout.",
+                "app": {
+                    "cmd": [
+                        "v=$(cat /files/data/*); echo element $v; case $v in fail*) exit 3;; slow*) sleep 60;; esac; cp /files/data/* /files/output/"
+                    ]
+                },
+                "handler": {"image_url": TEST_IMAGE, "files_down": {"data_ids": "data"}, "files_up": {"output": "output", "log": "log"}},
+                "aws_resources": {"timeout": 3},
+            },
             "late": {
                 "description": "Runs past its timeout.",
                 "app": {"cmd": ["echo working; sleep 300 & wait"]},
@@ -242,3 +252,30 @@ def test_timeout_in_container_leaves_nothing(stack: DockerStack, engine: str) ->
     assert m["state"] == "TimedOut" and m["timed_out"] and m["runner"] == "process"
     assert f"jobs/{result['id']}/log/container.log" in stack.keys(f"jobs/{result['id']}/")
     assert _wait_gone(engine, result["id"])
+
+
+def test_array_in_container_with_a_failure_a_timeout_and_retry_failed(stack: DockerStack, engine: str) -> None:
+    """An array of 50 in one flow run inside the application's image: elements one by one (one
+    /files), each its own job under jobs/<array>/<index>/ in the S3 store."""
+    folder = stack.tmp / "sweep"
+    folder.mkdir()
+    for i in range(50):
+        (folder / f"e{i:02d}.txt").write_text({7: "fail", 21: "slow"}.get(i, f"ok {i}") + "\n")
+    _ok(stack.cli("files", "put", str(folder), "arrays"))
+    proc = stack.cli("run", "sleepy/v1/each", "--array-over", "arrays/sweep", "--json", timeout=900)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    array_id = doc["array_id"]
+    assert doc["counts"] == {"Completed": 48, "Failed": 1, "TimedOut": 1}, doc
+    keys = stack.keys(f"jobs/{array_id}/")
+    assert f"jobs/{array_id}/3/output/e03.txt" in keys and f"jobs/{array_id}/array.json" in keys
+    assert f"jobs/{array_id}/7/output/e07.txt" not in keys  # the failed element's earlier files never leak in
+    assert f"jobs/{array_id}/8/output/e07.txt" not in keys and f"jobs/{array_id}/8/output/e08.txt" in keys
+    assert stack.manifest(f"{array_id}/21")["state"] == "TimedOut" and stack.manifest(f"{array_id}/21")["runner"] == "process"
+    assert _wait_gone(engine, array_id)
+    (folder / "e07.txt").write_text("ok 7\n")
+    (folder / "e21.txt").write_text("ok 21\n")
+    _ok(stack.cli("files", "put", str(folder / "e07.txt"), str(folder / "e21.txt"), "arrays/sweep"))
+    again = json.loads(_ok(stack.cli("run", "sleepy/v1/each", "--retry-failed", array_id, "--json", timeout=600)).stdout)
+    assert again["counts"] == {"Completed": 50}
+    assert f"jobs/{array_id}/21/output/e21.txt" in stack.keys(f"jobs/{array_id}/21/")
