@@ -123,7 +123,7 @@ class RssSampler:
     """Peak RSS of the array's flow run process (the parent of its job guard) under ``home``."""
 
     def __init__(self, home: str) -> None:
-        self.home, self.peak_kib, self._stop = home, 0, threading.Event()
+        self.home, self.peak_kib, self.cpu_s, self._stop = home, 0, 0.0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> RssSampler:
@@ -145,6 +145,8 @@ class RssSampler:
                     if guards:
                         pid = int(Path(f"/proc/{guards[0]}/stat").read_text().rsplit(") ", 1)[1].split()[1])
                     continue
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+                self.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         self.peak_kib = max(self.peak_kib, int(line.split()[1]))

@@ -78,7 +78,7 @@ def default_parallel(entry: Entrypoint, request: JobRequest) -> int:
 
 
 @dataclass
-class _Tally:
+class ElementTally:
     """What the element threads share: the next element, the rows so far, the counts."""
 
     todo: Iterator[tuple[int, JobRequest, dict[str, Any]]]
@@ -145,7 +145,7 @@ def _row(index: int, parameters: dict[str, Any], state: State, run_id: str, seco
     )
 
 
-def _element_loop(ref: EntrypointRef, entry: Entrypoint, store: JobStore, array_id: str, run_id: str, tally: _Tally) -> None:
+def _element_loop(ref: EntrypointRef, entry: Entrypoint, store: JobStore, array_id: str, run_id: str, tally: ElementTally) -> None:
     """One thread: take the next element, run it, record its row; until none is left or the
     array stops (cancel, `max_failures`)."""
     cancel = current_flag()
@@ -187,7 +187,7 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
         array_id,
     )
     todo = ((index, request, parameters[index]) for index, request in checked)
-    tally = _Tally(todo=iter(todo), total=total, max_failures=array.max_failures)
+    tally = ElementTally(todo=iter(todo), total=total, max_failures=array.max_failures)
     del checked
     progress = create_progress_artifact(
         progress=0.0, key=prefect_key(ref.application, ref.entrypoint, "array-progress"), description=f"0 of {total} elements done"
@@ -241,7 +241,7 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
     return Failed(message=message, data=data)
 
 
-def _update_progress(artifact_id: Any, tally: _Tally, elapsed: float) -> None:
+def _update_progress(artifact_id: Any, tally: ElementTally, elapsed: float) -> None:
     done, total = tally.done, tally.total
     rate = done / elapsed * 60 if elapsed > 0 else 0.0
     eta = (total - done) / (done / elapsed) if done and elapsed > 0 else None

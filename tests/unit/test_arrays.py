@@ -159,3 +159,14 @@ def test_the_array_parameter_is_in_every_job_flow(entry) -> None:
     schema = flow.parameters.model_dump()
     assert "array" in schema["properties"] and "array" not in schema.get("required", [])
     assert ArrayRequest(elements=[{"data_ids": ["a"]}]).parallel == 0
+
+
+def test_max_failures_stops_starting_elements() -> None:
+    from jobcloud.flows.array_run import ElementTally
+
+    tally = ElementTally(todo=iter([(i, None, {}) for i in range(10)]), total=10, max_failures=2)
+    states = ["Completed", "Failed", "Completed", "TimedOut"]
+    for i, state in enumerate(states):
+        assert tally.next() is not None
+        tally.record(ElementRow(index=i, state=state))
+    assert tally.next() is None and tally.failed == 2 and tally.done == 4
