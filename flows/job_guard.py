@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,8 +159,11 @@ def remove_job_containers(job_id: str, patience_s: float) -> int:
         try:
             client = docker_client(timeout=30)
             found = client.containers.list(all=True, sparse=True, filters={"label": f"{JOB_LABEL}={job_id}"})
+            # All at once: an array's run has one container per running element, and a cancel
+            # should not wait for them one after another.
+            with ThreadPoolExecutor(max(1, min(len(found), 8))) as pool:
+                list(pool.map(lambda c: c.remove(force=True), found))
             for container in found:
-                container.remove(force=True)
                 _log(f"removed container {container.id[:12]} of job {job_id}")
             return len(found)
         except Exception as exc:  # noqa: BLE001 - engine down or half up: try again later
