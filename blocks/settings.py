@@ -140,12 +140,41 @@ class ApiSettings(BaseModel):
     rate_per_minute: int = _setting(600, meaning="Requests a user may make per minute (429 beyond)", used_by="API", gt=0)
     max_active_jobs: int = _setting(20, meaning="Jobs a user may have queued or running at once (429 beyond)", used_by="API", gt=0)
     upload_dir: Path | None = _setting(
-        meaning="Where uploads are spooled before they enter the job store",
+        meaning="Where uploads to an S3 or GCS job store are spooled before they enter it (a local store receives "
+        "them in place: a hidden file inside the store, renamed when whole)",
         used_by="API",
         shown_default="the system temp folder",
     )
     core_token: SecretStr | None = _setting(
         meaning="Bearer token for a Swiss AI Center core engine (`jobcloud api register --token`)", used_by="CLI"
+    )
+    state_dir: Path | None = _setting(
+        meaning="Folder of what all API processes of one deployment share (`api serve --workers N`, several servers): "
+        "the rate-limit counts (SQLite) and the lock of the active-jobs bound; a local disk, not NFS",
+        used_by="API",
+        shown_default="`$JOBCLOUD_HOME/api`",
+    )
+    job_refresh_s: float = _setting(
+        1.0,
+        meaning="How old `GET /jobs/{id}` of a queued or running job may be: each API process asks Prefect about "
+        "one job at most once per this many seconds, however many clients poll it",
+        used_by="API",
+        ge=0,
+        le=60,
+    )
+    final_job_cache_s: float = _setting(
+        300.0,
+        meaning="How long `GET /jobs/{id}` of an ended job (Completed, Failed, Cancelled, Crashed...) is served from "
+        "memory without asking Prefect (a run restarted from Prefect's UI shows after at most this long; 0: no cache)",
+        used_by="API",
+        ge=0,
+    )
+    presign_expiry_s: int = _setting(
+        3600,
+        meaning="Lifetime of the presigned URLs of `POST /files/{key}:upload-url` and `GET /files/{key}:download-url` (S3 and GCS stores)",
+        used_by="API",
+        gt=0,
+        le=7 * 24 * 3600,
     )
 
 
@@ -262,6 +291,14 @@ class JobCloudSettings(BaseSettings):
         used_by="deploy",
     )
     # -- a job -----------------------------------------------------------------------------------
+    submit_patience_s: Annotated[float, BeforeValidator(_number_between(0, 3600))] = _setting(
+        600.0,
+        meaning="Seconds a submission (`jobcloud run`, the Python API, the HTTP API) keeps asking a Prefect server that "
+        "refuses it for load (503, 429, timeouts: a SQLite server under many clients), with random waits between tries, "
+        "before it gives up, 0 to 3600; a try started in time may run longer by the Prefect client's own retries "
+        "(`PREFECT_CLIENT_MAX_RETRIES`)",
+        used_by="CLI, Python API, API",
+    )
     guard_patience_s: float = _setting(
         600.0, meaning="How long a job's guard keeps retrying an engine or server that is away", used_by="job"
     )

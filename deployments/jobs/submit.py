@@ -9,11 +9,13 @@ on the pool's queue `priority-<n>`; the flow run inherits the deployment's tags 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from jobcloud.blocks.errors import JobCloudError, ParameterError, UserError
+from jobcloud.deployments.jobs.landing import land, new_idempotency_key
 from jobcloud.deployments.jobs.result import JobResult, result_for
 from jobcloud.deployments.pools.resources import check_infra, deployment_job_variables
 from jobcloud.deployments.pools.types import is_in_container
@@ -62,11 +64,29 @@ def submit(
     array: ArrayRequest | None = None,
 ) -> Any:
     """Create the flow run; returns Prefect's `FlowRun`. ``extra_tags`` join the entrypoint's
-    (the HTTP API adds `user:<name>`, the owner). ``array``: the run is (a shard of) a job array."""
+    (the HTTP API adds `user:<name>`, the owner). ``array``: the run is (a shard of) a job array.
+
+    A server busy with other submissions is asked again until `JOBCLOUD_SUBMIT_PATIENCE_S` is
+    spent (`landing.land`), every attempt with the same idempotency key: a create that landed
+    but whose answer was lost is returned, never made twice."""
+    from jobcloud.blocks.settings import get_settings
+
+    queue = queue_name(priority)  # a bad priority fails before anything is sent
+    key = new_idempotency_key()
+    return land(
+        lambda: _create(client, ref, request, queue, extra_tags or [], array, key),
+        api_url_of(client),
+        get_settings().submit_patience_s,
+    )
+
+
+def _create(
+    client: Any, ref: EntrypointRef, request: JobRequest, queue: str, extra_tags: list[str], array: ArrayRequest | None, key: str
+) -> Any:
+    """One attempt of `submit`: read the deployment, then create the run under ``key``."""
     # Prefect is imported only once the API is fixed (local_server.ensure_api), here and below.
     from prefect.exceptions import ObjectNotFound
 
-    queue = queue_name(priority)
     try:
         deployment = client.read_deployment_by_name(deployment_name(ref))
     except ObjectNotFound:
@@ -76,10 +96,17 @@ def submit(
     return client.create_flow_run_from_deployment(
         deployment.id,
         parameters={**parameters_of(request), **({"array": array.model_dump(mode="json")} if array else {})},
-        tags=[*ref.tags, *(extra_tags or [])],
+        tags=[*ref.tags, *extra_tags],
         work_queue_name=queue,
         job_variables=override_variables(client, ref, deployment, request) or None,
+        idempotency_key=key,
     )
+
+
+def api_url_of(client: Any) -> str:
+    """The API a Prefect client talks to, for messages (PREFECT_API_URL for a client without one)."""
+    url = getattr(client, "api_url", None) or os.environ.get("PREFECT_API_URL") or "(PREFECT_API_URL)"
+    return str(url).rstrip("/")
 
 
 def override_variables(client: Any, ref: EntrypointRef, deployment: Any, request: JobRequest) -> dict[str, Any]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import docker.errors
-
 from jobcloud.deployments.pools.types import DEFAULT_POOL_TYPE, is_in_container
 
 VENV_DIR = "/opt/jobcloud/venv"
@@ -36,6 +34,8 @@ def run_throwaway(client: Any, image: str, argv: list[str], timeout: int = PROBE
 
     An executable the image lacks gives exit code 127 and the engine's words, as a shell would.
     """
+    import docker.errors  # here: the pool templates import this module on every `jobcloud` call
+
     container = None
     try:
         container = client.containers.create(
@@ -74,6 +74,8 @@ def probe_in_container(client: Any, image: str) -> str | None:
     Runs `/opt/jobcloud/venv/bin/python -c "import jobcloud.flows.job"` in a throwaway container with
     the image's own user and environment (about 2 s); remembered per image id in this process.
     """
+    import docker.errors  # here: the pool templates import this module on every `jobcloud` call
+
     try:
         image_id = client.images.get(image).id
     except docker.errors.ImageNotFound:
@@ -110,6 +112,8 @@ def in_container_warnings(uses: dict[str, list[str]], client: Any = None) -> lis
     be told here (no engine, or the image is not on this engine: the pools' hosts may have it)."""
     if not uses:
         return []
+    import docker.errors  # here: the pool templates import this module on every `jobcloud` call
+
     if client is None:
         from jobcloud.blocks.engine import docker_client
 
