@@ -154,16 +154,16 @@ class RssSampler:
                 pid = None
 
 
-def run_array(cli: Any, env: dict[str, str], entry: str, prefix: str, parallel: int, count: int, timeout: float) -> dict[str, Any]:
-    """`jobcloud run ENTRY --array-over PREFIX`, timed; lost and twice-run elements from the
-    array's record and its task runs."""
+def run_array(cli: Any, env: dict[str, str], entry: str, rows: list[str], parallel: int, count: int, timeout: float) -> dict[str, Any]:
+    """`jobcloud run ENTRY ROWS...` (`--array-over PREFIX` or `--array FILE`), timed; lost and
+    twice-run elements from the array's record and its task runs."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from tests.prefect_helpers import prefect_client
 
     with RssSampler(env["JOBCLOUD_HOME"]) as rss:
         cpu0, t0 = busy_cpu_s(), time.monotonic()
-        proc = cli("run", entry, "--array-over", prefix, "--parallel", str(parallel), "--json", timeout=int(timeout))
+        proc = cli("run", entry, *rows, "--parallel", str(parallel), "--json", timeout=int(timeout))
         elapsed = time.monotonic() - t0
         cpu = busy_cpu_s() - cpu0
     if proc.returncode not in (0, 1):
@@ -268,7 +268,7 @@ def main() -> None:
         for i in range(args.elements):
             os.link(inputs / f"e{i:05d}.bin", sub / f"e{i:05d}.bin")
         prefix = "sub"
-        results["rows"].append(run_array(cli, env, "bench/v1/tiny", prefix, args.parallel, args.elements, args.timeout))
+        results["rows"].append(run_array(cli, env, "bench/v1/tiny", ["--array-over", prefix], args.parallel, args.elements, args.timeout))
         print(f"  {results['rows'][-1]}", file=sys.stderr)
         if args.separate:
             print(f"separate: {args.separate} jobs ...", file=sys.stderr)
@@ -276,11 +276,12 @@ def main() -> None:
             print(f"  {results['rows'][-1]}", file=sys.stderr)
         if args.memory_elements:
             print(f"memory: {args.memory_elements} elements reusing outputs ...", file=sys.stderr)
-            mem = store / "mem"
-            mem.mkdir()
-            for i in range(args.memory_elements):
-                os.link(inputs / f"e{i % 8:05d}.bin", mem / f"m{i:05d}.bin")  # 8 distinct inputs: reuse after the first 8
-            results["rows"].append(run_array(cli, env, "bench/v1/cached", "mem", args.parallel, args.memory_elements, args.timeout))
+            # 8 distinct inputs, each under its own key: after the first 8, every element reuses one's
+            # outputs and no container runs - what is left is the array's own bookkeeping.
+            rows = tmp / "memory.jsonl"
+            rows.write_text("".join(json.dumps({"data_ids": [f"inputs/e{i % 8:05d}.bin"]}) + "\n" for i in range(args.memory_elements)))
+            mem_row = run_array(cli, env, "bench/v1/cached", ["--array", str(rows)], args.parallel, args.memory_elements, args.timeout)
+            results["rows"].append(mem_row)
             print(f"  {results['rows'][-1]}", file=sys.stderr)
     finally:
         if worker is not None:

@@ -31,10 +31,21 @@ from jobcloud.flows.run_outcome import (
 ContainerOutcome = RunOutcome
 
 
+# A client that runs many containers (an array's element thread) carries this dict: image ->
+# when it was last seen present, so that one look per PRESENT_FOR_S does for every element.
+PRESENT_ATTR = "jobcloud_present"
+PRESENT_FOR_S = 30.0
+
+
 def ensure_image(client: docker.DockerClient, image: str) -> None:
     """Make sure ``image`` is present, pulling it if the engine can."""
+    seen: dict[str, float] | None = getattr(client, PRESENT_ATTR, None)
+    if seen is not None and time.monotonic() - seen.get(image, -PRESENT_FOR_S) < PRESENT_FOR_S:
+        return
     try:
         client.images.get(image)
+        if seen is not None:
+            seen[image] = time.monotonic()
         return
     except ImageNotFound:
         pass

@@ -7,6 +7,7 @@ whose parameters are the job parameters (`jobcloud.flows.request.JobRequest`).
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.runtime import task_run as runtime_task_run
 from prefect.states import Cancelled, Completed, Failed, State
 
-from jobcloud.blocks.engine import docker_client
+from jobcloud.blocks.engine import docker_client, engine_url
 from jobcloud.blocks.errors import ContainerFailed, JobCloudError
 from jobcloud.blocks.keys import join_key, last_name
 from jobcloud.blocks.settings import get_settings
@@ -31,7 +32,7 @@ from jobcloud.flows.array_request import ARRAY_DESCRIPTION, ArrayRequest, array_
 from jobcloud.flows.cache import CacheLookup, lookup, remember, reuse_outputs
 from jobcloud.flows.cancel_watch import JobCancelled, current_flag, watch_for_cancel
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
-from jobcloud.flows.container_run import run_container
+from jobcloud.flows.container_run import PRESENT_ATTR, run_container
 from jobcloud.flows.container_spec import (
     ELEMENT_LABEL,
     JOB_LABEL,
@@ -133,9 +134,11 @@ def run_command_attempt(
     max_attempts: int,
     on_start: Callable[[str], None] | None,
     attempt: int,
+    engine: Any = None,
 ) -> dict[str, Any] | State:
     """One attempt of the app's command (the body of `run_container_step`, which an array's
-    element calls directly, attempt by attempt, inside its own task run)."""
+    element calls directly, attempt by attempt, inside its own task run). ``engine``: a client
+    to reuse (an element thread's); by default a new one."""
     logger = get_run_logger()
     spec = ContainerSpec(**spec_kwargs)
     values = load_secret_values(secrets or {})
@@ -144,7 +147,7 @@ def run_command_attempt(
     if attempt > 1:
         empty_folders(Path(spec.host_files), clear or [])
     in_container = get_settings().runner == "process"
-    client = None if in_container else docker_client()
+    client = None if in_container else engine or docker_client()
     container_log.parent.mkdir(parents=True, exist_ok=True)
     with open(container_log, "w", encoding="utf-8") as log_file:
 
@@ -399,11 +402,13 @@ def _attempts_in_place(retries: RetryPolicy, args: tuple[Any, ...]) -> State:
     attempt = 1
     while True:
         try:
-            outcome = run_command_attempt(*args, attempt=attempt)
+            engine = None if get_settings().runner == "process" else thread_engine()
+            outcome = run_command_attempt(*args, attempt=attempt, engine=engine)
             state = outcome if isinstance(outcome, State) else Completed(data=outcome)
         except JobCancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - judged as run_container_step's failure would be
+            _engines.client = None  # the next attempt connects (and pings) anew
             state = Failed(message=str(exc), data=exc)
         if state.is_completed():
             return state
@@ -413,6 +418,22 @@ def _attempts_in_place(retries: RetryPolicy, args: tuple[Any, ...]) -> State:
         attempt += 1
         if delay and _cancelled_within(delay):
             raise JobCancelled("the job was cancelled while it waited to retry its command")
+
+
+_engines = threading.local()
+
+
+def thread_engine() -> Any:
+    """This thread's engine client, made (and pinged) once: an array's element thread runs many
+    containers, and a new client per element costs a connection and a ping. It also remembers
+    which images it saw present (`ensure_image`)."""
+    url = engine_url()
+    client = getattr(_engines, "client", None)
+    if client is None or getattr(client, "jobcloud_url", None) != url:
+        client = docker_client()
+        setattr(client, PRESENT_ATTR, {})
+        _engines.client = client
+    return client
 
 
 def _cancelled_within(seconds: float) -> bool:
