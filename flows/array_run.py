@@ -56,7 +56,22 @@ def run_element(ref: EntrypointRef, entry: Entrypoint, index: int, request: JobR
     """One element: a whole job under jobs/<array id>/<index>/. Its container's retries are the
     job's (the element's task run is not retried on top)."""
     result = run_job(ref, entry, request, store, element=(array_id, index))
-    return result.model_dump(mode="json") if isinstance(result, JobManifest) else result
+    # A summary, not the manifest (in the store already): Prefect keeps each task's result for
+    # the run's life, and 10,000 manifests would be the array's largest use of memory.
+    return summary(result) if isinstance(result, JobManifest) else result
+
+
+def summary(manifest: JobManifest) -> dict[str, Any]:
+    """What an element's row needs of its manifest."""
+    return {
+        "job_id": manifest.job_id,
+        "state": manifest.state,
+        "exit_code": manifest.exit_code,
+        "attempts": manifest.attempts,
+        "files": len(manifest.outputs),
+        "bytes": sum(o.size for o in manifest.outputs),
+        "message": manifest.message,
+    }
 
 
 def default_parallel(entry: Entrypoint, request: JobRequest) -> int:
@@ -129,14 +144,16 @@ def _row(index: int, parameters: dict[str, Any], state: State, run_id: str, seco
             finished_at=now,
         )
     outputs = manifest.get("outputs") or []
+    files = manifest.get("files", len(outputs))
+    size = manifest.get("bytes", sum(o.get("size", 0) for o in outputs))
     return ElementRow(
         index=index,
         state=manifest["state"],
         seconds=round(seconds, 3),
         exit_code=manifest.get("exit_code"),
         attempts=manifest.get("attempts", 0),
-        files=len(outputs),
-        bytes=sum(o.get("size", 0) for o in outputs),
+        files=files,
+        bytes=size,
         manifest=f"jobs/{manifest['job_id']}/manifest.json",
         message=(manifest.get("message") or "").splitlines()[0] if manifest.get("message") else None,
         parameters=parameters,
@@ -173,10 +190,11 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
     logger = get_run_logger()
     run_id = str(runtime_flow_run.id)
     array_id = array.id or run_id
-    # Every row is checked before the first element starts: a bad row stops the array whole.
-    checked = list(element_requests(entry, base, array.elements))
-    parameters = {i: {k: v for k, v in row.items() if k != INDEX} for i, row in zip((c[0] for c in checked), array.elements)}
-    total = len(checked)
+    # Every row is checked before the first element starts (a bad row stops the array whole),
+    # then checked again, one at a time, as its element starts: 10,000 requests are not kept.
+    indices = [index for index, _ in element_requests(entry, base, array.elements)]
+    position = {index: n for n, index in enumerate(indices)}
+    total = len(indices)
     parallel = min(array.parallel or default_parallel(entry, base), total)
     logger.info(
         "array %s: %d element%s, at most %d at once, outputs under jobs/%s/<index>/",
@@ -186,9 +204,8 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
         parallel,
         array_id,
     )
-    todo = ((index, request, parameters[index]) for index, request in checked)
+    todo = ((index, request, _own(array.elements[position[index]])) for index, request in element_requests(entry, base, array.elements))
     tally = ElementTally(todo=iter(todo), total=total, max_failures=array.max_failures)
-    del checked
     progress = create_progress_artifact(
         progress=0.0, key=prefect_key(ref.application, ref.entrypoint, "array-progress"), description=f"0 of {total} elements done"
     )
@@ -219,8 +236,8 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
     rows = sorted(tally.rows, key=lambda r: r.index)
     ran = {r.index for r in rows}
     rows += [
-        ElementRow(index=i, state="NotStarted", parameters=parameters[i], run_id=run_id, finished_at=datetime.now(UTC))
-        for i in sorted(set(parameters) - ran)
+        ElementRow(index=i, state="NotStarted", parameters=_own(array.elements[position[i]]), run_id=run_id, finished_at=datetime.now(UTC))
+        for i in sorted(set(indices) - ran)
     ]
     write_run_rows(store, array_id, run_id, rows)
     manifest = merged_manifest(store, array_id, ref, array.total or total)
@@ -239,6 +256,11 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
         message += f"; stopped after {tally.failed} failures (max_failures {array.max_failures})"
     logger.error(message)
     return Failed(message=message, data=data)
+
+
+def _own(row: dict[str, Any]) -> dict[str, Any]:
+    """An element's own parameters (its row without the index), as its record keeps them."""
+    return {k: v for k, v in row.items() if k != INDEX}
 
 
 def _update_progress(artifact_id: Any, tally: ElementTally, elapsed: float) -> None:
