@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -36,9 +37,13 @@ def write_keys(path: Path) -> Path:
     return path
 
 
-def make_app(tmp_path: Path, **limits: int) -> tuple[TestClient, JobStore]:
-    store = JobStore(str(tmp_path / "store"))
-    settings = ApiSettings(keys_file=write_keys(tmp_path / "keys.json"), upload_dir=tmp_path / "spool", **limits)
+def make_app(tmp_path: Path, store: JobStore | None = None, **limits: Any) -> tuple[TestClient, JobStore]:
+    """The app on ``store`` (default: a fresh local one), its limits shared through a state
+    folder of this test's own."""
+    store = store or JobStore(str(tmp_path / "store"))
+    settings = ApiSettings(
+        keys_file=write_keys(tmp_path / "keys.json"), upload_dir=tmp_path / "spool", state_dir=tmp_path / "api-state", **limits
+    )
     app = create_app(settings, KeyRing.parse(json.dumps(KEYS), "test"), Backend(store))
     return TestClient(app), store
 

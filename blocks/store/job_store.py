@@ -28,6 +28,8 @@ from pydantic import BaseModel
 
 from jobcloud.blocks.errors import MissingKeyError, StorageError, UnsafeKeyError, UserError
 from jobcloud.blocks.keys import check_key, check_unique_names, join_key
+from jobcloud.blocks.store.incoming import IncomingFile
+from jobcloud.blocks.store.presign import PresignedUrl, presign
 from jobcloud.blocks.transfer.base import StoreAccessError, Transfer
 from jobcloud.blocks.transfer.factory import transfer_for
 
@@ -342,6 +344,31 @@ class JobStore:
             raise UserError(f"local path {str(local)!r} is not a regular file")
         return self._upload_file(local, key, progress)
 
+    def open_write(self, key: str, spool_dir: Path | None = None, size_hint: int | None = None) -> IncomingFile:
+        """A file to write ``key`` from pieces (an HTTP upload): `IncomingFile.write`, then
+        `commit` (the key appears whole) or `discard` (nothing appears, no folder either).
+        Locally it is written in the deepest folder of the key's path that exists and renamed
+        into place; elsewhere spooled in ``spool_dir`` (default: the temp folder) and uploaded
+        on commit. ``size_hint``: the announced size, reserved on disk at once."""
+        key = check_key(key)
+        *folders, name = key.split("/")
+        if not self.is_local:
+            upload = lambda path: self._upload_file(path, key, _noop)  # noqa: E731
+            return IncomingFile(key, None, name, upload=upload, spool_dir=spool_dir, size_hint=size_hint)
+        fd, depth = self._call(self._deepest_folder, key, folders)
+        try:
+            if depth == len(folders):
+                self._refuse_folder(key, name, fd)
+            return self._call(IncomingFile, key, fd, name, place=self._place, size_hint=size_hint)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def presigned_url(self, key: str, method: Literal["GET", "PUT"], expires_in: int) -> PresignedUrl:
+        """A URL that lets anyone holding it ``method`` the file ``key`` for ``expires_in``
+        seconds (S3, GCS); `NoPresignedUrlsError` for a local store."""
+        return presign(self, check_key(key), method, expires_in)
+
     def write_bytes(self, key: str, data: bytes) -> FileRecord:
         """Write a small object whole, atomically."""
         key = check_key(key)
@@ -524,6 +551,33 @@ class JobStore:
         if create:
             return UserError(f"cannot write {key!r}: {'/'.join(parts)!r} is a file, not a folder")
         return MissingKeyError(key, self.url)
+
+    def _deepest_folder(self, key: str, parts: Sequence[str]) -> tuple[int, int]:
+        """(descriptor, depth) of the deepest folder of ``root/parts...`` that exists, opened
+        like `_open_folder` (a link or a file on the way is refused)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    return fd, i
+                except OSError as exc:
+                    raise self._not_a_folder(exc, key, parts[: i + 1], fd, True) from None
+                os.close(fd)
+                fd = nxt
+            return fd, len(parts)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _place(self, key: str, src_dir_fd: int, src_name: str) -> None:
+        """Rename the finished file ``src_name`` (in the store folder ``src_dir_fd``) to ``key``,
+        making the key's folders first; durable once this returns."""
+        with self._parent(key, create=True) as (dir_fd, name):
+            self._refuse_folder(key, name, dir_fd)
+            self._call(os.replace, src_name, name, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd)
+            self._call(os.fsync, dir_fd)
 
     @contextmanager
     def _parent(self, key: str, create: bool = False) -> Iterator[tuple[int, str]]:

@@ -6,6 +6,8 @@ import typer
 
 from jobcloud.deployments.cli.output import out, print_json
 
+APP_FACTORY = "jobcloud.deployments.http_api.app:create_app"
+
 api_app = typer.Typer(help="JobCloud's HTTP API for front-ends and services (docs/api.md).", no_args_is_help=True)
 
 
@@ -13,6 +15,12 @@ api_app = typer.Typer(help="JobCloud's HTTP API for front-ends and services (doc
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="API processes sharing the port (uvicorn workers); rate limits and job bounds hold across them.",
+    ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs) against the configured Prefect server and job store."""
     import uvicorn
@@ -20,7 +28,12 @@ def serve_command(
     from jobcloud.deployments.http_api.app import create_app
 
     app = create_app()  # a missing or bad key list stops here, before listening
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    # Each worker process builds its own app (its own Prefect client and job cache); they
+    # share the limits through JOBCLOUD_API_STATE_DIR.
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 @api_app.command("register")

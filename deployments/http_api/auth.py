@@ -128,9 +128,13 @@ class RateLimiter:
             return None
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     """The caller, from `Authorization: Bearer <token>`; 401 without a known token, 429 past
-    the rate limit."""
+    the rate limit.
+
+    A coroutine, run on the event loop: as a plain function FastAPI would run it on a worker
+    thread for every request, which costs more than all it does (a digest, a dict lookup and
+    the rate limit's one short SQLite transaction, about 0.1 ms)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     challenge = {"WWW-Authenticate": "Bearer"}

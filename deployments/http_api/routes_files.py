@@ -3,16 +3,15 @@ delete. Keys follow `jobcloud.blocks.keys` (relative, no '..'); an admin may pas
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
@@ -23,6 +22,9 @@ from jobcloud.deployments.http_api.services import user_key, user_root
 
 router = APIRouter(tags=["files"])
 CHUNK = 1024 * 1024
+# Bytes of an upload handed to the writing thread at once. 1 MiB measured best here: each
+# batch costs a thread hop, and in 4 MiB batches the writes of 1 GiB took 2 s instead of 0.3 s.
+BATCH = 1024 * 1024
 
 
 class Uploaded(BaseModel):
@@ -51,44 +53,67 @@ def _relative(user: str, key: str) -> str:
     return key[len(user_root(user)) + 1 :]
 
 
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"upload over {limit} bytes", "body", "split the file (JOBCLOUD_API_MAX_UPLOAD_BYTES sets the limit)")
+
+
 @router.put("/files/{key:path}", response_model=Uploaded, status_code=201)
 async def upload(request: Request, key: str, owner: str | None = None, who: Principal = Depends(principal)) -> Uploaded:
-    """Upload the raw request body as the file KEY. The body streams to a spool file (never
-    held in memory) and enters the job store whole, under its final name, only once complete:
-    an upload that is cut off or over the limit leaves nothing behind."""
+    """Upload the raw request body as the file KEY. The body streams to disk (never held in
+    memory) and enters the job store whole, under its final name, only once complete: an
+    upload that is cut off or over the limit leaves nothing behind. On a local store it is
+    written inside the store and renamed into place (no second copy); on S3/GCS it is spooled,
+    then uploaded (or ask for a presigned URL: POST /files/KEY:upload-url)."""
     user = owner_for(who, owner)
     full = user_key(user, key)
     settings = request.app.state.settings
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"upload over {limit} bytes", "body", "split the file (JOBCLOUD_API_MAX_UPLOAD_BYTES sets the limit)")
+    size_hint = int(declared) if declared and declared.isdigit() else None
+    if size_hint is not None and size_hint > limit:
+        raise _too_large(limit)
     store = _backend(request).store
-    spool_dir = settings.upload_dir
-    if spool_dir is not None:
-        Path(spool_dir).mkdir(parents=True, exist_ok=True)
-    fd, spool = tempfile.mkstemp(prefix="jobcloud-upload-", dir=spool_dir)
     try:
-        size, digest = 0, hashlib.sha256()
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(
-                            413, f"upload over {limit} bytes", "body", "split the file (JOBCLOUD_API_MAX_UPLOAD_BYTES sets the limit)"
-                        )
-                    digest.update(chunk)
-                    fh.write(chunk)
-            except ClientDisconnect:
-                raise ApiError(400, "the upload was cut off", "body", "send it again") from None
+        incoming = await run_in_threadpool(store.open_write, full, settings.upload_dir, size_hint)
+    except UserError as exc:  # e.g. a file where the key needs a folder
+        raise ApiError(400, str(exc), "key", "choose a key that is not inside one of your files") from None
+    writing: asyncio.Future[None] | None = None
+    try:
+        # Pieces are gathered into batches that a worker thread hashes and writes while this
+        # loop receives the next batch: the network, the hash and the disk work at once.
+        batch: list[bytes] = []
+        batched = size = 0
         try:
-            record = await run_in_threadpool(store.upload_file, Path(spool), full)
-        except UserError as exc:  # e.g. a file where the key needs a folder
-            raise ApiError(400, str(exc), "key", "choose a key that is not inside one of your files") from None
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(run_in_threadpool(incoming.write, batch))
+                    batch, batched = [], 0
+        except ClientDisconnect:
+            raise ApiError(400, "the upload was cut off", "body", "send it again") from None
+        if writing is not None:
+            await writing
+        if batch:
+            await run_in_threadpool(incoming.write, batch)
+        try:
+            record = await run_in_threadpool(incoming.commit)
+        except UserError as exc:  # a folder of that name appeared meanwhile
+            raise ApiError(400, str(exc), "key", "choose a key that is not one of your folders") from None
     finally:
-        os.unlink(spool)
-    if record.sha256 != digest.hexdigest() or record.size != size:
+        if writing is not None:
+            await asyncio.wait([writing])  # never close the file under a write in flight
+            if not writing.cancelled():
+                writing.exception()  # raised above already, or moot next to the error that got here
+        await run_in_threadpool(incoming.discard)  # a no-op after commit
+    if record.sha256 != incoming.sha256 or record.size != size:
         # The store hashed what it wrote; a difference means the spool file changed under us.
         await run_in_threadpool(store.remove, full)
         raise ApiError(500, "the stored file does not match the upload; it was removed", "body", "send it again")
@@ -120,11 +145,68 @@ def list_files(
     )
 
 
-def stream_file(store: Any, key: str, shown: str) -> StreamingResponse:
+class OpenFileResponse(Response):
+    """A local store's file, already opened (by `JobStore.open_read`, never through a link),
+    sent in large pieces read on a worker thread, each read overlapping the send of the piece
+    before. Starlette's FileResponse would open the file again by its path (a link swapped in
+    meanwhile would be followed) and read 64 KiB at a time."""
+
+    chunk_size = 4 * 1024 * 1024
+
+    def __init__(self, fh: Any, size: int, headers: dict[str, str]) -> None:
+        super().__init__(media_type="application/octet-stream", headers={**headers, "content-length": str(size)})
+        self.fh = fh
+        self.size = size
+
+    def _read(self, offset: int) -> bytes:
+        return os.pread(self.fh.fileno(), min(self.chunk_size, self.size - offset), offset)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:  # a client that hangs up ends the sending
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        ahead: asyncio.Future[bytes] | None = None
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if scope.get("method") == "HEAD" or self.size == 0:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            offset = 0
+            ahead = asyncio.ensure_future(run_in_threadpool(self._read, 0))
+            while not gone.is_set():
+                data = await ahead
+                if not data:
+                    raise OSError(f"the file shrank while it was sent ({offset} of {self.size} bytes)")
+                offset += len(data)
+                more = offset < self.size
+                if more:
+                    ahead = asyncio.ensure_future(run_in_threadpool(self._read, offset))
+                await send({"type": "http.response.body", "body": data, "more_body": more})
+                if not more:
+                    return
+        finally:
+            watcher.cancel()
+            if ahead is not None and not ahead.done():
+                await asyncio.wait([ahead])  # never close the file under a read in flight
+            self.fh.close()
+
+
+def stream_file(store: Any, key: str, shown: str) -> Response:
     """A streamed download of the store's file ``key`` (400 for a folder)."""
     if store.is_dir(key):
         raise ApiError(400, f"{shown!r} is a folder", "key", "list it with GET /files?prefix=KEY and download each file")
     fh = store.open_read(key)
+    name = shown.rsplit("/", 1)[-1].replace('"', "")
+    headers = {"content-disposition": f'attachment; filename="{name}"'}
+    if store.is_local:
+        return OpenFileResponse(fh, os.fstat(fh.fileno()).st_size, headers)
 
     def chunks() -> Iterator[bytes]:
         # A sync generator: Starlette iterates it on a worker thread, so reads never block the loop.
@@ -138,16 +220,11 @@ def stream_file(store: Any, key: str, shown: str) -> StreamingResponse:
             fh.close()
 
     size = store.files(key)[0][1]
-    name = shown.rsplit("/", 1)[-1].replace('"', "")
-    return StreamingResponse(
-        chunks(),
-        media_type="application/octet-stream",
-        headers={"content-length": str(size), "content-disposition": f'attachment; filename="{name}"'},
-    )
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers={"content-length": str(size), **headers})
 
 
 @router.get("/files/{key:path}", response_class=StreamingResponse, responses={200: {"content": {"application/octet-stream": {}}}})
-def download(request: Request, key: str, owner: str | None = None, who: Principal = Depends(principal)) -> StreamingResponse:
+def download(request: Request, key: str, owner: str | None = None, who: Principal = Depends(principal)) -> Response:
     """Download the file KEY, streamed."""
     user = owner_for(who, owner)
     return stream_file(_backend(request).store, user_key(user, key), key)

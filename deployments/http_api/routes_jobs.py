@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobcloud.blocks.errors import MissingKeyError, UserError
@@ -19,8 +19,8 @@ from jobcloud.blocks.keys import check_key
 from jobcloud.deployments.http_api.auth import Principal, owner_for, principal
 from jobcloud.deployments.http_api.errors import ApiError, from_user_error
 from jobcloud.deployments.http_api.routes_files import stream_file
-from jobcloud.deployments.http_api.services import Backend, owner_of, owner_tag, user_key
-from jobcloud.deployments.jobs.show import JobInfo, cancel_job, job_logs, list_jobs, show_job
+from jobcloud.deployments.http_api.services import Backend, owner_of, owner_tag, user_key, user_root
+from jobcloud.deployments.jobs.show import JobInfo, UnknownJobError, cancel_job, job_logs, list_jobs
 from jobcloud.deployments.jobs.submit import submit
 from jobcloud.deployments.pools.work_pools import DEFAULT_PRIORITY
 from jobcloud.flows.catalog import EntrypointRef, load_catalog
@@ -28,6 +28,19 @@ from jobcloud.flows.manifest import job_prefix
 from jobcloud.flows.request import JobRequest, validate_request
 
 router = APIRouter(tags=["jobs"])
+
+
+class ArraySubmission(BaseModel):
+    """A job array in `POST /jobs`: rows (keys relative to your folder) or a prefix of your folder."""
+
+    model_config = ConfigDict(extra="forbid")
+    elements: list[dict[str, Any]] = Field(default_factory=list, description="One row per element: job parameters that win over the job's.")
+    over: str | None = Field(
+        None, description="Instead of rows: one element per file or folder under this key of your folder (its data_ids)."
+    )
+    parallel: int = Field(0, ge=0, description="At most this many elements at once (0: what the worker host holds).")
+    shards: int | None = Field(None, ge=1, description="Flow runs to split the array into (default: one per JOBCLOUD_ARRAY_SHARD_SIZE).")
+    max_failures: int = Field(0, ge=0, description="Start no new element after this many failed (0: never stop early).")
 
 
 class StartJob(JobRequest):
@@ -46,6 +59,9 @@ class StartJob(JobRequest):
     )
     entrypoint: str = Field(description="APPLICATION/VERSION/ENTRYPOINT, e.g. linefit/v1/train.")
     priority: int = Field(DEFAULT_PRIORITY, ge=0, le=5, description="Queue priority 0 (first) .. 5.")
+    array: ArraySubmission | None = Field(
+        None, description="A job array: one element per row; the fields above are every element's defaults."
+    )
 
 
 class Started(BaseModel):
@@ -53,6 +69,8 @@ class Started(BaseModel):
     entrypoint: str
     state: str
     owner: str
+    runs: list[str] | None = Field(None, description="A job array's flow runs (one per shard); `id` is the array's.")
+    elements: int | None = Field(None, description="A job array's elements.")
 
 
 class LogLine(BaseModel):
@@ -114,6 +132,18 @@ def _owned_by(backend: Backend, user: str, job_id: str) -> str:
     return str(run.id)
 
 
+def _entrypoint_for(who: Principal, entrypoint: str, request: JobRequest) -> tuple[EntrypointRef, Any]:
+    """The entrypoint a job asks for (404 if none) after the one rule on who may ask what: only
+    an admin chooses Secret blocks."""
+    if request.secrets and not who.is_admin:
+        raise ApiError(403, "only an admin may choose secret blocks", "secrets", "drop secrets; the catalog's defaults apply")
+    try:
+        ref = EntrypointRef.parse(entrypoint)
+        return ref, load_catalog().get(ref)
+    except UserError as exc:
+        raise ApiError(404, str(exc), "entrypoint", "list them with GET /applications") from None
+
+
 def start_job(
     backend: Backend,
     who: Principal,
@@ -126,13 +156,7 @@ def start_job(
 ) -> Any:
     """Validate and submit one job for ``user``; returns the flow run. Nothing is created when
     any check fails."""
-    if request.secrets and not who.is_admin:
-        raise ApiError(403, "only an admin may choose secret blocks", "secrets", "drop secrets; the catalog's defaults apply")
-    try:
-        ref = EntrypointRef.parse(entrypoint)
-        entry = load_catalog().get(ref)
-    except UserError as exc:
-        raise ApiError(404, str(exc), "entrypoint", "list them with GET /applications") from None
+    ref, entry = _entrypoint_for(who, entrypoint, request)
     for kind, key in request.inputs():  # first, so a bad key's error names its field
         try:
             check_key(key)
@@ -158,7 +182,9 @@ def start_job(
 def start(request: Request, body: StartJob, owner: str | None = None, who: Principal = Depends(principal)) -> Started:
     """Start a job of ENTRYPOINT; returns its id at once (poll GET /jobs/{id})."""
     user = owner_for(who, owner)
-    job = JobRequest.model_validate(body.model_dump(exclude={"entrypoint", "priority"}))
+    job = JobRequest.model_validate(body.model_dump(exclude={"entrypoint", "priority", "array"}))
+    if body.array is not None:
+        return start_array(request, who, user, body.entrypoint, job, body.array, body.priority)
     run = start_job(
         _backend(request), who, user, body.entrypoint, job, body.priority, max_active=request.app.state.settings.max_active_jobs
     )
@@ -182,11 +208,16 @@ def list_(
 
 
 @router.get("/jobs/{job_id}", response_model=JobInfo)
-def show(request: Request, job_id: str, who: Principal = Depends(principal)) -> JobInfo:
-    """One job: state, phase, timings, parameters, manifest."""
-    backend = _backend(request)
-    run = backend.owned_run(who, job_id)
-    return show_job(backend.client, str(run.id), backend.store)
+async def show(request: Request, job_id: str, who: Principal = Depends(principal)) -> Response:
+    """One job: state, phase, timings, parameters, manifest. An ended job's answer comes from
+    memory; a queued or running one's is at most JOBCLOUD_API_JOB_REFRESH_S (1 s) old."""
+    try:
+        answer = await request.app.state.jobs.get(job_id)  # job_cache.JobCache
+    except UnknownJobError:
+        raise ApiError(404, f"no job {job_id}", "job_id", "list yours with GET /jobs") from None
+    if not who.is_admin and answer.owner != who.user:
+        raise ApiError(404, f"no job {job_id}", "job_id", "list yours with GET /jobs")
+    return Response(answer.body, media_type="application/json")  # the bytes of the JobInfo, made once
 
 
 @router.get("/jobs/{job_id}/logs", response_model=list[LogLine])
@@ -231,3 +262,53 @@ def job_file(request: Request, job_id: str, path: str, who: Principal = Depends(
     except UserError as exc:
         raise from_user_error(exc, "path") from None
     return stream_file(backend.store, key, path)
+
+
+def start_array(
+    request: Request, who: Principal, user: str, entrypoint: str, base: JobRequest, array: ArraySubmission, priority: int
+) -> Started:
+    """Check every row (keys mapped into the user's folder, each must exist), then submit one flow
+    run per shard; a bad row is a 400 naming the row and the field, with nothing submitted."""
+    from jobcloud.deployments.jobs.arrays import plan_array, rows_over, submit_array
+    from jobcloud.flows.array_request import element_requests
+
+    backend = _backend(request)
+    ref, entry = _entrypoint_for(who, entrypoint, base)
+    if bool(array.elements) == bool(array.over):
+        raise ApiError(400, "give the array's elements or over (a prefix of your folder), one of them", "array")
+    try:
+        root = f"{user_root(user)}/"
+        # Keys relative to the user's folder, as a row would give them (map_inputs maps them back).
+        rows = array.elements or [
+            {"data_ids": [e["data_ids"][0].removeprefix(root)]}
+            for e in rows_over(backend.store, user_key(user, array.over or "", "array.over"))
+        ]
+        mapped_rows = []
+        for (_, element), row in zip(element_requests(entry, base, rows), rows, strict=True):
+            if element.secrets and not who.is_admin:
+                raise ApiError(403, "only an admin may choose secret blocks", "secrets")
+            try:
+                mapped = map_inputs(backend, who, user, element)
+            except ApiError as exc:
+                raise ApiError(exc.status, f"array row {len(mapped_rows) + 1}: {exc.message}", exc.field, exc.fix) from None
+            given = {k: getattr(mapped, k) for k in ("config_id", "data_ids", "artifact_ids") if k in row}
+            mapped_rows.append({**row, **given})
+        mapped_base = map_inputs(backend, who, user, base) if base.inputs() else base
+        plan = plan_array(
+            entry, mapped_base, mapped_rows, backend.store, parallel=array.parallel, shards=array.shards, max_failures=array.max_failures
+        )
+    except ApiError:
+        raise
+    except UserError as exc:
+        raise from_user_error(exc, "array") from None
+    max_active = request.app.state.settings.max_active_jobs
+    with backend.submit_lock:
+        if max_active and backend.active_jobs(user) + len(plan.shards) > max_active:
+            raise ApiError(
+                429,
+                f"{user} already has jobs queued or running; this array's {len(plan.shards)} runs would pass the bound of {max_active}",
+                None,
+                "wait for one to end or cancel one (JOBCLOUD_API_MAX_ACTIVE_JOBS sets the bound)",
+            )
+        array_id, runs = submit_array(backend.client, ref, plan, priority, extra_tags=[owner_tag(user)])
+    return Started(id=array_id, entrypoint=entrypoint, state="Scheduled", owner=user, runs=[str(r.id) for r in runs], elements=plan.total)

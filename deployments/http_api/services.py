@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from pydantic import BaseModel
+
 from jobcloud.blocks.keys import check_key
 from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.deployments.http_api.auth import Principal
 from jobcloud.deployments.http_api.errors import ApiError
-from jobcloud.deployments.jobs.show import UnknownJobError, read_run
+from jobcloud.deployments.jobs.show import UnknownJobError, describe_run, read_run
 
 USERS_PREFIX = "users"
 FINAL_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -35,6 +37,12 @@ def user_key(user: str, key: str, field: str = "key") -> str:
         raise ApiError(400, str(exc), field, "give a relative path like data/exp1 (no '..', no leading '/')") from None
 
 
+def json_body(model: BaseModel) -> bytes:
+    """The body FastAPI sends for a route that returns ``model`` as its response model (it
+    serializes with pydantic's `dump_json`, by alias)."""
+    return model.model_dump_json(by_alias=True).encode()
+
+
 def owner_tag(user: str) -> str:
     return f"user:{user}"
 
@@ -51,7 +59,9 @@ class Backend:
         self._store = store
         self._client: Any = None
         self._lock = threading.Lock()
-        self.submit_lock = threading.Lock()  # count-then-submit of the active-jobs bound
+        # Count-then-submit of the active-jobs bound; create_app makes it a lock shared by
+        # every API process (limits.SubmitLock).
+        self.submit_lock: Any = threading.Lock()
 
     @property
     def store(self) -> JobStore:
@@ -94,6 +104,15 @@ class Backend:
         if not who.is_admin and owner_of(run) != who.user:
             raise ApiError(404, f"no job {job_id}", "job_id", "list yours with GET /jobs")
         return run
+
+    def job_answer(self, job_id: str) -> tuple[bytes, str | None, bool]:
+        """GET /jobs/{id}'s answer (the JSON body of its `JobInfo`), the job's owner, and
+        whether it has ended: one read of the run (two while it runs: its phase), one of the
+        manifest. `UnknownJobError` for an unknown id."""
+        run = read_run(self.client, job_id)
+        info = describe_run(self.client, run, self.store)
+        final = run.state is not None and run.state.is_final()
+        return json_body(info), owner_of(run), final
 
     def active_jobs(self, user: str) -> int:
         """Jobs of ``user`` not yet in a final state."""

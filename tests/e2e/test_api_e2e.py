@@ -197,3 +197,86 @@ def test_swiss_ai_compute_with_callbacks(stack: ApiStack) -> None:
         assert bodies[-1]["status"] == "finished" and bodies[-1]["job_id"] == status["job_id"]
     finally:
         receiver.stop()
+
+
+def _serve(tmp: Path, env: dict[str, str], name: str, *extra: str) -> tuple[Proc, str]:
+    """`jobcloud api serve` on a free port (plus ``extra`` options), started, not yet answering."""
+    port = free_port()
+    log = tmp / f"{name}.log"
+    with open(log, "ab") as fh:
+        popen = subprocess.Popen(
+            [*JOBCLOUD, "api", "serve", "--port", str(port), *extra],
+            env=env,
+            cwd=tmp,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Proc(popen, log), f"http://127.0.0.1:{port}"
+
+
+def test_the_rate_limit_holds_across_api_processes(tmp_path: Path) -> None:
+    """Two servers sharing JOBCLOUD_HOME, one of them with two uvicorn workers (three API
+    processes): a user's requests count together, wherever they land."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(KEYS))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("JOBCLOUD_")},
+        "JOBCLOUD_HOME": str(tmp_path / "jc-home"),
+        "JOBCLOUD_STORAGE": str(tmp_path / "store"),
+        "JOBCLOUD_CONFIG": str(ROOT / "application_config.yaml"),
+        "JOBCLOUD_API_KEYS_FILE": str(keys),
+        "JOBCLOUD_API_RATE_PER_MINUTE": "8",
+        "PYTHONPATH": str(ROOT),
+    }
+    servers = [_serve(tmp_path, env, "api-a", "--workers", "2"), _serve(tmp_path, env, "api-b")]
+    try:
+        for proc, url in servers:
+
+            def answers(proc: Proc = proc, url: str = url) -> bool:
+                assert proc.alive(), f"the API exited before it answered:\n{proc.tail()}"
+                return httpx.get(f"{url}/status", timeout=2).status_code == 200
+
+            wait_until(answers, 90, interval=0.3, ignore=(httpx.HTTPError,), message=lambda p=proc: f"the API to start:\n{p.tail()}")
+        (a, url_a), (b, url_b) = servers
+        # Fresh connections each time, so that the two workers of A both get some.
+        codes = [httpx.get(f"{url}/files", headers=_h("alice"), timeout=30).status_code for url in [url_a, url_b] * 6]
+        assert codes[:8] == [200] * 8 and codes[8:] == [429] * 4, codes
+        limited = httpx.get(f"{url_b}/files", headers=_h("alice"), timeout=30)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert httpx.get(f"{url_a}/files", headers=_h("bob"), timeout=30).status_code == 200  # bob counts apart
+        assert "limits.sqlite" in os.listdir(tmp_path / "jc-home" / "api")
+        workers = subprocess.run(["pgrep", "-g", str(a.popen.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 3, f"--workers 2: a supervisor and two workers, got {workers}\n{a.tail()}"
+    finally:
+        for proc, _ in servers:
+            proc.stop()
+
+
+def test_a_job_array_over_http(stack: ApiStack, tmp_path: Path) -> None:
+    _upload(stack, "alice", "in/config.yaml", EXAMPLES / "config.yaml")
+    for i in range(3):
+        _upload(stack, "alice", f"sweep/p{i}.csv", EXAMPLES / "points.csv")
+    base = {"entrypoint": "linefit/v1/train", "config_id": "in/config.yaml", "env": {"LINEFIT_EPOCHS": "5"}}
+    r = stack.http.post("/jobs", json={**base, "array": {"over": "sweep", "parallel": 2}}, headers=_h("alice"))
+    assert r.status_code == 201, r.text
+    started = r.json()
+    assert started["elements"] == 3 and started["runs"] == [started["id"]]
+    job = stack.wait_state(started["id"], {"Completed", "Failed", "Crashed", "Cancelled"})
+    assert job["state"] == "Completed", job
+    assert job["array"]["counts"] == {"Completed": 3} and len(job["array"]["elements"]) == 3
+    assert (stack.store / "jobs" / started["id"] / "2" / "manifest.json").is_file()
+    assert stack.http.get(f"/jobs/{started['id']}", headers=_h("bob")).status_code == 404
+    # A bad row: 400 naming the row and the field, nothing submitted.
+    before = len(stack.http.get("/jobs", headers=_h("alice")).json())
+    for rows, words in (
+        ([{"data_ids": ["sweep/p0.csv"]}, {"data_ids": ["../bob/x.csv"]}], ["array row 2", "data_ids"]),
+        ([{"colour": "red"}], ["array row 1", "colour"]),
+        ([{"data_ids": ["sweep/missing.csv"]}], ["array row 1", "missing.csv"]),
+    ):
+        r = stack.http.post("/jobs", json={**base, "array": {"elements": rows}}, headers=_h("alice"))
+        assert r.status_code in (400, 404), r.text
+        for word in words:
+            assert word in r.text, r.text
+    assert len(stack.http.get("/jobs", headers=_h("alice")).json()) == before

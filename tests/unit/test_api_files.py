@@ -73,7 +73,10 @@ def test_oversized_upload_leaves_nothing(tmp_path: Path) -> None:
         r = client.put("/files/big.bin", content=chunks(), headers=auth("alice"))
         assert r.status_code == 413
         assert not store.exists("users/alice/big.bin")
-        assert list((tmp_path / "spool").iterdir()) == []  # the spool file is gone too
+        # A local store receives the upload in place: no spool file, and nothing left in the
+        # store either (no hidden part file, not even the user's new folder).
+        assert not (tmp_path / "spool").exists() or list((tmp_path / "spool").iterdir()) == []
+        assert [p.name for p in (tmp_path / "store").rglob("*")] == []
         ok = client.put("/files/small.bin", content=b"z" * 1000, headers=auth("alice"))
         assert ok.status_code == 201
 
