@@ -44,7 +44,7 @@ def _container_kwargs(spec: Any, catalog: Any, run_params: dict[str, Any], tmp_p
     params = {**spec.parameters, **run_params}
     flow = flow_for(spec.ref, catalog)
     validated = flow.validate_parameters(params)
-    request = JobRequest(**{k: v for k, v in validated.items() if v is not None})
+    request = JobRequest(**{k: v for k, v in validated.items() if v is not None and k != "array"})
     entry = catalog.get(spec.ref)
     return build_spec(spec.ref, entry, request, tmp_path, "job-1").create_kwargs()
 
