@@ -127,7 +127,9 @@ def test_a_hundred_submissions_at_once_all_land_once(deployed: tuple[PrefectServ
         log.seek(0)
         stderr = log.read()
         log.close()
-        if popen.returncode != 0 or "Traceback" in stderr or stderr.strip():
+        # Warnings may reach stderr under load (Prefect's, a retry's line); a lost job is a
+        # non-zero exit or a missing run (below), and a traceback is never acceptable.
+        if popen.returncode != 0 or "Traceback" in stderr:
             problems.append(f"child {p}: rc={popen.returncode}\n{stderr[-3000:]}")
         for line in stdout.splitlines():
             if line.startswith("CODES "):
