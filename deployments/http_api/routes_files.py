@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -198,13 +199,21 @@ class OpenFileResponse(Response):
             self.fh.close()
 
 
+def attachment(name: str) -> str:
+    """A Content-Disposition value for ``name`` (RFC 6266): header values are Latin-1, so a
+    name outside ASCII goes as a percent-encoded UTF-8 `filename*` beside an ASCII fallback."""
+    plain = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    if plain == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def stream_file(store: Any, key: str, shown: str) -> Response:
     """A streamed download of the store's file ``key`` (400 for a folder)."""
     if store.is_dir(key):
         raise ApiError(400, f"{shown!r} is a folder", "key", "list it with GET /files?prefix=KEY and download each file")
     fh = store.open_read(key)
-    name = shown.rsplit("/", 1)[-1].replace('"', "")
-    headers = {"content-disposition": f'attachment; filename="{name}"'}
+    headers = {"content-disposition": attachment(shown.rsplit("/", 1)[-1])}
     if store.is_local:
         return OpenFileResponse(fh, os.fstat(fh.fileno()).st_size, headers)
 

@@ -88,3 +88,14 @@ def test_upload_over_an_existing_folder_is_refused(api) -> None:
     assert r.status_code == 400 and "folder" in r.json()["error"]["message"]
     inside = client.put("/files/d/x/y", content=b"3", headers=auth("alice"))  # d/x is a file
     assert inside.status_code == 400 and inside.json()["error"]["field"] == "key" and inside.json()["error"]["fix"]
+
+
+def test_a_name_outside_ascii_downloads_with_an_encoded_filename(api) -> None:
+    client, _ = api
+    key = 'data/(╯°□°)╯ "fit".txt'
+    assert client.put(f"/files/{key}", content=b"x", headers=auth("alice")).status_code == 201
+    got = client.get(f"/files/{key}", headers=auth("alice"))
+    assert got.status_code == 200 and got.content == b"x"
+    disposition = got.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="(') and "filename*=UTF-8''" in disposition
+    assert "%E2%95%AF" in disposition  # ╯ in UTF-8, percent-encoded
