@@ -41,9 +41,9 @@ from prefect.settings import (
     get_current_settings,
     temporary_settings,
 )
-from prefect.states import Cancelling
+from prefect.states import Cancelling, Scheduled
 from prefect.utilities.processutils import command_to_string, get_sys_executable
-from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 from jobcloud.blocks.settings import env_name, get_settings
 from jobcloud.deployments.worker.warm_start import SOCKET_ENV, run_stop_grace_s
@@ -131,6 +131,7 @@ class JobCloudWorker(ProcessWorker):
         await super().__aenter__()
         self._warm: subprocess.Popen | None = None
         self._active: set[str] = set()
+        self._returning: set[str] = set()
         self._stopping = False
         self._stop_now = asyncio.Event()
         self._main_task = asyncio.current_task()
@@ -179,11 +180,31 @@ class JobCloudWorker(ProcessWorker):
         return await super().get_and_submit_flow_runs()
 
     async def run(self, flow_run: Any, configuration: Any, task_status: Any = None) -> Any:
+        if getattr(self, "_stopping", False):
+            return await self._give_back(flow_run, task_status)
         self._active.add(str(flow_run.id))
         try:
             return await super().run(flow_run, configuration, task_status)
         finally:
             self._active.discard(str(flow_run.id))
+
+    async def _give_back(self, flow_run: Any, task_status: Any) -> ProcessWorkerResult:
+        """Return a run that a poll begun before the stop signal brought in: back to Scheduled,
+        for another worker (or this one, restarted) to take. Nothing of it has started."""
+        self.log.info("stopping: flow run %s goes back to the queue", flow_run.id)
+        self._returning.add(str(flow_run.id))  # the drain waits for it before the worker exits
+        try:
+            async with get_client() as client:
+                await client.set_flow_run_state(
+                    flow_run.id, Scheduled(message="its worker was stopping; back in the queue"), force=True
+                )
+        except Exception as exc:  # noqa: BLE001 - it stays Pending; the zombie rules end it
+            self.log.warning("could not return flow run %s to the queue: %s", flow_run.id, exc)
+        finally:
+            self._returning.discard(str(flow_run.id))
+        if task_status is not None:
+            task_status.started(0)  # no process: Prefect records no infrastructure pid
+        return ProcessWorkerResult(identifier="", status_code=0)
 
     async def _drain(self, grace: float) -> None:
         if self._active:
@@ -201,6 +222,8 @@ class JobCloudWorker(ProcessWorker):
                 # guards end the runs and keep their logs.
                 self.log.warning("jobs did not stop after cancelling; stopping their processes")
                 self._stop_warm()
+        while self._returning:
+            await asyncio.sleep(0.1)
         self.log.info("worker stopping")
         if self._main_task is not None:
             self._main_task.cancel()
