@@ -27,6 +27,7 @@ from jobcloud.blocks.errors import UserError
 
 PREFIX = "JOBCLOUD_"
 MIB = 1024 * 1024
+ZOMBIE_MIN_S = 60  # Prefect's smallest flow-run heartbeat interval (30 s) plus one lost beat
 # The error type of the checks below, whose messages already name the variable and value.
 _NAMED_ERROR = "jobcloud_setting"
 INTERNAL = "Set by JobCloud, not by hand."
@@ -285,9 +286,12 @@ class JobCloudSettings(BaseSettings):
     sweep_interval_s: float = _setting(
         60.0, meaning="Seconds between sweeps for containers and work folders of ended jobs", used_by="worker"
     )
-    zombie_after_s: Annotated[int, BeforeValidator(_whole_seconds(10, "Prefect's smallest proactive window"))] = _setting(
+    zombie_after_s: Annotated[
+        int, BeforeValidator(_whole_seconds(ZOMBIE_MIN_S, "Prefect's 30 s flow-run heartbeat plus one lost beat"))
+    ] = _setting(
         90,
-        meaning="The `jobcloud-zombie-runs` automation crashes runs silent this long (at least 10)",
+        meaning=f"The `jobcloud-zombie-runs` automation crashes runs silent this long (at least {ZOMBIE_MIN_S}: "
+        "Prefect's 30 s heartbeat plus one lost beat; less crashes healthy runs)",
         used_by="deploy",
     )
     # -- a job -----------------------------------------------------------------------------------
@@ -302,7 +306,16 @@ class JobCloudSettings(BaseSettings):
     guard_patience_s: float = _setting(
         600.0, meaning="How long a job's guard keeps retrying an engine or server that is away", used_by="job"
     )
-    cancel_poll_s: float = _setting(1.0, meaning="`run --local`: how often a job asks the server whether it was cancelled", used_by="job")
+    cancel_poll_s: float = _setting(
+        1.0, meaning="How often a running job asks the server for its run's state (a cancel, a run ended elsewhere)", used_by="job"
+    )
+    fence_after_s: Annotated[float, BeforeValidator(_number_between(0, 86400))] = _setting(
+        45.0,
+        meaning="Seconds a job goes on without reaching the Prefect server (monotonic clock) before it fences itself: stops "
+        "its container and uploads nothing, so that a retry elsewhere never races it; keep it below JOBCLOUD_ZOMBIE_AFTER_S "
+        "minus 30; 0 turns fencing off",
+        used_by="job",
+    )
     infra_attempts: Annotated[int, BeforeValidator(_number_between(1, 10))] = _setting(
         3, meaning="Attempts of a container run after infrastructure failures (engine, image pull), 1 to 10", used_by="job"
     )
@@ -325,7 +338,7 @@ class JobCloudSettings(BaseSettings):
     )
     watch_cancel: OnWhenOne = _setting(
         False,
-        meaning="`1`: the run watches its own cancel (`run --local`, in-container pools: no JobCloud worker beside it).",
+        meaning="Set by `run --local` and in-container pools; a job now watches its run on every host (JOBCLOUD_CANCEL_POLL_S).",
         used_by="job",
         shown_default="`0` (`1` set by JobCloud)",
         shown_type=ON_WHEN_ONE,

@@ -39,7 +39,7 @@ from jobcloud.flows.array_manifest import (
     write_run_rows,
 )
 from jobcloud.flows.array_request import INDEX, ArrayRequest, element_requests
-from jobcloud.flows.cancel_watch import current_flag
+from jobcloud.flows.cancel_watch import current_flag, raise_if_attempt_over
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 from jobcloud.flows.job import run_job
 from jobcloud.flows.manifest import JobEnded, JobManifest
@@ -232,6 +232,7 @@ def run_array(ref: EntrypointRef, entry: Entrypoint, base: JobRequest, array: Ar
     finally:
         tally.stop.set()
     _update_progress(progress, tally, time.monotonic() - started)
+    raise_if_attempt_over()  # the server ended the run (or is out of reach): no rows, no manifest
     cancelled = (current_flag() is not None and current_flag().is_set()) or False
     rows = sorted(tally.rows, key=lambda r: r.index)
     ran = {r.index for r in rows}

@@ -17,7 +17,7 @@ from requests.exceptions import RequestException
 from jobcloud.blocks.engine import engine_lost, engine_unavailable, engine_url_of, require_gpus
 from jobcloud.blocks.errors import ContainerEngineError, ImageNotFoundError
 from jobcloud.blocks.settings import get_settings
-from jobcloud.flows.cancel_watch import cancel_requested
+from jobcloud.flows.cancel_watch import cancel_requested, stop_reason
 from jobcloud.flows.container_spec import ContainerSpec
 from jobcloud.flows.job_guard import note_left_container
 from jobcloud.flows.run_outcome import (
@@ -150,7 +150,7 @@ def run_container(
         outcome.exit_code = _wait_for_exit(container, reader, deadline)
         if outcome.exit_code is None and cancel_requested():
             outcome.cancelled = True
-            on_line("[jobcloud] the job was cancelled: stopping the container")
+            on_line(f"[jobcloud] {stop_reason()}: stopping the container")
             container.stop(timeout=CANCEL_GRACE_S)
             outcome.exit_code = _wait_for_exit(container, reader, time.time() + CANCEL_GRACE_S + 5, watch_cancel=False)
         elif outcome.exit_code is None:

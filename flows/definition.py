@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -52,8 +54,25 @@ def encode_definition(ref: EntrypointRef, entry: Entrypoint) -> str:
     return json.dumps({"ref": str(ref), "entry": entry_data(entry)}, sort_keys=True, separators=(",", ":"))
 
 
+# The environment of the flow run a worker is handling right now (its job template's), for
+# code in the worker's own process that builds that run's flow: Prefect's process worker loads
+# the flow to look for on_cancellation hooks, and the worker host has no catalog file.
+_run_environment: ContextVar[Mapping[str, str] | None] = ContextVar("jobcloud_run_environment", default=None)
+
+
+@contextmanager
+def run_environment(environ: Mapping[str, str]) -> Iterator[None]:
+    """Within this block (and tasks started in it) `deployed_entry` reads ``environ``."""
+    token = _run_environment.set(environ)
+    try:
+        yield
+    finally:
+        _run_environment.reset(token)
+
+
 def deployed_entry(ref: EntrypointRef, environ: Mapping[str, str] | None = None) -> Entrypoint | None:
     """The definition of ``ref`` that this flow run's deployment carries, if it carries one."""
+    environ = environ if environ is not None else _run_environment.get()
     text = get_settings().entrypoint if environ is None else environ.get(DEFINITION_ENV)
     if not text:
         return None

@@ -18,6 +18,7 @@ from typing import Any
 from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.exceptions import Abort
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.runtime import task_run as runtime_task_run
 from prefect.states import Cancelled, Completed, Failed, State
@@ -30,7 +31,14 @@ from jobcloud.blocks.store.factory import store_from_settings
 from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.flows.array_request import ARRAY_DESCRIPTION, ArrayRequest, array_parameter
 from jobcloud.flows.cache import CacheLookup, lookup, remember, reuse_outputs
-from jobcloud.flows.cancel_watch import JobCancelled, current_flag, watch_for_cancel
+from jobcloud.flows.cancel_watch import (
+    AttemptOver,
+    JobCancelled,
+    confirm_run_on_server,
+    current_flag,
+    raise_if_attempt_over,
+    watch_for_cancel,
+)
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 from jobcloud.flows.container_run import PRESENT_ATTR, run_container
 from jobcloud.flows.container_spec import (
@@ -145,6 +153,7 @@ def run_command_attempt(
     spec = spec.model_copy(update={"secret_environment": values})
     mask = masker([v.get_secret_value() for v in values.values()])
     if attempt > 1:
+        confirm_run_on_server()  # a retry never starts for a run the server already ended
         empty_folders(Path(spec.host_files), clear or [])
     in_container = get_settings().runner == "process"
     client = None if in_container else engine or docker_client()
@@ -446,6 +455,7 @@ def _cancelled_within(seconds: float) -> bool:
 
 def collect(ctx: JobContext) -> None:
     """The upload-outputs task, also after a failure (the log matters most then)."""
+    raise_if_attempt_over()
     t = time.perf_counter()
     try:
         uploading = upload_outputs.fn if ctx.lean else upload_outputs
@@ -559,9 +569,15 @@ def run_job(
             run_command(ctx)
             collect(ctx)
     except JobCancelled as exc:
+        if isinstance(exc, AttemptOver) or _attempt_over():
+            _discard(ctx)
+            raise AttemptOver(str(exc)) from None
         record_cancel(ctx, exc)
     except JobCloudError as exc:
         ctx.failure = str(exc)
+    if _attempt_over():  # nothing of this attempt may land over what the server decided since
+        _discard(ctx)
+        raise AttemptOver(current_flag().message)
     # Not in a `finally`: when anything else escapes (SIGTERM of a cancel, a crash), the job's
     # guard uploads the container log so far and then removes the folder.
     if not get_settings().keep_workdir:
@@ -569,6 +585,17 @@ def run_job(
     manifest = write_manifest(ctx)
     publish(ctx, manifest)
     return end_state(ctx, manifest)
+
+
+def _attempt_over() -> bool:
+    flag = current_flag()
+    return flag is not None and flag.attempt_over
+
+
+def _discard(ctx: JobContext) -> None:
+    """What an attempt that is over leaves: its work folder goes, the store is not touched."""
+    ctx.logger.warning("%s", current_flag().message)
+    shutil.rmtree(ctx.work, ignore_errors=True)
 
 
 # At most this many of the last lines (each cut to LINE_MAX characters) in a final state's
@@ -711,6 +738,11 @@ def make_flow(
                     result = run_array(ref, entry, request, array, store_factory())
                 else:
                     result = run_job(ref, entry, request, store_factory())
+        except AttemptOver as exc:
+            # The server ended the run (or cannot be reached): its state stands. Abort ends the
+            # flow run's process without proposing a state; the guard has nothing to keep.
+            guard.finish("left" if left else "done")
+            raise Abort(str(exc)) from None
         except BaseException:
             guard.finish("error")
             raise

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from jobcloud.blocks.errors import GpuUnavailableError
 from jobcloud.blocks.settings import get_settings
-from jobcloud.flows.cancel_watch import cancel_requested
+from jobcloud.flows.cancel_watch import cancel_requested, stop_reason
 from jobcloud.flows.container_spec import ContainerSpec
 from jobcloud.flows.job_guard import note_process_group
 from jobcloud.flows.run_outcome import CANCEL_GRACE_S, TAIL_LINES, LineSplitter, RunOutcome
@@ -149,7 +149,7 @@ def run_process(
                 break
             if cancel_requested():
                 outcome.cancelled = True
-                on_line("[jobcloud] the job was cancelled: stopping the command")
+                on_line(f"[jobcloud] {stop_reason()}: stopping the command")
                 outcome.exit_code = _stop(proc, CANCEL_GRACE_S)
             elif deadline is not None and time.time() >= deadline:
                 outcome.timed_out = True

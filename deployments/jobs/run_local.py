@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from jobcloud.blocks.engine import docker_client, require_gpus
+from jobcloud.blocks.errors import JobCloudError
 from jobcloud.blocks.settings import get_settings
 from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.deployments.jobs.result import JobResult, result_for
@@ -56,6 +57,11 @@ def run_local(ref: EntrypointRef, entry: Entrypoint, request: CheckedRequest, st
     # Prefect's heartbeats (30 s at least) would only tell a server that this process died;
     # the job's guard (flows/job_guard.py) ends the run at once when it does. Stopping the
     # heartbeat thread also costs up to a second at exit.
+    from prefect.exceptions import Abort
+
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), tags(*ref.tags):
-        state = flow(**params, return_state=True)
+        try:
+            state = flow(**params, return_state=True)
+        except Abort as exc:  # the job stopped: its run ended on the server, or the server was out of reach
+            raise JobCloudError(f"the job stopped without a result: {exc}") from None
     return result_for(str(state.state_details.flow_run_id), state, store)

@@ -47,6 +47,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, Proc
 
 from jobcloud.blocks.settings import env_name, get_settings
 from jobcloud.deployments.worker.warm_start import SOCKET_ENV, run_stop_grace_s
+from jobcloud.flows.definition import run_environment
 from jobcloud.flows.sweeper import sweep_here
 
 WORKER_TYPE = "jobcloud"
@@ -184,7 +185,10 @@ class JobCloudWorker(ProcessWorker):
             return await self._give_back(flow_run, task_status)
         self._active.add(str(flow_run.id))
         try:
-            return await super().run(flow_run, configuration, task_status)
+            # Prefect loads the run's flow here to look for on_cancellation hooks; this host may
+            # have no catalog file, the run's job template carries the entrypoint's definition.
+            with run_environment(configuration.env):
+                return await super().run(flow_run, configuration, task_status)
         finally:
             self._active.discard(str(flow_run.id))
 
@@ -195,9 +199,7 @@ class JobCloudWorker(ProcessWorker):
         self._returning.add(str(flow_run.id))  # the drain waits for it before the worker exits
         try:
             async with get_client() as client:
-                await client.set_flow_run_state(
-                    flow_run.id, Scheduled(message="its worker was stopping; back in the queue"), force=True
-                )
+                await client.set_flow_run_state(flow_run.id, Scheduled(message="its worker was stopping; back in the queue"), force=True)
         except Exception as exc:  # noqa: BLE001 - it stays Pending; the zombie rules end it
             self.log.warning("could not return flow run %s to the queue: %s", flow_run.id, exc)
         finally:

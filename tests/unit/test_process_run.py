@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from jobcloud.blocks.errors import GpuUnavailableError
-from jobcloud.flows.cancel_watch import _flag
+from jobcloud.flows.cancel_watch import StopFlag, _flag
 from jobcloud.flows.container_spec import ContainerSpec
 from jobcloud.flows.job_guard import kill_groups
 from jobcloud.flows.process_run import child_environment, require_visible_gpus, run_process
@@ -100,7 +100,7 @@ def test_a_leftover_background_process_is_killed_when_the_command_ends(tmp_path:
 
 
 def test_cancel_stops_the_command_promptly(tmp_path: Path) -> None:
-    flag = threading.Event()
+    flag = StopFlag()
     token = _flag.set(flag)
     try:
         threading.Timer(0.5, flag.set).start()

@@ -203,7 +203,10 @@ def test_bad_values_name_the_variable(clean_env: pytest.MonkeyPatch) -> None:
     cases = {
         "JOBCLOUD_INFRA_ATTEMPTS": ("0", "JOBCLOUD_INFRA_ATTEMPTS='0' must be between 1 and 10"),
         "JOBCLOUD_INFRA_RETRY_DELAY_S": ("soon", "JOBCLOUD_INFRA_RETRY_DELAY_S='soon' is not a number"),
-        "JOBCLOUD_ZOMBIE_AFTER_S": ("5", "JOBCLOUD_ZOMBIE_AFTER_S=5: must be at least 10 s (Prefect's smallest proactive window)"),
+        "JOBCLOUD_ZOMBIE_AFTER_S": (
+            "20",
+            "JOBCLOUD_ZOMBIE_AFTER_S=20: must be at least 60 s (Prefect's 30 s flow-run heartbeat plus one lost beat)",
+        ),
         "JOBCLOUD_RUNNER": ("docker", "JOBCLOUD_RUNNER: Input should be 'engine' or 'process'"),
         "JOBCLOUD_API_MAX_BODY_BYTES": ("lots", "JOBCLOUD_API_MAX_BODY_BYTES: Input should be a valid integer"),
     }
