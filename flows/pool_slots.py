@@ -19,6 +19,7 @@ from typing import Any
 from jobcloud.blocks.settings import env_name, get_settings
 
 POOL_ENV = env_name("pool")  # set by the pool's job template
+SLOT_LEASE_S = 60.0  # the shortest lease Prefect's server grants
 
 
 def pool_slots_name(pool: str) -> str:
@@ -73,5 +74,8 @@ def pool_slot(client: Any = None) -> Iterator[None]:
 
     # strict=False: a limit removed since it was read (`jobcloud deploy` without --limit now)
     # costs a warning, not the job.
-    with concurrency(pool_slots_name(pool), occupy=1, strict=False):
+    # The slot is a lease the process renews: a host that dies or is cut off stops renewing,
+    # and the server frees the slot SLOT_LEASE_S later (Prefect's shortest lease), not 300 s.
+    # A failed renewal does not stop the job: being cut off is the fence's to judge.
+    with concurrency(pool_slots_name(pool), occupy=1, strict=False, lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False):
         yield

@@ -14,6 +14,7 @@ With a real worker, a real engine and a real Prefect server:
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -156,5 +157,36 @@ def test_a_cancel_on_a_worker_without_a_catalog_logs_one_line(stage: Stage) -> N
         record("cancel on a worker host with no catalog file", state, secs, 5, left)
         assert state == "Cancelled" and left == "none"
         assert "Traceback" not in log and "failed to retrieve flow" not in log, log[-3000:]
+    finally:
+        worker.stop()
+
+
+def _faketime() -> str | None:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(_faketime() is None, reason="libfaketime is not installed (scripts/setup.sh installs it)")
+def test_a_host_whose_clock_is_5_minutes_off_runs_jobs_normally(stage: Stage) -> None:
+    """A worker host (worker, fork server, flow runs, guards) 5 minutes ahead of the server,
+    with a short fence lease: the job neither fences nor fails."""
+    env = stage.case_env(JOBCLOUD_FENCE_AFTER_S="5", LD_PRELOAD=_faketime() or "", FAKETIME="+5m", FAKETIME_NO_CACHE="1")
+    home = env["JOBCLOUD_HOME"]
+    submit_env = {k: v for k, v in env.items() if k not in ("LD_PRELOAD", "FAKETIME", "FAKETIME_NO_CACHE")}
+    worker = stage.worker(env, "w-skewed")
+    try:
+        skew = subprocess.run(["date", "+%s"], env=env, capture_output=True, text=True).stdout.strip()
+        assert abs(int(skew) - time.time() - 300) < 30, "the worker's environment does not skew the clock"
+        t0 = time.monotonic()
+        job = _submit(stage, submit_env, "faults/v1/quick")
+        state, secs = settle(stage, job, home, t0, 120, worker_up=True)
+        left = leftovers(stage, job, home, worker_up=True)
+        stored = _stored(stage, job)
+        record("a worker host whose clock is 5 min ahead (fence lease 5 s)", state, secs, None, left)
+        assert state == "Completed" and left == "none", worker.tail(60)
+        assert "manifest.json" in stored and "output/done.txt" in stored, stored
+        assert "fenced" not in worker.tail(400)
     finally:
         worker.stop()
