@@ -51,8 +51,10 @@ def test_a_job_holds_a_slot_only_inside_a_pool(monkeypatch) -> None:
     taken: list[str] = []
 
     class FakeConcurrency:
-        def __init__(self, name: str, occupy: int, strict: bool) -> None:
+        def __init__(self, name: str, occupy: int, strict: bool, lease_duration: float, raise_on_lease_renewal_failure: bool) -> None:
             assert occupy == 1 and strict is False  # a pool without a limit has no global limit
+            # A dead host's slot frees after Prefect's shortest lease; a cut-off host is the fence's.
+            assert lease_duration == 60 and raise_on_lease_renewal_failure is False
             taken.append(name)
 
         def __enter__(self) -> None:
