@@ -425,6 +425,9 @@ def sync(
         pool_changes: list[PoolChange] = ensure_pools(client, limits, pool_types=types)
         changes = [DeployChange(name=f"pool {c.name}", action=c.action, detail=c.detail) for c in pool_changes]
         specs = [with_infra_variables(spec, catalog, types.get(spec.work_pool_name, DEFAULT_POOL_TYPE)) for spec in specs]
+        from jobcloud.deployments.deploy.tes import tes_deployments  # it builds on this module
+
+        specs += tes_deployments(types)  # GA4GH TES tasks (docs/tes.md)
         # Server-side: crashes runs whose host died (their heartbeats stop); see automations.py.
         zombie = sync_zombie_automation(client, zombie_after)
         changes.append(DeployChange(name=f"automation {ZOMBIE_AUTOMATION}", action=zombie, detail=f"crash runs silent {zombie_after} s"))

@@ -15,6 +15,7 @@ from jobcloud.deployments.http_api.job_cache import JobCache
 from jobcloud.deployments.http_api.limits import BodyLimit, SharedRateLimiter, SubmitLock
 from jobcloud.deployments.http_api.services import Backend
 from jobcloud.deployments.http_api.settings import ApiSettings, get_api_settings
+from jobcloud.deployments.http_api.tes import routes as routes_tes
 
 DESCRIPTION = """JobCloud's HTTP API: the application registry, your files, your jobs, and the
 Swiss AI Center service contract. Every route but `/status`, `/swiss/.../status` and the docs
@@ -64,6 +65,6 @@ def create_app(settings: ApiSettings | None = None, keys: KeyRing | None = None,
         return {"status": "available"}
 
     # routes_presigned first: GET /files/{key}:download-url would otherwise be a download.
-    for module in (routes_apps, routes_presigned, routes_files, routes_jobs, routes_swiss):
+    for module in (routes_apps, routes_presigned, routes_files, routes_jobs, routes_swiss, routes_tes):
         app.include_router(module.router)
     return app
