@@ -111,8 +111,14 @@ def judge(state_type: str | None, state_name: str | None) -> tuple[str, str] | N
 def _poll(job_id: str, flag: StopFlag, stop: threading.Event, interval: float, contact: list[float]) -> None:
     import httpx
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-    with get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(READ_TIMEOUT_S)}) as client:
+    # No client retries: their backoff (up to a minute) would hide a cancel for that long once a
+    # cut-off host's link returns; the next poll is the retry.
+    with (
+        temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}),
+        get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(READ_TIMEOUT_S)}) as client,
+    ):
         while not stop.wait(interval) and not flag.is_set():
             try:
                 state = client.read_flow_run(job_id).state

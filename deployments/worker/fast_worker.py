@@ -112,6 +112,13 @@ class JobCloudJobConfiguration(ProcessJobConfiguration):
         self.env.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", RETRY_EXTRA_CODES)
 
 
+def _fresh(state: Any) -> Any:
+    """A new state of the same type, name and message as ``state`` (a past one cannot be reused)."""
+    from prefect.client.schemas.objects import State
+
+    return State(type=state.type, name=state.name, message=state.message)
+
+
 class JobCloudWorker(ProcessWorker):
     """Prefect's process worker plus a fork server for warm flow-run starts."""
 
@@ -189,6 +196,9 @@ class JobCloudWorker(ProcessWorker):
     async def run(self, flow_run: Any, configuration: Any, task_status: Any = None) -> Any:
         if getattr(self, "_stopping", False):
             return await self._give_back(flow_run, task_status)
+        ended = await self._ended_since_seen(flow_run)
+        if ended is not None:
+            return await self._leave_ended(flow_run, ended, task_status)
         self._active.add(str(flow_run.id))
         try:
             # Prefect loads the run's flow here to look for on_cancellation hooks; this host may
@@ -197,6 +207,35 @@ class JobCloudWorker(ProcessWorker):
                 return await super().run(flow_run, configuration, task_status)
         finally:
             self._active.discard(str(flow_run.id))
+
+    # -- a stale submission ------------------------------------------------------------------
+    # A worker asks for scheduled runs, then submits each (Pending). Cut off from the server in
+    # between, it submits minutes later a run that another worker has taken and finished since.
+    # Prefect lets a Completed run without a persisted result (JobCloud's) go back to Pending,
+    # so the job would run twice. The run's history tells: when the state this worker's Pending
+    # follows is final, the run had ended; that state is put back and nothing starts.
+    async def _ended_since_seen(self, flow_run: Any) -> Any:
+        try:
+            async with get_client() as client:
+                history = await client.read_flow_run_states(flow_run.id)
+        except Exception as exc:  # noqa: BLE001 - unknown: run it, as Prefect would
+            self.log.warning("could not read the history of flow run %s: %s", flow_run.id, exc)
+            return None
+        # This worker's Pending (and Submitting) come last; the state they followed is the one
+        # the run was in when this worker took it: Scheduled normally, final if it had ended.
+        before = [st for st in sorted(history, key=lambda st: st.timestamp) if not st.is_pending()]
+        return before[-1] if before and before[-1].is_final() else None
+
+    async def _leave_ended(self, flow_run: Any, ended: Any, task_status: Any) -> ProcessWorkerResult:
+        self.log.warning("flow run %s ended (%s) after this worker saw it scheduled; not running it again", flow_run.id, ended.name)
+        try:
+            async with get_client() as client:
+                await client.set_flow_run_state(flow_run.id, _fresh(ended), force=True)
+        except Exception as exc:  # noqa: BLE001 - the run stays Pending; the zombie rules end it
+            self.log.warning("could not restore the final state of flow run %s: %s", flow_run.id, exc)
+        if task_status is not None:
+            task_status.started(0)
+        return ProcessWorkerResult(identifier="", status_code=0)
 
     async def _give_back(self, flow_run: Any, task_status: Any) -> ProcessWorkerResult:
         """Return a run that a poll begun before the stop signal brought in: back to Scheduled,

@@ -391,13 +391,14 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def start_worker(self, host: str, wait: bool = True) -> Proc:
+    def start_worker(self, host: str, wait: bool = True, **settings: str) -> Proc:
         """A JobCloud worker (`prefect worker start --pool cpu --name HOST`) on ``host``, with
-        that host's own JOBCLOUD_HOME; waits until it says it started."""
+        that host's own JOBCLOUD_HOME and ``settings`` (which its runs inherit); waits until it
+        says it started."""
         assert self.stack is not None and self.stack.server is not None
         n = self.starts.get(host, 0) + 1
         self.starts[host] = n
-        env = {**self.stack.env, "JOBCLOUD_HOME": str(self.home(host))}
+        env = {**self.stack.env, "JOBCLOUD_HOME": str(self.home(host)), **settings}
         log = self.tmp / host / f"worker-{n}.log"
         extra = ["--prefetch-seconds", str(self.prefetch_s)]
         proc = start_worker(self.stack.server, "cpu", env, log, name=host, extra_args=extra, prefix=self.prefix(host))
