@@ -61,6 +61,8 @@ def logger() -> Any:
         import logging
 
         return logging.getLogger(__name__)
+
+
 _seen: dict[str, tuple[float, bool]] = {}
 
 
