@@ -191,7 +191,9 @@ def _docker(image: str, cpu: float | None, memory_mb: int | None, gpus: int, tim
         out["image_pull_policy"] = "Never"  # only on this engine; a pull would fail
     if memory_mb:
         out["mem_limit"] = f"{memory_mb}m"
-    kwargs: dict[str, Any] = {}
+    # The engine's init (tini, catatonit) as PID 1: the flow's Python as PID 1 has no SIGTERM
+    # handler until its flow starts, so a stop before then waits out the whole grace (30 s).
+    kwargs: dict[str, Any] = {"init": True}
     if cpu:
         kwargs["nano_cpus"] = int(cpu * 1e9)
     if gpus:

@@ -46,12 +46,19 @@ from jobcloud.deployments.pools.in_container import VENV_PYTHON
 from jobcloud.deployments.pools.types import is_in_container, worker_class
 
 IN_CONTAINER_COMMAND = f"{VENV_PYTHON} -m prefect.engine"
-IN_CONTAINER_ENV = {env_name("runner"): "process", env_name("watch_cancel"): "1"}
+IN_CONTAINER_ENV = {
+    env_name("runner"): "process",
+    env_name("watch_cancel"): "1",
+    # Heartbeats every 30 s, as the JobCloud worker sets for its runs: the server's zombie
+    # automation (`jobcloud-zombie-runs`) must hear from a long in-container job too.
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+}
 ENV_DESCRIPTION = (
     "Environment of each flow run, over the worker's own. JobCloud's defaults, written by "
     "`jobcloud deploy`: JOBCLOUD_STORAGE (the job store every run uses: s3://, gs://, "
     "block:<name>, or a folder, which fits one host only), JOBCLOUD_POOL, and in pools whose "
-    "flow runs inside the application's image JOBCLOUD_RUNNER=process and JOBCLOUD_WATCH_CANCEL=1."
+    "flow runs inside the application's image JOBCLOUD_RUNNER=process, JOBCLOUD_WATCH_CANCEL=1 and "
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30."
 )
 # Defaults JobCloud raises (see the module docstring).
 CLOUD_RUN_TIMEOUT_S = 86400

@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
-from tests.conftest import ROOT, Cli
-from tests.integration.seaweed import Seaweed
+from tests.conftest import ROOT
+from tests.e2e.docker_stack import TEST_IMAGE, DockerStack, docker_stack
+from tests.e2e.docker_stack import current_image as build_current_image
+from tests.e2e.docker_stack import flow_run_containers as _flow_run_containers
+from tests.e2e.docker_stack import ok as _ok
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-BASE_IMAGE = "localhost/jobcloud/torchfit:1"
-TEST_IMAGE = "localhost/jobcloud-test/torchfit-current:1"
-PREFECT_FLOW_RUN_LABEL = "io.prefect.flow-run-id"
 EXTRA = {
     "sleepy": {
         "v1": {
@@ -60,111 +54,25 @@ EXTRA = {
 }
 
 
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def current_image(engine: str, images: None) -> Iterator[str]:
     """torchfit with this checkout's JobCloud in its venv: a runtime image copies JobCloud when
     it is built, and this test must run the code under test."""
-    import docker
-
-    from jobcloud.deployments.imaging.build import stage_jobcloud_source
-
-    client = docker.DockerClient(base_url=engine)
-    with tempfile.TemporaryDirectory(prefix="jobcloud-test-image-", dir="/var/tmp") as tmp:
-        ctx = Path(tmp)
-        stage_jobcloud_source(ctx / "jobcloud")
-        (ctx / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\nCOPY jobcloud /stage/jobcloud\n"
-            "RUN /opt/jobcloud/venv/bin/pip install -q --no-deps --no-build-isolation --force-reinstall "
-            "--disable-pip-version-check --no-cache-dir /stage/jobcloud && rm -rf /stage\n"
-        )
-        client.images.build(path=str(ctx), tag=TEST_IMAGE, rm=True, forcerm=True)
-    yield TEST_IMAGE
-    try:
-        client.images.remove(TEST_IMAGE, force=True)
-    except Exception:  # noqa: BLE001 - in use by nothing after the module; best effort
-        pass
-
-
-class DockerStack:
-    def __init__(self, server: PrefectServer, worker: Proc, env: dict[str, str], tmp: Path, seaweed: Seaweed, bucket: str) -> None:
-        self.server, self.worker, self.env, self.tmp, self.seaweed, self.bucket = server, worker, env, tmp, seaweed, bucket
-        self.cli = Cli(env=env, cwd=tmp)
-
-    def manifest(self, job_id: str) -> dict[str, Any]:
-        body = self.seaweed.client().get_object(Bucket=self.bucket, Key=f"jc/jobs/{job_id}/manifest.json")["Body"].read()
-        return json.loads(body)
-
-    def keys(self, prefix: str) -> set[str]:
-        resp = self.seaweed.client().list_objects_v2(Bucket=self.bucket, Prefix=f"jc/{prefix}")
-        return {o["Key"].removeprefix("jc/") for o in resp.get("Contents", [])}
+    with build_current_image(engine) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")
 def stack(engine: str, current_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerStack]:
     tmp = tmp_path_factory.mktemp("docker-pool")
-    seaweed = Seaweed(tmp / "seaweed").start()
-    bucket = seaweed.make_bucket(f"jobs-{uuid.uuid4().hex[:10]}")
     catalog = yaml.safe_load((ROOT / "application_config.yaml").read_text())
     torchfit = catalog["torchfit"]
-    catalog = {"torchfit": torchfit, **EXTRA}
     for entry in torchfit["v1"].values():
         entry["handler"]["image_url"] = current_image
-    path = tmp / "application_config.yaml"
-    path.write_text(yaml.safe_dump(catalog))
-    server = PrefectServer(home=tmp / "prefect-home")
-    base = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOBCLOUD_"))},
-        "JOBCLOUD_HOME": str(tmp / "jc-home"),
-        "JOBCLOUD_STORAGE": "block:e2e-store",
-        "JOBCLOUD_CONFIG": str(path),
-        "DOCKER_HOST": engine,
-        "PYTHONPATH": str(ROOT),
-    }
-    worker = None
-    server.start()
-    try:
-        env = server.env(base)
-        # The store as a block: what a container needs of it comes from the Prefect server.
-        save = (
-            "from prefect_aws import AwsCredentials\n"
-            "from jobcloud.blocks.store.store_block import JobStoreBlock\n"
-            f"JobStoreBlock(url='s3://{bucket}/jc', endpoint_url='{seaweed.endpoint}', aws_credentials="
-            f"AwsCredentials(aws_access_key_id='{seaweed.env()['AWS_ACCESS_KEY_ID']}', "
-            f"aws_secret_access_key='{seaweed.env()['AWS_SECRET_ACCESS_KEY']}', region_name='us-east-1')).save('e2e-store')\n"
-        )
-        _ok(
-            subprocess.run(
-                [sys.executable, "-m", "prefect", "block", "register", "-m", "jobcloud.blocks.store.store_block"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        )
-        _ok(subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=120))
-        cli = Cli(env=env, cwd=tmp)
-        _ok(cli("deploy", "--pool-type", "cpu=docker", "--catalog", str(path), "--prefect-yaml", str(tmp / "none.yaml")))
-        worker = start_worker(server, "cpu", env, tmp / "worker.log", name="e2e-docker", extra_args=["--type", "docker"])
+    with docker_stack(engine, tmp, {"torchfit": torchfit, **EXTRA}, {"cpu": "docker"}) as built:
         sample = ROOT / "images/torchfit/sample"
-        _ok(cli("files", "put", str(sample / "data"), str(sample / "config.yaml"), "samples/torchfit"))
-        yield DockerStack(server, worker, env, tmp, seaweed, bucket)
-    finally:
-        if worker is not None:
-            worker.stop()
-        server.stop()
-        seaweed.stop()
-
-
-def _flow_run_containers(engine: str, job_id: str) -> list[Any]:
-    import docker
-
-    client = docker.DockerClient(base_url=engine)
-    return client.containers.list(all=True, filters={"label": f"{PREFECT_FLOW_RUN_LABEL}={job_id}"})
+        _ok(built.cli("files", "put", str(sample / "data"), str(sample / "config.yaml"), "samples/torchfit"))
+        yield built
 
 
 def test_docker_pool_has_the_entrypoints_image_and_resources(stack: DockerStack) -> None:

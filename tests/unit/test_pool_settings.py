@@ -42,6 +42,7 @@ def test_the_pool_gets_the_deployers_store_made_absolute_and_no_catalog(settings
         "JOBCLOUD_STORAGE": str(settings / "store"),
         "JOBCLOUD_RUNNER": "process",
         "JOBCLOUD_WATCH_CANCEL": "1",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # the zombie automation hears in-container runs too
     }
 
 
