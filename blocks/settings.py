@@ -177,6 +177,64 @@ class ApiSettings(BaseModel):
         gt=0,
         le=7 * 24 * 3600,
     )
+    tes_images: str | None = _setting(
+        meaning="Images a GA4GH TES executor may name, comma-separated `fnmatch` patterns (`alpine`, `ubuntu:*`, "
+        "`quay.io/biocontainers/*`; a name without a tag also matches as `NAME:latest`), `*` for any image; another "
+        "image is a 400 naming it ([tes.md](tes.md#who-may-run-what))",
+        used_by="API",
+        shown_default="the catalog's images",
+    )
+    tes_input_urls: str | None = _setting(
+        meaning="URLs outside the job store that TES inputs may be read from, comma-separated `fnmatch` patterns "
+        "(`https://data.example.org/*`), `*` for any public http(s) URL. A loopback, link-local, metadata or "
+        "private-network address is reached only through a pattern naming its host literally "
+        "([tes.md](tes.md#who-may-run-what))",
+        used_by="API",
+        shown_default="none (job-store URLs only)",
+    )
+    tes_input_max_bytes: int = _setting(
+        10 * 1024 * MIB,
+        meaning="Largest TES input read from one URL (the task ends SYSTEM_ERROR beyond)",
+        used_by="API",
+        shown_default="`10737418240` (10 GiB)",
+        gt=0,
+    )
+    oidc_issuer: str | None = _setting(
+        meaning="An OIDC issuer whose JWTs the API accepts as bearer tokens beside the API keys (`iss` must be exactly "
+        "this); its keys come from `JOBCLOUD_API_OIDC_JWKS_URL` or its discovery document "
+        "([api.md](api.md#oidc-tokens))",
+        used_by="API",
+        shown_default="none (API keys only)",
+    )
+    oidc_audience: str | None = _setting(
+        meaning="The `aud` a token must carry (the API's client id at the issuer); required with `JOBCLOUD_API_OIDC_ISSUER`",
+        used_by="API",
+    )
+    oidc_jwks_url: str | None = _setting(
+        meaning="The issuer's JWKS (its signing keys)",
+        used_by="API",
+        shown_default="`jwks_uri` of `<issuer>/.well-known/openid-configuration`",
+    )
+    oidc_user_claim: str = _setting(
+        "preferred_username",
+        meaning="The claim that holds the user name (a plain name: it becomes `users/<name>/` and `user:<name>`)",
+        used_by="API",
+    )
+    oidc_groups_claim: str = _setting("groups", meaning="The claim that lists the user's groups", used_by="API")
+    oidc_admin_group: str | None = _setting(
+        meaning="Members of this group are admins (see every user's files, jobs and tasks)", used_by="API", shown_default="none"
+    )
+    oidc_algorithms: str = _setting(
+        "RS256,ES256,PS256,EdDSA", meaning="Signature algorithms accepted, comma-separated (never `none` or HMAC)", used_by="API"
+    )
+    oidc_jwks_cache_s: float = _setting(
+        600.0,
+        meaning="How long the issuer's keys are kept before they are fetched again (a token with an unknown key id "
+        "fetches them at once, at most every 30 s)",
+        used_by="API",
+        gt=0,
+    )
+    oidc_leeway_s: float = _setting(30.0, meaning="Clock skew allowed on `exp`, `nbf` and `iat`", used_by="API", ge=0, le=300)
 
 
 class JobCloudSettings(BaseSettings):

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobcloud.blocks.url_policy import UrlPolicy
 from jobcloud.flows.manifest import job_prefix
 
 FileType = Literal["FILE", "DIRECTORY"]
@@ -45,15 +46,19 @@ class ExecutorPlan(_Plan):
 
 
 class InputPlan(_Plan):
-    """An input placed at ``path``: a job-store key, inline content, or a URL outside the store."""
+    """An input placed at ``path``: a job-store key, inline content, an http(s) URL the
+    operator's allow-list names, or a URL the flow may not read."""
 
     path: str
     type: FileType = "FILE"
     key: str | None = None
     content: str | None = None
-    # A URL the flow may not read (not in the job store; no allow-list yet): the task is
-    # created and ends SYSTEM_ERROR saying so, as other TES servers do for an unfetchable input.
+    # Read by the flow under the plan's `url_policy` (checked again there, at every hop).
+    url: str | None = None
+    # A URL the flow may not read (another bucket, off the allow-list): the task is created and
+    # ends SYSTEM_ERROR saying `why`, as other TES servers do for an input they cannot fetch.
     foreign_url: str | None = None
+    why: str | None = None
 
 
 class OutputPlan(_Plan):
@@ -77,6 +82,7 @@ class TesPlan(_Plan):
     gpu: int = Field(0, ge=0, description="GPUs (backend_parameters.gpu).")
     timeout_s: int | None = Field(None, gt=0, description="Seconds each executor may run (backend_parameters.timeout_s).")
     store_url: str = Field(description="The job store's URL base as TES clients name it (file://..., s3://...).")
+    url_policy: UrlPolicy = Field(default_factory=UrlPolicy, description="What `url` inputs may be read from (the API's allow-list).")
 
     def folders(self) -> list[str]:
         """The container folders a task's files live in, each made empty before the first

@@ -30,7 +30,8 @@ from jobcloud.blocks.errors import JobCloudError, MissingKeyError
 from jobcloud.blocks.keys import join_key, last_name
 from jobcloud.blocks.settings import get_settings
 from jobcloud.blocks.store.factory import store_from_settings
-from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.blocks.store.job_store import FileRecord, JobStore
+from jobcloud.blocks.url_fetch import UrlFetchError, fetch_url
 from jobcloud.flows.cancel_watch import AttemptOver, JobCancelled, watch_for_cancel
 from jobcloud.flows.container_run import run_container
 from jobcloud.flows.container_spec import API_LABEL, JOB_LABEL, LABEL_PREFIX, ContainerSpec, owning_api
@@ -129,10 +130,17 @@ def stage_task_inputs(store: JobStore, plan: TesPlan, files_dir: Path, work: Pat
         if item.content is not None:
             target.write_text(item.content, encoding="utf-8")
             continue
+        if item.url is not None:
+            try:
+                got = fetch_url(item.url, target, plan.url_policy)
+            except UrlFetchError as exc:
+                raise TaskSystemError(f"inputs[{i}]: {exc}") from None
+            file = FileRecord(key=item.url, size=got.size, sha256=got.sha256)
+            records.append(InputRecord(kind="data_ids", key=item.url, staged_at=item.path, files=[file]))
+            continue
         if item.key is None:
-            raise TaskSystemError(
-                f"inputs[{i}]: {item.foreign_url!r} is not in the job store; JobCloud reads inputs from its job store only"
-            )
+            why = item.why or "it is not in the job store"
+            raise TaskSystemError(f"inputs[{i}]: {item.foreign_url!r} cannot be read: {why}")
         temp = work / "staging" / str(i)
         try:
             files = store.download(item.key, temp)

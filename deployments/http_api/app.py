@@ -13,13 +13,14 @@ from jobcloud.deployments.http_api import errors, routes_apps, routes_files, rou
 from jobcloud.deployments.http_api.auth import KeyRing, load_keys
 from jobcloud.deployments.http_api.job_cache import JobCache
 from jobcloud.deployments.http_api.limits import BodyLimit, SharedRateLimiter, SubmitLock
+from jobcloud.deployments.http_api.oidc import verifier_of
 from jobcloud.deployments.http_api.services import Backend
 from jobcloud.deployments.http_api.settings import ApiSettings, get_api_settings
 from jobcloud.deployments.http_api.tes import routes as routes_tes
 
 DESCRIPTION = """JobCloud's HTTP API: the application registry, your files, your jobs, and the
 Swiss AI Center service contract. Every route but `/status`, `/swiss/.../status` and the docs
-needs `Authorization: Bearer <API key>`. Errors are `{"error": {"status", "field", "message", "fix"}}`."""
+needs `Authorization: Bearer <API key>` (or a JWT of the configured OIDC issuer). Errors are `{"error": {"status", "field", "message", "fix"}}`."""
 
 
 def state_folder(settings: ApiSettings) -> Path:
@@ -34,7 +35,11 @@ def state_folder(settings: ApiSettings) -> Path:
 def create_app(settings: ApiSettings | None = None, keys: KeyRing | None = None, backend: Backend | None = None) -> FastAPI:
     """The app; ``keys`` and ``backend`` default to those the settings name (tests pass their own)."""
     settings = settings or get_api_settings()
-    keys = keys or load_keys(settings)  # no keys, no API: fail at start, not at the first request
+    oidc = verifier_of(settings)  # bad OIDC settings: fail at start, not at the first request
+    if keys is None:
+        # No keys, no API (fail at start) unless an OIDC issuer signs the users in.
+        only_oidc = oidc is not None and settings.keys_file is None and not settings.keys_block
+        keys = KeyRing({}) if only_oidc else load_keys(settings)
     backend = backend or Backend()
 
     @asynccontextmanager
@@ -45,6 +50,7 @@ def create_app(settings: ApiSettings | None = None, keys: KeyRing | None = None,
     app = FastAPI(title="JobCloud API", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.keys = keys
+    app.state.oidc = oidc
     state_dir = state_folder(settings)
     app.state.rate = SharedRateLimiter(state_dir / "limits.sqlite", settings.rate_per_minute)
     backend.submit_lock = SubmitLock(state_dir / "submit.lock")

@@ -1,4 +1,5 @@
-"""Bearer-token authentication from an API-key list, and the per-user rate limit.
+"""Bearer-token authentication from an API-key list (and OIDC JWTs, `oidc.py`), and the per-user
+rate limit.
 
 The keys are JSON `{"<token>": {"user": "<name>", "role": "user"|"admin"}}`, read from a Prefect
 Secret block (`JOBCLOUD_API_KEYS_BLOCK`) or a file (`JOBCLOUD_API_KEYS_FILE`). Tokens are kept
@@ -26,6 +27,7 @@ from jobcloud.deployments.http_api.errors import ApiError
 from jobcloud.deployments.http_api.settings import ApiSettings
 
 USER_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"
+JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
 class ApiKeysError(UserError):
@@ -48,6 +50,12 @@ class Principal(BaseModel):
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three base64url parts: worth verifying as a JWT (checked after the API keys, so a key of
+    that shape still works as a key)."""
+    return bool(JWT_SHAPE.match(token))
 
 
 def _digest(token: str) -> str:
@@ -129,8 +137,8 @@ class RateLimiter:
 
 
 async def principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer <token>`; 401 without a known token, 429 past
-    the rate limit.
+    """The caller, from `Authorization: Bearer <token>` (an API key, or a JWT of the configured
+    OIDC issuer: `oidc.py`); 401 without a known or valid token, 429 past the rate limit.
 
     A coroutine, run on the event loop: as a plain function FastAPI would run it on a worker
     thread for every request, which costs more than all it does (a digest, a dict lookup and
@@ -140,13 +148,18 @@ async def principal(request: Request) -> Principal:
     challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "no bearer token", "Authorization", "send the header 'Authorization: Bearer <your API key>'", challenge)
-    who = request.app.state.keys.lookup(token.strip())
+    token = token.strip()
+    who = request.app.state.keys.lookup(token)
+    oidc = getattr(request.app.state, "oidc", None)
+    if who is None and oidc is not None and looks_like_jwt(token):
+        who = await oidc.principal(token)  # a 401 saying why when it is refused
     if who is None:
         raise ApiError(
             401,
-            "unknown API key",
+            "unknown API key" if oidc is None else "unknown API key (and not a JWT)",
             "Authorization",
-            "check the token in 'Authorization: Bearer <API key>'; ask the operator for a key",
+            "check the token in 'Authorization: Bearer <API key>'; ask the operator for a key"
+            + ("" if oidc is None else ", or send a token of your institution's OIDC issuer"),
             challenge,
         )
     wait = request.app.state.rate.hit(who.user)

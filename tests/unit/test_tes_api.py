@@ -58,6 +58,8 @@ def tes_deployment(prefect_api: str) -> None:
 def tes(api, tes_deployment) -> tuple[Tes, Any]:
     client, store = api
     store.write_bytes("users/alice/in.txt", b"hello\n")
+    # The tasks here name `alpine`: any image (the image allow-list: test_tes_rules.py).
+    client.app.state.settings = client.app.state.settings.model_copy(update={"tes_images": "*"})
     return Tes(client), store
 
 
@@ -235,3 +237,33 @@ def test_an_ended_task_answers_its_logs(tes) -> None:
     basic = t.call("GET", f"/tasks/{task_id}", params={"view": "BASIC"}).json()
     assert "stdout" not in basic["logs"][0]["logs"][0] and "system_logs" not in basic["logs"][0]
     assert t.call("GET", "/tasks", params={"state": "EXECUTOR_ERROR", "name_prefix": full["name"]}).json()["tasks"][0]["id"] == task_id
+
+
+def test_an_image_off_the_allow_list_is_a_400_naming_it(tes) -> None:
+    """By default only the catalog's images run: `alpine` is refused, nothing is created."""
+    t, store = tes
+    t.client.app.state.settings = t.client.app.state.settings.model_copy(update={"tes_images": None})
+    name = "refused-" + uuid.uuid4().hex[:8]
+    r = t.call("POST", "/tasks", json={**_task(store), "name": name})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["field"] == "executors[0].image" and "'alpine'" in error["message"] and "JOBCLOUD_API_TES_IMAGES" in error["message"]
+    assert t.call("GET", "/tasks", params={"name_prefix": name}).json() == {"tasks": []}
+    ok = _task(store, executors=[{"image": "localhost/jobcloud/linefit:1", "command": ["true"]}])
+    assert t.call("POST", "/tasks", json=ok).status_code == 200
+
+
+def test_a_url_off_the_allow_list_still_makes_a_task(tes, prefect_api: str) -> None:
+    """Not a refusal (TES): the task is created, and its plan says why its flow will end SYSTEM_ERROR."""
+    t, store = tes
+    t.client.app.state.settings = t.client.app.state.settings.model_copy(update={"tes_input_urls": "https://data.example.org/*"})
+    inputs = [
+        {"url": "https://elsewhere.example.com/x.csv", "path": "/data/x.csv"},
+        {"url": "https://data.example.org/y.csv", "path": "/data/y.csv"},
+    ]
+    task_id = t.create(_task(store, inputs=inputs))
+    with prefect_client(prefect_api) as pc:
+        plan = pc.read_flow_run(uuid.UUID(task_id)).parameters["plan"]
+    off, on = plan["inputs"]
+    assert off["foreign_url"] == inputs[0]["url"] and "JOBCLOUD_API_TES_INPUT_URLS" in off["why"]
+    assert on["url"] == inputs[1]["url"] and plan["url_policy"]["patterns"] == ["https://data.example.org/*"]

@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 
 from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.blocks.url_policy import UrlPolicy
 from jobcloud.deployments.http_api.auth import Principal
 from jobcloud.deployments.http_api.errors import ApiError
 from jobcloud.deployments.http_api.tes import tasks
 from jobcloud.deployments.http_api.tes.models import TesState, TesTask
+from jobcloud.deployments.http_api.tes.rules import TesRules
 from jobcloud.deployments.http_api.tes.states import tes_state
 from jobcloud.deployments.http_api.tes.translate import key_of_url, plan_of, store_base, stored_document
 from jobcloud.flows.tes_plan import EXECUTOR_ERROR_STATE, ExecutorPlan, InputPlan, OutputPlan, TesPlan
@@ -18,6 +20,8 @@ from tests.tes_schema import validate_task
 
 ALICE = Principal(user="alice")
 ADMIN = Principal(user="root", role="admin")
+# Any image, no URL outside the store: the allow-lists have tests of their own (test_tes_rules.py).
+ANY = TesRules(images=["*"], url_policy=UrlPolicy())
 
 
 @pytest.mark.parametrize(
@@ -79,10 +83,11 @@ def test_a_plan(store) -> None:
         volumes=["/vol/A"],
         resources={"cpu_cores": 2, "ram_gb": 1.5, "disk_gb": 10, "backend_parameters": {"GPU": "1", "VmSize": "big"}},
     )
-    plan = plan_of(task, store, ALICE)
+    plan = plan_of(task, store, ALICE, ANY)
     assert plan.inputs[0].key == "users/alice/in.txt"
     assert plan.inputs[1].content == "a,b\n"
     assert plan.inputs[2].foreign_url == "https://example.org/x"  # created; the run ends SYSTEM_ERROR
+    assert "JOBCLOUD_API_TES_INPUT_URLS" in (plan.inputs[2].why or "")
     assert plan.outputs[0].key == "users/alice/out" and plan.outputs[0].type == "DIRECTORY"
     assert (plan.cpu, plan.memory_mb, plan.gpu) == (2.0, 1536, 1)
     assert plan.mount_roots() == ["/data", "/out", "/vol/A"]
@@ -126,20 +131,20 @@ def test_bad_tasks_name_the_field(store, extra, status, field) -> None:
         for k, v in extra.items()
     }
     with pytest.raises(ApiError) as err:
-        plan_of(_task(**text), store, ALICE)
+        plan_of(_task(**text), store, ALICE, ANY)
     assert (err.value.status, err.value.field) == (status, field), err.value.message
 
 
 def test_executor_paths_are_checked(store) -> None:
     task = TesTask.model_validate({"executors": [{"image": "alpine", "command": ["true"], "stdout": "out.txt"}]})
     with pytest.raises(ApiError) as err:
-        plan_of(task, store, ALICE)
+        plan_of(task, store, ALICE, ANY)
     assert err.value.field == "executors[0].stdout"
 
 
 def test_an_admin_reads_any_key(store) -> None:
     task = _task(inputs=[{"url": f"{store_base(store)}/users/bob/in.txt", "path": "/d/a"}])
-    assert plan_of(task, store, ADMIN).inputs[0].key == "users/bob/in.txt"
+    assert plan_of(task, store, ADMIN, ANY).inputs[0].key == "users/bob/in.txt"
 
 
 def test_page_tokens_round_trip_and_forgeries_fail() -> None:

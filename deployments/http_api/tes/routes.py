@@ -30,6 +30,7 @@ from jobcloud.deployments.http_api.tes.models import (
     TesTask,
     TesView,
 )
+from jobcloud.deployments.http_api.tes.rules import TesRules
 from jobcloud.deployments.http_api.tes.states import state_of_run
 from jobcloud.deployments.http_api.tes.translate import BACKEND_PARAMETERS, plan_of, store_base, stored_document
 from jobcloud.deployments.http_api.tes.views import task_view
@@ -102,7 +103,7 @@ def service_info(request: Request, who: Principal = Depends(principal)) -> Respo
 def create(request: Request, task: TesTask, who: Principal = Depends(principal)) -> Response:
     """Create a task; its id at once (poll GET /tasks/{id})."""
     backend = _backend(request)
-    plan = plan_of(task, backend.store, who)
+    plan = plan_of(task, backend.store, who, TesRules.from_settings(request.app.state.settings))
     try:
         run = tasks.create_task(backend.client, who.user, task.name, stored_document(task), plan)
     except UserError as exc:

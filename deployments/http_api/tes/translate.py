@@ -4,8 +4,9 @@ names the field (`inputs[0].url`), before anything is created.
 Job-store URLs: the store's own URL base (`service-info`'s `storage`): `file:///<root>/<key>`
 (or the bare path `/<root>/<key>`) for a local store, `s3://<bucket>/<prefix>/<key>`,
 `gs://...`. A user reads and writes only `users/<name>/...` (an admin anything). An input URL
-outside the store is not refused: the task runs and ends SYSTEM_ERROR saying why, as other
-TES servers do for an input they cannot fetch.
+outside the store is not refused: an http(s) URL the allow-list names is read by the flow; any
+other one makes a task that ends SYSTEM_ERROR saying why, as other TES servers do for an input
+they cannot fetch. Executors' images are checked against the image allow-list (`rules.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 from jobcloud.blocks.errors import UnsafeKeyError
 from jobcloud.blocks.keys import check_key
 from jobcloud.blocks.store.job_store import JobStore
+from jobcloud.blocks.url_policy import UrlPolicyError, canonical
 from jobcloud.deployments.http_api.auth import Principal
 from jobcloud.deployments.http_api.errors import ApiError
 from jobcloud.deployments.http_api.services import user_root
 from jobcloud.deployments.http_api.tes.models import TesFileType, TesTask
+from jobcloud.deployments.http_api.tes.rules import TesRules
 from jobcloud.flows.tes_plan import ExecutorPlan, InputPlan, OutputPlan, TesPlan, check_container_path
 
 # Inline input content: TES asks for at least 128 KiB.
@@ -105,16 +108,17 @@ def _int_parameter(params: dict[str, str], name: str, low: int) -> int | None:
     return value
 
 
-def plan_of(task: TesTask, store: JobStore, who: Principal) -> TesPlan:
-    """The plan of ``task`` for ``who``; ApiError (400/403) for what is malformed or forbidden."""
-    inputs = [_input(i, item, store, who) for i, item in enumerate(task.inputs or [])]
+def plan_of(task: TesTask, store: JobStore, who: Principal, rules: TesRules) -> TesPlan:
+    """The plan of ``task`` for ``who`` under ``rules``; ApiError (400/403) for what is malformed
+    or forbidden."""
+    inputs = [_input(i, item, store, who, rules) for i, item in enumerate(task.inputs or [])]
     seen: set[str] = set()
     for i, item in enumerate(inputs):
         if item.path in seen:
             raise ApiError(400, f"inputs[{i}].path: {item.path!r} is given twice", f"inputs[{i}].path")
         seen.add(item.path)
     outputs = [_output(i, item, store, who) for i, item in enumerate(task.outputs or [])]
-    executors = [_executor(i, ex) for i, ex in enumerate(task.executors)]
+    executors = [_executor(i, ex, rules) for i, ex in enumerate(task.executors)]
     volumes = [_path(v, f"volumes[{i}]") for i, v in enumerate(task.volumes or [])]
     params = backend_parameters(task)
     res = task.resources
@@ -128,10 +132,11 @@ def plan_of(task: TesTask, store: JobStore, who: Principal) -> TesPlan:
         gpu=_int_parameter(params, "gpu", 0) or 0,
         timeout_s=_int_parameter(params, "timeout_s", 1),
         store_url=store_base(store),
+        url_policy=rules.url_policy,
     )
 
 
-def _input(i: int, item: Any, store: JobStore, who: Principal) -> InputPlan:
+def _input(i: int, item: Any, store: JobStore, who: Principal, rules: TesRules) -> InputPlan:
     field = f"inputs[{i}]"
     path = _path(item.path, f"{field}.path")
     kind = (item.type or TesFileType.FILE).value
@@ -148,9 +153,22 @@ def _input(i: int, item: Any, store: JobStore, who: Principal) -> InputPlan:
     if kind == "FILE" and path.rsplit("/", 1)[0] == "":
         raise ApiError(400, f"{field}.path: {path!r} is directly under '/'", f"{field}.path", "put it in a folder, e.g. /data")
     key = _owned_key(item.url, store, who, f"{field}.url")
-    if key is None:
-        return InputPlan(path=path, type=kind, foreign_url=item.url)
-    return InputPlan(path=path, type=kind, key=key)
+    if key is not None:
+        return InputPlan(path=path, type=kind, key=key)
+    return _url_input(field, path, kind, item.url, rules)
+
+
+def _url_input(field: str, path: str, kind: str, url: str, rules: TesRules) -> InputPlan:
+    """An input outside the job store: read by the flow when the allow-list names it, else a
+    task that ends SYSTEM_ERROR with the reason (not a refusal: TES servers create it)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("http", "https") and kind == "DIRECTORY":
+        raise ApiError(400, f"{field}.type: an {scheme} URL input is a FILE", f"{field}.type", "list each file as its own input")
+    try:
+        rules.url_policy.check(url)
+    except UrlPolicyError as exc:
+        return InputPlan(path=path, type=kind, foreign_url=url, why=str(exc))
+    return InputPlan(path=path, type=kind, url=canonical(url))
 
 
 def _output(i: int, item: Any, store: JobStore, who: Principal) -> OutputPlan:
@@ -167,8 +185,9 @@ def _output(i: int, item: Any, store: JobStore, who: Principal) -> OutputPlan:
     return OutputPlan(path=path, type=kind, key=key, url=item.url)
 
 
-def _executor(i: int, ex: Any) -> ExecutorPlan:
+def _executor(i: int, ex: Any, rules: TesRules) -> ExecutorPlan:
     field = f"executors[{i}]"
+    rules.check_image(ex.image, f"{field}.image")
     for name in ("workdir", "stdin", "stdout", "stderr"):
         value = getattr(ex, name)
         if value is not None:

@@ -1,0 +1,70 @@
+"""Who may run what through TES: the images executors may name and the URLs outside the job store
+inputs may be read from, from the API's settings (docs/tes.md#who-may-run-what).
+
+Images: `JOBCLOUD_API_TES_IMAGES` (patterns, `*` for any), by default the catalog's own images,
+so a fresh install runs what the operator already vetted and nothing else. URLs:
+`JOBCLOUD_API_TES_INPUT_URLS` (none by default), applied by `jobcloud.blocks.url_policy`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from pydantic import BaseModel, ConfigDict
+
+from jobcloud.blocks.settings import ApiSettings
+from jobcloud.blocks.url_policy import UrlPolicy, split_patterns
+from jobcloud.deployments.http_api.errors import ApiError
+
+IMAGES_SETTING = "JOBCLOUD_API_TES_IMAGES"
+URLS_SETTING = "JOBCLOUD_API_TES_INPUT_URLS"
+
+
+def catalog_images() -> list[str]:
+    """Every image the catalog names (`image_url` and `gpu_image_url` of each entrypoint); none
+    when there is no readable catalog (then no image is allowed until the setting names some)."""
+    from jobcloud.blocks.errors import UserError
+    from jobcloud.flows.catalog import load_catalog
+
+    try:
+        catalog = load_catalog()
+    except (UserError, OSError):
+        return []
+    found: list[str] = []
+    for _, entry in catalog.entries():
+        found += [i for i in (entry.handler.image_url, entry.handler.gpu_image_url) if i]
+    return sorted(set(found))
+
+
+def _names(image: str) -> list[str]:
+    """The names ``image`` goes by: itself, and `NAME:latest` when it has no tag or digest (the
+    engine pulls that)."""
+    last = image.rsplit("/", 1)[-1]
+    return [image] if ":" in last or "@" in last else [image, f"{image}:latest"]
+
+
+class TesRules(BaseModel):
+    """The allow-lists one request is checked against."""
+
+    model_config = ConfigDict(frozen=True)
+
+    images: list[str]
+    url_policy: UrlPolicy
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> TesRules:
+        images = split_patterns(settings.tes_images) if settings.tes_images else catalog_images()
+        policy = UrlPolicy(patterns=split_patterns(settings.tes_input_urls), max_bytes=settings.tes_input_max_bytes, setting=URLS_SETTING)
+        return cls(images=images, url_policy=policy)
+
+    def check_image(self, image: str, field: str) -> str:
+        """``image`` if a pattern allows it; a 400 naming the image and the setting otherwise."""
+        if any(fnmatch.fnmatchcase(name, p) for name in _names(image) for p in self.images):
+            return image
+        allowed = ", ".join(self.images) or "none"
+        raise ApiError(
+            400,
+            f"{field}: image {image!r} is not allowed here ({IMAGES_SETTING}: {allowed})",
+            field,
+            f"use an allowed image, or ask the operator to add it to {IMAGES_SETTING} (patterns, * for any)",
+        )
