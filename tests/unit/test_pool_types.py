@@ -155,7 +155,11 @@ def test_docker(pool: str, job: dict[str, Any]) -> None:
     assert config.network_mode == "host"
     assert config.mem_limit == "3000m"
     # init: the engine's init as PID 1 forwards a stop's SIGTERM before the flow has a handler.
-    kwargs = {"init": True, "nano_cpus": 2_000_000_000, **({"device_requests": [{"count": 1, "capabilities": [["gpu"]]}]} if job["gpus"] else {})}
+    kwargs = {
+        "init": True,
+        "nano_cpus": 2_000_000_000,
+        **({"device_requests": [{"count": 1, "capabilities": [["gpu"]]}]} if job["gpus"] else {}),
+    }
     assert config.container_create_kwargs == kwargs
     assert_jobcloud_env(config.env, pool)
 
@@ -184,9 +188,16 @@ def test_jobcloud_pools_get_no_job_variables() -> None:
 
 def test_a_docker_image_from_a_registry_is_pulled_as_the_pool_says() -> None:
     # The whole variables, not only the missing pull policy: an empty dict would lose the image.
-    assert deployment_job_variables("docker", "ghcr.io/lab/app:1") == {"image": "ghcr.io/lab/app:1", "container_create_kwargs": {"init": True}}
+    assert deployment_job_variables("docker", "ghcr.io/lab/app:1") == {
+        "image": "ghcr.io/lab/app:1",
+        "container_create_kwargs": {"init": True},
+    }
     # Only an image of the worker's own engine is never pulled.
-    assert deployment_job_variables("docker", IMAGE) == {"image": IMAGE, "image_pull_policy": "Never", "container_create_kwargs": {"init": True}}
+    assert deployment_job_variables("docker", IMAGE) == {
+        "image": IMAGE,
+        "image_pull_policy": "Never",
+        "container_create_kwargs": {"init": True},
+    }
 
 
 def test_pool_types_come_from_the_option_over_the_setting() -> None:
