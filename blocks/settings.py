@@ -14,6 +14,7 @@ takes its name from `env_name`. docs/settings.md's table is generated from this 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -296,6 +297,13 @@ class JobCloudSettings(BaseSettings):
         meaning="JobCloud's own folder: default store, work folders, local server state and log",
         used_by="all",
         shown_default="`~/.jobcloud`",
+    )
+    host_name: str = _setting(
+        default_factory=socket.gethostname,
+        meaning="This host's name on its job containers (label `io.jobcloud.host`): worker hosts sharing one engine "
+        "tell their containers apart",
+        used_by="job",
+        shown_default="the host name",
     )
     workdir: Path | None = _setting(
         meaning="Where each job's `/files` folder is prepared on the worker host",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+from jobcloud.blocks.settings import get_settings
 from jobcloud.flows.catalog import Entrypoint, EntrypointRef
 from jobcloud.flows.request import JobRequest
 
@@ -16,6 +17,7 @@ JOB_LABEL = f"{LABEL_PREFIX}.job-id"
 # An array's element: its index (its containers carry the array run's JOB_LABEL).
 ELEMENT_LABEL = f"{LABEL_PREFIX}.array-index"
 API_LABEL = f"{LABEL_PREFIX}.api"
+HOST_LABEL = f"{LABEL_PREFIX}.host"  # the worker host that ran it (JOBCLOUD_HOST_NAME)
 # The exit code of the GPU check that starts a GPU job's command (`gpu_checked_command`), when
 # the container sees fewer GPUs than the job asked for. Unusual on purpose: an app's own codes
 # (1, 2), the shell's (126, 127) and signals (128 + N) stay apart from it.
@@ -78,6 +80,11 @@ class ContainerSpec(BaseModel):
         if self.network_mode:
             kwargs["network_mode"] = self.network_mode
         return kwargs
+
+
+def host_name() -> str:
+    """This host's name for its containers' HOST_LABEL."""
+    return get_settings().host_name
 
 
 def owning_api() -> str:
@@ -171,6 +178,7 @@ def build_spec(
             f"{LABEL_PREFIX}.entrypoint": ref.entrypoint,
             # The server that owns the run: a sweeper only judges its own server's containers.
             API_LABEL: owning_api(),
+            HOST_LABEL: host_name(),
         },
         network_mode="none" if entry.network == "none" else None,
         timeout=request.timeout or entry.hardware.timeout,

@@ -34,7 +34,7 @@ from jobcloud.blocks.store.job_store import FileRecord, JobStore
 from jobcloud.blocks.url_fetch import UrlFetchError, fetch_url
 from jobcloud.flows.cancel_watch import AttemptOver, JobCancelled, watch_for_cancel
 from jobcloud.flows.container_run import run_container
-from jobcloud.flows.container_spec import API_LABEL, JOB_LABEL, LABEL_PREFIX, ContainerSpec, owning_api
+from jobcloud.flows.container_spec import API_LABEL, HOST_LABEL, JOB_LABEL, LABEL_PREFIX, ContainerSpec, host_name, owning_api
 from jobcloud.flows.job import job_folders
 from jobcloud.flows.job_guard import JobGuard, tracking_left_containers
 from jobcloud.flows.manifest import InputRecord, JobManifest, OutputRecord, Timings, job_prefix
@@ -109,6 +109,7 @@ def executor_spec(plan: TesPlan, index: int, files_dir: Path, job_id: str) -> Te
             f"{LABEL_PREFIX}.entrypoint": TES_ENTRYPOINT,
             f"{LABEL_PREFIX}.tes-executor": str(index),
             API_LABEL: owning_api(),
+            HOST_LABEL: host_name(),
         },
         timeout=plan.timeout_s,
     )

@@ -398,7 +398,7 @@ class Cluster:
         assert self.stack is not None and self.stack.server is not None
         n = self.starts.get(host, 0) + 1
         self.starts[host] = n
-        env = {**self.stack.env, "JOBCLOUD_HOME": str(self.home(host)), **settings}
+        env = {**self.stack.env, "JOBCLOUD_HOME": str(self.home(host)), "JOBCLOUD_HOST_NAME": host, **settings}
         log = self.tmp / host / f"worker-{n}.log"
         extra = ["--prefetch-seconds", str(self.prefetch_s)]
         proc = start_worker(self.stack.server, "cpu", env, log, name=host, extra_args=extra, prefix=self.prefix(host))
@@ -519,13 +519,11 @@ class Cluster:
         return _engine(self.docker_host).containers.list(all=True, filters={"label": label})
 
     def host_of_container(self, container: Any) -> str | None:
-        """The worker host whose job made ``container``: no label names the host, but the job's
-        files are mounted from that host's JOBCLOUD_HOME."""
-        for m in container.attrs.get("Mounts") or []:
-            for host in WORKERS:
-                if str(m.get("Source", "")).startswith(str(self.home(host))):
-                    return host
-        return None
+        """The worker host whose job made ``container``: its `io.jobcloud.host` label (each
+        worker host runs with JOBCLOUD_HOST_NAME=<host>)."""
+        from jobcloud.flows.container_spec import HOST_LABEL
+
+        return (container.labels or {}).get(HOST_LABEL)
 
     def logs(self, n: int = 30) -> str:
         """The tails of every host's logs, for a failing assertion."""

@@ -147,7 +147,7 @@ def test_worker_host_rebooted(cluster: Cluster) -> None:
         container = running(cluster, job)
         time.sleep(2)  # mid-job: its command has run a while
         (host,) = cluster.hosts_of(job)
-        assert cluster.host_of_container(container) == host  # its files are mounted from that host's JOBCLOUD_HOME
+        assert cluster.host_of_container(container) == host  # its io.jobcloud.host label
         t0 = time.monotonic()
         cluster.reboot(host)
         after_reboot = len(cluster.job_containers(job))
