@@ -125,6 +125,11 @@ class Stage:
         return subprocess.Popen([*JOBCLOUD, *args], env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, text=True)
 
     def worker(self, env: dict[str, str], name: str) -> Proc:
+        """This case's worker. An earlier case's worker still running would take this case's
+        runs (its JOBCLOUD_HOME, not this one's): it is stopped first, one worker at a time."""
+        for earlier in self.procs:  # the workers of earlier cases
+            if earlier.alive():
+                earlier.stop(timeout=15)
         proc = start_worker(self.server, "cpu", env, self.tmp / f"{name}.log", name=name)
         self.procs.append(proc)
         wait_for(lambda: "started" in proc.tail(200) or None, 90, f"worker {name} to start:\n{proc.tail()}")
