@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -134,6 +135,20 @@ def smallest_zombie_window() -> int:
     return 90
 
 
+def _heartbeats(cluster: Cluster, job: str) -> list[Any]:
+    """The flow run's heartbeat events the server holds (at most 50)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from jobcloud.deployments.notify.automations import HEARTBEAT_EVENT
+
+    with client(cluster) as c:
+        page = c.read_events(
+            filter=EventFilter(event=EventNameFilter(name=[HEARTBEAT_EVENT]), resource=EventResourceFilter(id=[f"prefect.flow-run.{job}"])),
+            limit=50,
+        )
+    return list(page.events)
+
+
 def test_worker_host_rebooted(cluster: Cluster) -> None:
     """Every process of the host that runs a job SIGKILLed: the run ends Crashed (the server's
     zombie automation), its container is swept when a worker starts on that host again, and no
@@ -146,6 +161,9 @@ def test_worker_host_rebooted(cluster: Cluster) -> None:
         job = cluster.submit("rig/v1/nap", "--env", "NAP_S=600")
         container = running(cluster, job)
         time.sleep(2)  # mid-job: its command has run a while
+        # The zombie rule starts at a run's first heartbeat: the host dies after it has arrived
+        # (on a loaded machine the flow's event may still be queued 2 s into its container).
+        wait_for(lambda: _heartbeats(cluster, job), 90, f"job {job}'s first heartbeat at the server")
         (host,) = cluster.hosts_of(job)
         assert cluster.host_of_container(container) == host  # its io.jobcloud.host label
         t0 = time.monotonic()
