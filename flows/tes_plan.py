@@ -26,6 +26,8 @@ RESERVED_ROOTS = ("/proc", "/sys", "/dev")
 # EXECUTOR_ERROR from SYSTEM_ERROR without reading the store.
 EXECUTOR_ERROR_STATE = "ExecutorError"
 RUN_LOG_NAME = "tes.json"
+# POSIX pattern characters (IEEE Std 1003.1-2017, 2.13), as TES output paths may use them.
+WILDCARDS = frozenset("*?[")
 
 
 class _Plan(BaseModel):
@@ -62,12 +64,28 @@ class InputPlan(_Plan):
 
 
 class OutputPlan(_Plan):
-    """A file or folder at ``path`` uploaded to the job-store ``key`` after the executors."""
+    """A file or folder at ``path`` uploaded to the job-store ``key`` after the executors.
+
+    A ``path`` with wildcards (`has_wildcards`) is a pattern: every match of the right type is
+    uploaded under the folder ``key``, at the match's path less ``path_prefix`` (TES's rule).
+    """
 
     path: str
     type: FileType = "FILE"
     key: str
     url: str = Field(description="The URL the task document named (TaskLog.outputs reports it).")
+    path_prefix: str | None = Field(None, description="Taken off each match of a wildcard path to make its key under `key`.")
+
+    @property
+    def is_pattern(self) -> bool:
+        return has_wildcards(self.path)
+
+    def folder(self) -> str:
+        """The container folder this output lives in: a folder output itself, a file's parent,
+        a pattern's last folder before its first wildcard."""
+        if self.is_pattern:
+            return static_folder(self.path)
+        return self.path if self.type == "DIRECTORY" else posixpath.dirname(self.path)
 
 
 class TesPlan(_Plan):
@@ -89,8 +107,9 @@ class TesPlan(_Plan):
         executor: each input's and output's folder (a file's parent), each volume, the folders
         of the executors' stdout/stderr files."""
         wanted: set[str] = set(self.volumes)
-        for item in [*self.inputs, *self.outputs]:
+        for item in self.inputs:
             wanted.add(item.path if item.type == "DIRECTORY" else posixpath.dirname(item.path))
+        wanted.update(item.folder() for item in self.outputs)
         for ex in self.executors:
             wanted.update(posixpath.dirname(p) for p in (ex.stdout, ex.stderr) if p)
         return sorted(wanted)
@@ -103,6 +122,17 @@ class TesPlan(_Plan):
             if not any(path == r or path.startswith(r + "/") for r in roots):
                 roots.append(path)
         return roots
+
+
+def has_wildcards(path: str) -> bool:
+    """Whether ``path`` is a pattern: POSIX's pattern characters (`*`, `?`, `[`)."""
+    return bool(WILDCARDS & set(path))
+
+
+def static_folder(pattern: str) -> str:
+    """The folder of ``pattern`` before its first wildcard (`/data/run*/x.txt` -> `/data`)."""
+    head = pattern[: min(pattern.index(c) for c in WILDCARDS if c in pattern)] if has_wildcards(pattern) else pattern
+    return posixpath.dirname(head) if not head.endswith("/") else head.rstrip("/") or "/"
 
 
 def check_container_path(path: str) -> str | None:

@@ -13,6 +13,7 @@ bind-mounted from there into every executor, so executors share inputs, outputs 
 
 from __future__ import annotations
 
+import glob
 import shutil
 import time
 from datetime import UTC, datetime
@@ -26,8 +27,8 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, Failed
 
 from jobcloud.blocks.engine import docker_client
-from jobcloud.blocks.errors import JobCloudError, MissingKeyError
-from jobcloud.blocks.keys import join_key, last_name
+from jobcloud.blocks.errors import JobCloudError, MissingKeyError, UserError
+from jobcloud.blocks.keys import check_key, join_key, last_name
 from jobcloud.blocks.settings import get_settings
 from jobcloud.blocks.store.factory import store_from_settings
 from jobcloud.blocks.store.job_store import FileRecord, JobStore
@@ -49,6 +50,7 @@ from jobcloud.flows.tes_plan import (
     ExecutorPlan,
     ExecutorRecord,
     OutputFileRecord,
+    OutputPlan,
     TesPlan,
     TesRunLog,
     run_log_key,
@@ -178,27 +180,71 @@ def run_executor(spec_kwargs: dict[str, Any], container_log: Path) -> dict[str, 
     }
 
 
+def pattern_matches(files_dir: Path, item: OutputPlan) -> list[tuple[str, Path]]:
+    """The container paths (with their host paths) that wildcard output ``item`` matches, of
+    its type, sorted. A match reached through a link is never taken: an executor could point
+    one at the host's own files."""
+    found = []
+    for rel in sorted(glob.glob(item.path.lstrip("/"), root_dir=files_dir)):
+        local = files_dir / rel
+        if any((files_dir / Path(*Path(rel).parts[:n])).is_symlink() for n in range(1, len(Path(rel).parts) + 1)):
+            continue
+        if local.is_file() if item.type == "FILE" else local.is_dir():
+            found.append(("/" + rel, local))
+    return found
+
+
+def _upload_one(
+    store: JobStore, local: Path, key: str, url: str, path: str, kind: str
+) -> tuple[list[OutputRecord], list[OutputFileRecord]]:
+    """Upload a file to ``key``, or a folder's files under it; their records and TES file logs."""
+    if kind == "FILE":
+        rec = store.upload_file(local, key)
+        return [OutputRecord(kind="output", **rec.model_dump())], [OutputFileRecord(url=url, path=path, size_bytes=str(rec.size))]
+    out, logs = [], []
+    for rec in store.upload_tree(local, key, skipped=[]):
+        rel = rec.key[len(key) + 1 :]
+        out.append(OutputRecord(kind="output", **rec.model_dump()))
+        logs.append(OutputFileRecord(url=f"{url.rstrip('/')}/{rel}", path=f"{path}/{rel}", size_bytes=str(rec.size)))
+    return out, logs
+
+
 @task(name="upload-outputs", cache_policy=NONE, retries=0)
-def upload_task_outputs(store: JobStore, plan: TesPlan, files_dir: Path) -> tuple[list[OutputRecord], list[OutputFileRecord], list[str]]:
-    """Upload each output (links never followed). Returns the records, the TES file logs, and
-    the outputs that were not written (the caller judges them)."""
+def upload_task_outputs(
+    store: JobStore, plan: TesPlan, files_dir: Path
+) -> tuple[list[OutputRecord], list[OutputFileRecord], list[str], list[str]]:
+    """Upload each output (links never followed). Returns the records, the TES file logs, the
+    outputs that were not written (the caller judges them) and notes for the task's
+    system_logs (a pattern that matched nothing: not an error, as other TES servers treat it)."""
     out: list[OutputRecord] = []
     logs: list[OutputFileRecord] = []
     missing: list[str] = []
+    notes: list[str] = []
     for i, item in enumerate(plan.outputs):
+        if item.is_pattern:
+            matches = pattern_matches(files_dir, item)
+            if not matches:
+                notes.append(f"outputs[{i}]: nothing matched {item.path} ({item.type})")
+            for path, local in matches:
+                pruned = path[len(item.path_prefix or "") :].lstrip("/") or local.name
+                try:
+                    key = check_key(join_key(item.key, pruned))
+                except UserError:
+                    missing.append(f"outputs[{i}]: {path} matched {item.path} but cannot be a job-store key")
+                    continue
+                got = _upload_one(store, local, key, f"{item.url.rstrip('/')}/{pruned}", path, item.type)
+                out += got[0]
+                logs += got[1]
+            continue
         local = host_path(files_dir, item.path)
-        if item.type == "FILE" and local.is_file() and not local.is_symlink():
-            rec = store.upload_file(local, item.key)
-            out.append(OutputRecord(kind="output", **rec.model_dump()))
-            logs.append(OutputFileRecord(url=item.url, path=item.path, size_bytes=str(rec.size)))
-        elif item.type == "DIRECTORY" and local.is_dir() and not local.is_symlink():
-            for rec in store.upload_tree(local, item.key, skipped=[]):
-                rel = rec.key[len(item.key) + 1 :]
-                out.append(OutputRecord(kind="output", **rec.model_dump()))
-                logs.append(OutputFileRecord(url=f"{item.url.rstrip('/')}/{rel}", path=f"{item.path}/{rel}", size_bytes=str(rec.size)))
+        wanted = local.is_file() if item.type == "FILE" else local.is_dir()
+        if wanted and not local.is_symlink():
+            got = _upload_one(store, local, item.key, item.url, item.path, item.type)
+            out += got[0]
+            logs += got[1]
         else:
             missing.append(f"outputs[{i}]: {item.path} ({item.type}) was not written")
-    return out, logs, missing
+    return out, logs, missing, notes
 
 
 def _iso(ts: float | None) -> str | None:
@@ -247,9 +293,9 @@ def run_task(plan: TesPlan, store: JobStore, job_id: str, work: Path, files_dir:
                 break
         timings.container_s = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
-        outputs, files, missing = upload_task_outputs(store, plan, files_dir)
+        outputs, files, missing, notes = upload_task_outputs(store, plan, files_dir)
         timings.upload_s = round(time.perf_counter() - t, 3)
-        system_logs += missing
+        system_logs += missing + notes
         if missing and not executor_failed:  # TES: COMPLETE means every output was uploaded
             outcome = "SYSTEM_ERROR"
     except JobCancelled as exc:

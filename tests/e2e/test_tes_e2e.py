@@ -198,7 +198,11 @@ def test_create_wait_get_full(stack: TesStack) -> None:
 def test_two_executors_share_a_file(stack: TesStack) -> None:
     task = tes.Task(
         name="e2e-share",
-        outputs=[tes.Output(url=f"{stack.base}/users/alice/e2e/share/both.txt", path="/shared/both.txt")],
+        outputs=[
+            tes.Output(url=f"{stack.base}/users/alice/e2e/share/both.txt", path="/shared/both.txt"),
+            # A wildcard output: every match, less path_prefix, under the url's folder.
+            tes.Output(url=f"{stack.base}/users/alice/e2e/share/all/", path="/shared/*.txt", path_prefix="/shared/"),
+        ],
         executors=[
             tes.Executor(image=BUSYBOX, command=["sh", "-c", "echo first > /shared/one.txt"]),
             tes.Executor(image=BUSYBOX, command=["sh", "-c", "cat one.txt > both.txt; echo second >> both.txt"], workdir="/shared"),
@@ -209,7 +213,14 @@ def test_two_executors_share_a_file(stack: TesStack) -> None:
     task_id = cli.create_task(task)
     assert cli.wait(task_id, timeout=180).state == "COMPLETE", cli.get_task(task_id, "FULL")
     assert stack.get("users/alice/e2e/share/both.txt") == b"first\nsecond\n"
-    assert [e.exit_code for e in cli.get_task(task_id, "FULL").logs[0].logs] == [0, 0]
+    assert stack.get("users/alice/e2e/share/all/one.txt") == b"first\n"
+    log = cli.get_task(task_id, "FULL").logs[0]
+    assert [e.exit_code for e in log.logs] == [0, 0]
+    assert sorted(o.url for o in log.outputs) == [
+        f"{stack.base}/users/alice/e2e/share/all/both.txt",
+        f"{stack.base}/users/alice/e2e/share/all/one.txt",
+        f"{stack.base}/users/alice/e2e/share/both.txt",
+    ]
 
 
 def test_an_executor_error(stack: TesStack) -> None:

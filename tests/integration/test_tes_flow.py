@@ -104,3 +104,32 @@ def test_an_input_the_store_lacks_is_a_system_error(run_tes) -> None:
     log = _log(store, job_id)
     assert log.outcome == "SYSTEM_ERROR" and log.executors == []
     assert "users/alice/absent.txt" in log.system_logs[0]
+
+
+def test_wildcard_outputs_land_under_the_url_folder(run_tes) -> None:
+    state, store, job_id = run_tes(
+        executors=[
+            {
+                "image": BUSYBOX,
+                "command": [
+                    "sh",
+                    "-c",
+                    "mkdir -p /data/run1 /data/run2 && echo 1 > /data/run1/a.txt && echo 22 > /data/run2/b.txt && echo x > /data/run2/c.log",
+                ],
+            }
+        ],
+        outputs=[
+            {"path": "/data/run*/*.txt", "path_prefix": "/data/", "key": "users/alice/many", "url": "s3://b/users/alice/many/"},
+            {"path": "/data/none-*", "path_prefix": "/data", "key": "users/alice/none", "url": "s3://b/users/alice/none"},
+        ],
+    )
+    assert state.is_completed(), state.message
+    assert store.read_bytes("users/alice/many/run1/a.txt") == b"1\n"
+    assert store.read_bytes("users/alice/many/run2/b.txt") == b"22\n"
+    assert not store.exists("users/alice/many/run2/c.log")
+    log = _log(store, job_id)
+    assert [(o.path, o.url, o.size_bytes) for o in log.outputs] == [
+        ("/data/run1/a.txt", "s3://b/users/alice/many/run1/a.txt", "2"),
+        ("/data/run2/b.txt", "s3://b/users/alice/many/run2/b.txt", "3"),
+    ]
+    assert log.system_logs == ["outputs[1]: nothing matched /data/none-* (FILE)"]

@@ -49,3 +49,32 @@ def test_deploy_makes_a_task_deployment_per_jobcloud_pool() -> None:
     assert set(specs[0].parameter_openapi_schema["properties"]) == {"task", "plan"}
     # Pools of Prefect's in-container worker types cannot start one container per executor.
     assert [s.work_pool_name for s in tes_deployments({"cpu": "jobcloud", "gpu": "kubernetes"})] == ["cpu"]
+
+
+def test_pattern_matches_skip_links_and_other_types(tmp_path: Path) -> None:
+    """A match reached through a link is never uploaded: an executor could point one at the
+    host's own files."""
+    from jobcloud.flows.tes_plan import OutputPlan
+    from jobcloud.flows.tes_task import pattern_matches
+
+    data = tmp_path / "files" / "data"
+    (data / "run1").mkdir(parents=True)
+    (data / "run1" / "a.txt").write_text("a")
+    (data / "b.txt").write_text("b")
+    (data / ".hidden.txt").write_text("h")
+    (data / "dir.txt").mkdir()
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("s")
+    (data / "link").symlink_to(outside)
+    (data / "linked.txt").symlink_to(outside / "secret.txt")
+    files = tmp_path / "files"
+
+    def matches(path: str, kind: str = "FILE") -> list[str]:
+        item = OutputPlan(path=path, type=kind, key="users/a/o", url="file:///s/users/a/o", path_prefix="/data/")
+        return [p for p, _ in pattern_matches(files, item)]
+
+    assert matches("/data/*.txt") == ["/data/b.txt"]  # no dot file (POSIX), no folder, no link
+    assert matches("/data/*/*.txt") == ["/data/run1/a.txt"]  # not /data/link/secret.txt
+    assert matches("/data/*.txt", "DIRECTORY") == ["/data/dir.txt"]
+    assert matches("/data/nothing*") == []

@@ -15,7 +15,7 @@ from jobcloud.deployments.http_api.tes.models import TesState, TesTask
 from jobcloud.deployments.http_api.tes.rules import TesRules
 from jobcloud.deployments.http_api.tes.states import tes_state
 from jobcloud.deployments.http_api.tes.translate import key_of_url, plan_of, store_base, stored_document
-from jobcloud.flows.tes_plan import EXECUTOR_ERROR_STATE, ExecutorPlan, InputPlan, OutputPlan, TesPlan
+from jobcloud.flows.tes_plan import EXECUTOR_ERROR_STATE, ExecutorPlan, InputPlan, OutputPlan, TesPlan, static_folder
 from tests.tes_schema import validate_task
 
 ALICE = Principal(user="alice")
@@ -109,7 +109,12 @@ def test_a_plan(store) -> None:
         ({"inputs": [{"url": "{base}/jobs/x/output/a", "path": "/d/a"}]}, 403, "inputs[0].url"),
         ({"outputs": [{"url": "{base}/users/bob/o", "path": "/d/o"}]}, 403, "outputs[0].url"),
         ({"outputs": [{"url": "s3://other/o", "path": "/d/o"}]}, 400, "outputs[0].url"),
-        ({"outputs": [{"url": "{base}/users/alice/o", "path": "/d/*.txt"}]}, 400, "outputs[0].path"),
+        ({"outputs": [{"url": "{base}/users/alice/o", "path": "/d/*.txt"}]}, 400, "outputs[0].path_prefix"),
+        ({"outputs": [{"url": "{base}/users/alice/o", "path": "/*.txt", "path_prefix": "/"}]}, 400, "outputs[0].path"),
+        ({"outputs": [{"url": "{base}/users/alice/o", "path": "/d/a*.txt", "path_prefix": "/d/a"}]}, 400, "outputs[0].path_prefix"),
+        ({"outputs": [{"url": "{base}/users/alice/o", "path": "/d/*.txt", "path_prefix": "/e/"}]}, 400, "outputs[0].path_prefix"),
+        ({"outputs": [{"url": "{base}/users/bob/o/", "path": "/d/*.txt", "path_prefix": "/d/"}]}, 403, "outputs[0].url"),
+        ({"outputs": [{"url": "s3://other/o/", "path": "/d/*.txt", "path_prefix": "/d/"}]}, 400, "outputs[0].url"),
         ({"volumes": ["relative"]}, 400, "volumes[0]"),
         (
             {"resources": {"backend_parameters": {"VmSize": "x"}, "backend_parameters_strict": True}},
@@ -133,6 +138,22 @@ def test_bad_tasks_name_the_field(store, extra, status, field) -> None:
     with pytest.raises(ApiError) as err:
         plan_of(_task(**text), store, ALICE, ANY)
     assert (err.value.status, err.value.field) == (status, field), err.value.message
+
+
+def test_a_wildcard_output_is_a_folder_of_matches(store) -> None:
+    base = store_base(store)
+    task = _task(outputs=[{"url": f"{base}/users/alice/out/", "path": "/data/run*/*.txt", "path_prefix": "/data/"}])
+    (out,) = plan_of(task, store, ALICE, ANY).outputs
+    assert (out.key, out.path_prefix, out.is_pattern, out.folder()) == ("users/alice/out", "/data/", True, "/data")
+    assert plan_of(task, store, ALICE, ANY).mount_roots() == ["/data"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "folder"),
+    [("/data/*.txt", "/data"), ("/data/run*/x.txt", "/data"), ("/data/a/b?", "/data/a"), ("/d/[ab]/*", "/d"), ("/*.txt", "/")],
+)
+def test_the_folder_of_a_pattern(pattern: str, folder: str) -> None:
+    assert static_folder(pattern) == folder
 
 
 def test_executor_paths_are_checked(store) -> None:

@@ -23,13 +23,12 @@ from jobcloud.deployments.http_api.errors import ApiError
 from jobcloud.deployments.http_api.services import user_root
 from jobcloud.deployments.http_api.tes.models import TesFileType, TesTask
 from jobcloud.deployments.http_api.tes.rules import TesRules
-from jobcloud.flows.tes_plan import ExecutorPlan, InputPlan, OutputPlan, TesPlan, check_container_path
+from jobcloud.flows.tes_plan import ExecutorPlan, InputPlan, OutputPlan, TesPlan, check_container_path, has_wildcards, static_folder
 
 # Inline input content: TES asks for at least 128 KiB.
 MAX_CONTENT_BYTES = 1024 * 1024
 # backend_parameters JobCloud understands (keys are case-insensitive, as TES says).
 BACKEND_PARAMETERS = {"gpu": "GPUs for the task (an integer; > 0 runs it on the gpu pool)", "timeout_s": "seconds each executor may run"}
-WILDCARDS = set("*?[")
 FIX_URL = "name a file of yours in the job store (GET /ga4gh/tes/v1/service-info lists its URL) or give content"
 
 
@@ -173,16 +172,40 @@ def _url_input(field: str, path: str, kind: str, url: str, rules: TesRules) -> I
 
 def _output(i: int, item: Any, store: JobStore, who: Principal) -> OutputPlan:
     field = f"outputs[{i}]"
-    if WILDCARDS & set(item.path):
-        raise ApiError(400, f"{field}.path: wildcards are not supported yet", f"{field}.path", "name each output file or folder")
     path = _path(item.path, f"{field}.path")
     kind = (item.type or TesFileType.FILE).value
+    if has_wildcards(path):
+        return _pattern_output(field, item, path, kind, store, who)
     if kind == "FILE" and path.rsplit("/", 1)[0] == "":
         raise ApiError(400, f"{field}.path: {path!r} is directly under '/'", f"{field}.path", "put it in a folder, e.g. /data")
     key = _owned_key(item.url, store, who, f"{field}.url")
     if key is None:
         raise ApiError(400, f"{field}.url: {item.url!r} is not in the job store", f"{field}.url", FIX_URL)
     return OutputPlan(path=path, type=kind, key=key, url=item.url)
+
+
+def _pattern_output(field: str, item: Any, path: str, kind: str, store: JobStore, who: Principal) -> OutputPlan:
+    """An output whose path has wildcards: its url is a folder of the job store, and
+    path_prefix (required) a wildcard-free start of the path that each match loses."""
+    folder = static_folder(path)
+    if folder == "/":
+        raise ApiError(
+            400, f"{field}.path: {path!r} matches directly under '/'", f"{field}.path", "put the files in a folder, e.g. /data/*.txt"
+        )
+    prefix = item.path_prefix
+    fix = f"give the part of the path before its first wildcard, e.g. {folder + '/'!r}"
+    if not prefix:
+        raise ApiError(400, f"{field}.path_prefix: required when the path has wildcards", f"{field}.path_prefix", fix)
+    base = prefix.rstrip("/")
+    # Whole folders only: a match less the prefix is a relative path, never a piece of a name.
+    if not path.startswith(prefix) or not (base == "" or folder == base or folder.startswith(base + "/")):
+        raise ApiError(
+            400, f"{field}.path_prefix: {prefix!r} is not a folder of {path!r} before its first wildcard", f"{field}.path_prefix", fix
+        )
+    key = _owned_key(item.url.rstrip("/"), store, who, f"{field}.url")
+    if key is None:
+        raise ApiError(400, f"{field}.url: {item.url!r} is not a folder of the job store", f"{field}.url", FIX_URL)
+    return OutputPlan(path=path, type=kind, key=key, url=item.url, path_prefix=prefix)
 
 
 def _executor(i: int, ex: Any, rules: TesRules) -> ExecutorPlan:
