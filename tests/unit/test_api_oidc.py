@@ -1,8 +1,10 @@
-"""OIDC JWTs for the whole HTTP API against a real local issuer: an HTTP server this test
-starts, serving a discovery document and a JWKS of keys made here (RSA and EC, `cryptography`),
-signing tokens with PyJWT. Good tokens reach file, job and TES routes as their user (admin by
-group); expired, wrong-audience, wrong-issuer, wrong-key, unsigned and HMAC tokens are 401s; the
-keys are fetched once, cached, and fetched again when the issuer rotates them."""
+"""OIDC JWTs for the whole HTTP API against a real local issuer (tests/oidc_issuer.py: an HTTP
+server this test starts, serving a discovery document and a JWKS of keys made here, signing
+tokens with PyJWT), through FastAPI's in-process client. Good tokens reach file, job and TES
+routes as their user (admin by group); expired, wrong-audience, wrong-issuer, wrong-key,
+unsigned and HMAC tokens are 401s; the keys are fetched once, cached, and fetched again when the
+issuer rotates them. tests/e2e/test_api_oidc_serve.py does the same through a real
+`jobcloud api serve`."""
 
 from __future__ import annotations
 
@@ -24,60 +26,21 @@ from jobcloud.deployments.http_api.auth import KeyRing
 from jobcloud.deployments.http_api.oidc import REFETCH_FLOOR_S, OidcSettingsError, OidcVerifier
 from jobcloud.deployments.http_api.services import Backend
 from tests.api_fixtures import KEYS, TOKENS
-from tests.file_server import FileServer, Page
-
-AUDIENCE = "jobcloud-api"
-
-
-class Issuer:
-    """A local OIDC issuer: its discovery document and JWKS served over HTTP, its keys here."""
-
-    def __init__(self) -> None:
-        self.server = FileServer()
-        self.url = self.server.url("/realms/lab")
-        self.keys: dict[str, Any] = {}
-        self.rotate("rsa-1", rsa.generate_private_key(public_exponent=65537, key_size=2048))
-        self.server.pages["/realms/lab/.well-known/openid-configuration"] = Page(
-            json.dumps({"issuer": self.url, "jwks_uri": self.server.url("/realms/lab/certs")}).encode()
-        )
-
-    def rotate(self, kid: str, key: Any, keep: bool = True) -> None:
-        """Publish ``key`` under ``kid`` (beside the old ones when ``keep``)."""
-        self.keys = {**(self.keys if keep else {}), kid: key}
-        published = []
-        for name, private in self.keys.items():
-            jwk = json.loads(
-                jwt.algorithms.get_default_algorithms()["RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256"].to_jwk(
-                    private.public_key()
-                )
-            )
-            published.append({**jwk, "kid": name, "use": "sig"})
-        self.server.pages["/realms/lab/certs"] = Page(json.dumps({"keys": published}).encode())
-
-    def token(self, kid: str = "rsa-1", key: Any = None, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": self.url, "aud": AUDIENCE, "exp": now + 300, "iat": now, "preferred_username": "alice", **claims}
-        body = {k: v for k, v in body.items() if v is not None}
-        private = key if key is not None else self.keys[kid]
-        alg = "RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256"
-        return jwt.encode(body, private, algorithm=alg, headers={"kid": kid})
-
-    def jwks_hits(self) -> int:
-        return self.server.hits.count("/realms/lab/certs")
+from tests.oidc_issuer import ADMIN_GROUP, AUDIENCE, Issuer
 
 
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
     found = Issuer()
     yield found
-    found.server.stop()
+    found.stop()
 
 
 def _app(tmp_path: Path, issuer: Issuer, keys: KeyRing | None = None, **more: Any) -> TestClient:
     settings = ApiSettings(
         oidc_issuer=issuer.url,
         oidc_audience=AUDIENCE,
-        oidc_admin_group="jobcloud-admins",
+        oidc_admin_group=ADMIN_GROUP,
         upload_dir=tmp_path / "spool",
         state_dir=tmp_path / "api-state",
         **more,
@@ -109,7 +72,7 @@ def test_a_good_token_is_its_user_on_every_part_of_the_api(client: TestClient, i
     )
     # Not an admin without the group; an admin with it.
     assert client.get("/files", params={"owner": "bob"}, headers=_h(alice)).status_code == 403
-    admin = issuer.token(preferred_username="ops", groups=["staff", "jobcloud-admins"])
+    admin = issuer.token(preferred_username="ops", groups=["staff", ADMIN_GROUP])
     assert client.get("/files", params={"owner": "alice"}, headers=_h(admin)).status_code == 200
     assert issuer.jwks_hits() == 1  # fetched once, then cached
 
