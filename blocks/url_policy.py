@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 FETCHED_SCHEMES = ("http", "https")
+# Object stores read with the job store's credentials (`jobcloud.blocks.object_fetch`): a
+# pattern names the bucket (`s3://public-data/*`); there is no host or port to check.
+OBJECT_SCHEMES = ("s3", "gs")
 WILDCARD_CHARS = set("*?[")
 # Metadata services outside the ranges below (AWS's IPv6 one sits in fd00::/8, Alibaba's in
 # 100.64/10; both are "internal" anyway): named so the reason says what they are.
@@ -41,8 +44,11 @@ def canonical(url: str) -> str:
     except ValueError as exc:
         raise UrlPolicyError(f"{url!r} is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
+    if scheme in OBJECT_SCHEMES:
+        return _canonical_object(url, scheme, parts.netloc, parts.path)
     if scheme not in FETCHED_SCHEMES:
-        raise UrlPolicyError(f"{url!r}: only {' and '.join(FETCHED_SCHEMES)} URLs are read from outside the job store")
+        readable = ", ".join(f"{s}://" for s in (*FETCHED_SCHEMES, *OBJECT_SCHEMES))
+        raise UrlPolicyError(f"{url!r}: only {readable} URLs are read from outside the job store")
     if parts.username is not None or parts.password is not None:
         raise UrlPolicyError(f"{url!r}: user names or passwords in URLs are not accepted")
     host = (parts.hostname or "").lower()
@@ -53,6 +59,24 @@ def canonical(url: str) -> str:
         netloc += f":{port}"
     query = f"?{parts.query}" if parts.query else ""
     return f"{scheme}://{netloc}{parts.path or '/'}{query}"
+
+
+def _canonical_object(url: str, scheme: str, bucket: str, path: str) -> str:
+    """`s3://bucket/key` as matched: a plain bucket name and a key of plain names (no `.`,
+    `..` or empty parts, which object stores keep literally but a pattern's author would read
+    as a path)."""
+    if not bucket or "@" in bucket or ":" in bucket:
+        raise UrlPolicyError(f"{url!r}: name a bucket, as {scheme}://BUCKET/KEY")
+    body = path[1:].rstrip("/")  # a folder's trailing '/' is fine; a leading '//' is not
+    parts = body.split("/") if body else []
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise UrlPolicyError(f"{url!r}: the key must be a plain path of names (no '.', '..' or '//')")
+    return f"{scheme}://{bucket.lower()}/{'/'.join(parts)}"
+
+
+def is_object_url(url: str) -> bool:
+    """Whether ``url`` names an object store (`s3://`, `gs://`) rather than an http(s) server."""
+    return url.split("://", 1)[0].lower() in OBJECT_SCHEMES if "://" in url else False
 
 
 def _pattern_host(pattern: str) -> str | None:

@@ -29,10 +29,12 @@ from prefect.states import Cancelled, Failed
 from jobcloud.blocks.engine import docker_client
 from jobcloud.blocks.errors import JobCloudError, MissingKeyError, UserError
 from jobcloud.blocks.keys import check_key, join_key, last_name
+from jobcloud.blocks.object_fetch import ObjectFetchError, fetch_object
 from jobcloud.blocks.settings import get_settings
 from jobcloud.blocks.store.factory import store_from_settings
 from jobcloud.blocks.store.job_store import FileRecord, JobStore
 from jobcloud.blocks.url_fetch import UrlFetchError, fetch_url
+from jobcloud.blocks.url_policy import is_object_url
 from jobcloud.flows.cancel_watch import AttemptOver, JobCancelled, watch_for_cancel
 from jobcloud.flows.container_run import run_container
 from jobcloud.flows.container_spec import API_LABEL, HOST_LABEL, JOB_LABEL, LABEL_PREFIX, ContainerSpec, host_name, owning_api
@@ -49,6 +51,7 @@ from jobcloud.flows.tes_plan import (
     TES_VERSION,
     ExecutorPlan,
     ExecutorRecord,
+    InputPlan,
     OutputFileRecord,
     OutputPlan,
     TesPlan,
@@ -134,12 +137,7 @@ def stage_task_inputs(store: JobStore, plan: TesPlan, files_dir: Path, work: Pat
             target.write_text(item.content, encoding="utf-8")
             continue
         if item.url is not None:
-            try:
-                got = fetch_url(item.url, target, plan.url_policy)
-            except UrlFetchError as exc:
-                raise TaskSystemError(f"inputs[{i}]: {exc}") from None
-            file = FileRecord(key=item.url, size=got.size, sha256=got.sha256)
-            records.append(InputRecord(kind="data_ids", key=item.url, staged_at=item.path, files=[file]))
+            records.append(_read_url(i, item, target, plan, store))
             continue
         if item.key is None:
             why = item.why or "it is not in the job store"
@@ -154,6 +152,24 @@ def stage_task_inputs(store: JobStore, plan: TesPlan, files_dir: Path, work: Pat
         (temp / last_name(item.key)).rename(target)
         records.append(InputRecord(kind="data_ids", key=item.key, staged_at=item.path, files=files))
     return records
+
+
+def _read_url(i: int, item: InputPlan, target: Path, plan: TesPlan, store: JobStore) -> InputRecord:
+    """Read an allowed URL outside the job store: an http(s) file, or an object (or folder of
+    objects) of another bucket, with the job store's credentials when the scheme is its own."""
+    assert item.url is not None
+    try:
+        if is_object_url(item.url):
+            scheme = item.url.split("://", 1)[0]
+            same = scheme in (store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,))
+            options = dict(getattr(store.fs, "storage_options", {}) or {}) if same else {}
+            got = fetch_object(item.url, target, item.type, plan.url_policy, options)
+        else:
+            got = [("", fetch_url(item.url, target, plan.url_policy))]
+    except (UrlFetchError, ObjectFetchError) as exc:
+        raise TaskSystemError(f"inputs[{i}]: {exc}") from None
+    files = [FileRecord(key=f"{item.url.rstrip('/')}/{rel}" if rel else item.url, size=f.size, sha256=f.sha256) for rel, f in got]
+    return InputRecord(kind="data_ids", key=item.url, staged_at=item.path, files=files)
 
 
 @task(name="run-container", cache_policy=NONE, retries=0)

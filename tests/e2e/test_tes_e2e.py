@@ -32,6 +32,8 @@ pytestmark = pytest.mark.e2e
 
 BUSYBOX = "localhost/jobcloud/busybox:1"
 BUCKET = "tes-e2e"
+# Buckets outside the job store: one the URL allow-list names, one it does not.
+PUBLIC_BUCKET, PRIVATE_BUCKET = "tes-e2e-public", "tes-e2e-private"
 FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 
 
@@ -113,6 +115,8 @@ def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -
     keys.write_text(json.dumps(KEYS))
     seaweed = Seaweed(tmp / "seaweed").start()
     seaweed.make_bucket(BUCKET)
+    seaweed.make_bucket(PUBLIC_BUCKET)
+    seaweed.make_bucket(PRIVATE_BUCKET)
     files = FileServer()
     server = PrefectServer(home=tmp / "prefect-home")
     base = {
@@ -126,7 +130,7 @@ def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -
         # The tasks here run busybox (not a catalog image) and read inputs from a local HTTP
         # server (loopback: reachable only through a pattern naming its host literally).
         "JOBCLOUD_API_TES_IMAGES": "localhost/jobcloud/*",
-        "JOBCLOUD_API_TES_INPUT_URLS": files.url("/allowed/*"),
+        "JOBCLOUD_API_TES_INPUT_URLS": f"{files.url('/allowed/*')},s3://{PUBLIC_BUCKET}/*",
         "JOBCLOUD_API_TES_INPUT_MAX_BYTES": "100000",
         "DOCKER_HOST": engine,
         "PYTHONPATH": str(ROOT),
@@ -308,16 +312,28 @@ def test_url_inputs(stack: TesStack) -> None:
             tes.Task(name=f"e2e-url-{name}", inputs=[tes.Input(url=url, path="/data/in.txt")], outputs=[out], executors=[run])
         )
 
+    stack.s3.put_object(Bucket=PUBLIC_BUCKET, Key="set/in.txt", Body=b"from another bucket\n")
+    stack.s3.put_object(Bucket=PRIVATE_BUCKET, Key="set/in.txt", Body=b"not for jobs\n")
     ids = {
         "ok": task("ok", stack.files.url("/allowed/in.txt")),
         "missing": task("missing", stack.files.url("/allowed/absent.txt")),
         "big": task("big", stack.files.url("/allowed/big.bin")),
         "off": task("off", stack.files.url("/other/in.txt")),
+        "bucket": task("bucket", f"s3://{PUBLIC_BUCKET}/set/in.txt"),
+        "bucket-off": task("bucket-off", f"s3://{PRIVATE_BUCKET}/set/in.txt"),
     }
     ended = {name: cli.wait(task_id, timeout=180).state for name, task_id in ids.items()}
-    assert ended == {"ok": "COMPLETE", "missing": "SYSTEM_ERROR", "big": "SYSTEM_ERROR", "off": "SYSTEM_ERROR"}
+    assert ended == {
+        "ok": "COMPLETE",
+        "missing": "SYSTEM_ERROR",
+        "big": "SYSTEM_ERROR",
+        "off": "SYSTEM_ERROR",
+        "bucket": "COMPLETE",
+        "bucket-off": "SYSTEM_ERROR",
+    }
     assert stack.get("users/alice/e2e/url/ok.txt") == b"from the web\n"
-    for name, words in (("missing", "HTTP 404"), ("big", "100000"), ("off", "JOBCLOUD_API_TES_INPUT_URLS")):
+    assert stack.get("users/alice/e2e/url/bucket.txt") == b"from another bucket\n"  # with the job store's credentials
+    for name, words in (("missing", "HTTP 404"), ("big", "100000"), ("off", "JOBCLOUD_API_TES_INPUT_URLS"), ("bucket-off", PRIVATE_BUCKET)):
         (log,) = cli.get_task(ids[name], "FULL").logs
         assert log.logs == [] and any(words in line for line in log.system_logs), (name, log.system_logs)
     assert "/other/in.txt" not in stack.files.hits

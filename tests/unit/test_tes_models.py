@@ -156,6 +156,29 @@ def test_the_folder_of_a_pattern(pattern: str, folder: str) -> None:
     assert static_folder(pattern) == folder
 
 
+def test_object_urls_of_other_buckets_and_the_store_spelled_otherwise() -> None:
+    """An allowed object URL of another bucket is read by the flow; the job store's own bucket
+    spelled otherwise (`S3://JOBS/...`) is still the job store: another user's area is a 403
+    even under a pattern that allows every bucket."""
+    s3 = JobStore("s3://jobs/jc", {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}})
+    rules = TesRules(images=["*"], url_policy=UrlPolicy(patterns=["s3://*"]))
+    with pytest.raises(ApiError) as err:
+        plan_of(_task(inputs=[{"url": "S3://JOBS/jc/users/bob/in.txt", "path": "/d/a"}]), s3, ALICE, rules)
+    assert (err.value.status, err.value.field) == (403, "inputs[0].url")
+    mine = plan_of(_task(inputs=[{"url": "S3://Jobs/jc/users/alice/in.txt", "path": "/d/a"}]), s3, ALICE, rules)
+    assert mine.inputs[0].key == "users/alice/in.txt"
+    task = _task(
+        inputs=[
+            {"url": "s3://public/set/a.csv", "path": "/d/a.csv"},
+            {"url": "s3://public/set/", "path": "/d/set", "type": "DIRECTORY"},
+        ]
+    )
+    plan = plan_of(task, s3, ALICE, rules)
+    assert [(i.url, i.type) for i in plan.inputs] == [("s3://public/set/a.csv", "FILE"), ("s3://public/set", "DIRECTORY")]
+    off = plan_of(task, s3, ALICE, ANY)  # no pattern: created, ends SYSTEM_ERROR saying why
+    assert off.inputs[0].foreign_url == "s3://public/set/a.csv" and "JOBCLOUD_API_TES_INPUT_URLS" in (off.inputs[0].why or "")
+
+
 def test_executor_paths_are_checked(store) -> None:
     task = TesTask.model_validate({"executors": [{"image": "alpine", "command": ["true"], "stdout": "out.txt"}]})
     with pytest.raises(ApiError) as err:

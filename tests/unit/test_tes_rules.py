@@ -55,7 +55,17 @@ def test_the_default_images_are_the_catalogs(monkeypatch: pytest.MonkeyPatch) ->
 def test_canonical_urls() -> None:
     assert canonical("HTTPS://Data.Example.org:443/a/b?x=1#frag") == "https://data.example.org/a/b?x=1"
     assert canonical("http://h:8080") == "http://h:8080/"
-    for bad in ("ftp://h/x", "s3://bucket/key", "https://good.org@evil.org/x", "http:///nohost", "http://h:99999/"):
+    assert canonical("S3://Public-Data/a/b.txt") == "s3://public-data/a/b.txt"
+    for bad in (
+        "ftp://h/x",
+        "s3://bucket",
+        "s3://b/a/../x",
+        "s3://b//x",
+        "gs://u@b/x",
+        "https://good.org@evil.org/x",
+        "http:///nohost",
+        "http://h:99999/",
+    ):
         with pytest.raises(UrlPolicyError):
             canonical(bad)
 

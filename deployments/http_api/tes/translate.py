@@ -17,7 +17,7 @@ from typing import Any
 from jobcloud.blocks.errors import UnsafeKeyError
 from jobcloud.blocks.keys import check_key
 from jobcloud.blocks.store.job_store import JobStore
-from jobcloud.blocks.url_policy import UrlPolicyError, canonical
+from jobcloud.blocks.url_policy import UrlPolicyError
 from jobcloud.deployments.http_api.auth import Principal
 from jobcloud.deployments.http_api.errors import ApiError
 from jobcloud.deployments.http_api.services import user_root
@@ -154,20 +154,25 @@ def _input(i: int, item: Any, store: JobStore, who: Principal, rules: TesRules) 
     key = _owned_key(item.url, store, who, f"{field}.url")
     if key is not None:
         return InputPlan(path=path, type=kind, key=key)
-    return _url_input(field, path, kind, item.url, rules)
+    return _url_input(field, path, kind, item.url, rules, store, who)
 
 
-def _url_input(field: str, path: str, kind: str, url: str, rules: TesRules) -> InputPlan:
+def _url_input(field: str, path: str, kind: str, url: str, rules: TesRules, store: JobStore, who: Principal) -> InputPlan:
     """An input outside the job store: read by the flow when the allow-list names it, else a
     task that ends SYSTEM_ERROR with the reason (not a refusal: TES servers create it)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("http", "https") and kind == "DIRECTORY":
         raise ApiError(400, f"{field}.type: an {scheme} URL input is a FILE", f"{field}.type", "list each file as its own input")
     try:
-        rules.url_policy.check(url)
+        flat = rules.url_policy.check(url)
     except UrlPolicyError as exc:
         return InputPlan(path=path, type=kind, foreign_url=url, why=str(exc))
-    return InputPlan(path=path, type=kind, url=canonical(url))
+    # A spelling of a job-store URL the store's own form missed (`S3://BUCKET/...`) is still
+    # the job store: another user's area stays theirs even under a pattern like `s3://*`.
+    key = _owned_key(flat, store, who, f"{field}.url")
+    if key is not None:
+        return InputPlan(path=path, type=kind, key=key)
+    return InputPlan(path=path, type=kind, url=flat)
 
 
 def _output(i: int, item: Any, store: JobStore, who: Principal) -> OutputPlan:
