@@ -9,6 +9,9 @@ What lives here:
 - `store/`: the job store (local folder, S3, GCS), its Prefect block, which one to open.
 - `transfer/`: moving one file to or from a store (the `Transfer` protocol and its
   local, fsspec and S3 implementations).
+- `url_policy`, `url_fetch`, `object_fetch`: which URLs outside the job store a job may read
+  (the operator's allow-list, internal addresses), reading an http(s) file under it, reading
+  an object or folder of another bucket under it.
 
 May import: nothing of JobCloud's outside `blocks` (never `flows` or `deployments`).
 """
