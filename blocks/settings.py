@@ -200,6 +200,14 @@ class ApiSettings(BaseModel):
         shown_default="`10737418240` (10 GiB)",
         gt=0,
     )
+    tes_timeout_s: int = _setting(
+        24 * 3600,
+        meaning="Seconds each executor of a GA4GH TES task may run when the task sets no `backend_parameters.timeout_s` "
+        "(then its container is stopped and the task ends SYSTEM_ERROR); a task may ask for longer",
+        used_by="API",
+        shown_default="`86400` (24 h)",
+        gt=0,
+    )
     oidc_issuer: str | None = _setting(
         meaning="An OIDC issuer whose JWTs the API accepts as bearer tokens beside the API keys (`iss` must be exactly "
         "this); its keys come from `JOBCLOUD_API_OIDC_JWKS_URL` or its discovery document "

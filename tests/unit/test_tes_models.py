@@ -179,6 +179,12 @@ def test_object_urls_of_other_buckets_and_the_store_spelled_otherwise() -> None:
     assert off.inputs[0].foreign_url == "s3://public/set/a.csv" and "JOBCLOUD_API_TES_INPUT_URLS" in (off.inputs[0].why or "")
 
 
+def test_a_task_without_a_timeout_gets_the_default(store) -> None:
+    assert plan_of(_task(), store, ALICE, ANY, default_timeout_s=600).timeout_s == 600
+    asked = _task(resources={"backend_parameters": {"timeout_s": "90000"}})
+    assert plan_of(asked, store, ALICE, ANY, default_timeout_s=600).timeout_s == 90000  # a task may ask for longer
+
+
 def test_executor_paths_are_checked(store) -> None:
     task = TesTask.model_validate({"executors": [{"image": "alpine", "command": ["true"], "stdout": "out.txt"}]})
     with pytest.raises(ApiError) as err:

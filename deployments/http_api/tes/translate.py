@@ -107,9 +107,10 @@ def _int_parameter(params: dict[str, str], name: str, low: int) -> int | None:
     return value
 
 
-def plan_of(task: TesTask, store: JobStore, who: Principal, rules: TesRules) -> TesPlan:
+def plan_of(task: TesTask, store: JobStore, who: Principal, rules: TesRules, default_timeout_s: int | None = None) -> TesPlan:
     """The plan of ``task`` for ``who`` under ``rules``; ApiError (400/403) for what is malformed
-    or forbidden."""
+    or forbidden. ``default_timeout_s`` bounds each executor of a task that names no
+    `timeout_s` (`JOBCLOUD_API_TES_TIMEOUT_S`): no task runs forever unless it asks to."""
     inputs = [_input(i, item, store, who, rules) for i, item in enumerate(task.inputs or [])]
     seen: set[str] = set()
     for i, item in enumerate(inputs):
@@ -129,7 +130,7 @@ def plan_of(task: TesTask, store: JobStore, who: Principal, rules: TesRules) -> 
         cpu=float(res.cpu_cores) if res and res.cpu_cores else None,
         memory_mb=math.ceil(res.ram_gb * 1024) if res and res.ram_gb else None,
         gpu=_int_parameter(params, "gpu", 0) or 0,
-        timeout_s=_int_parameter(params, "timeout_s", 1),
+        timeout_s=_int_parameter(params, "timeout_s", 1) or default_timeout_s,
         store_url=store_base(store),
         url_policy=rules.url_policy,
     )
