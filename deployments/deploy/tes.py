@@ -42,7 +42,9 @@ def tes_deployments(pool_types: dict[str, str]) -> list[DeploymentSpec]:
                 work_pool_name=pool,
                 work_queue_name=queue_name(DEFAULT_PRIORITY),
                 description=f"GA4GH TES v1.1 tasks on the {pool} pool (POST /ga4gh/tes/v1/tasks)",
-                tags=[MANAGED_TAG, TES_TAG],
+                # `app:tes`, `version:v1`, `entrypoint:task`: a task is a job like any other (listed
+                # with the jobs, notified by the automations that match `app:*`).
+                tags=[MANAGED_TAG, TES_TAG, *ref.tags],
                 parameter_openapi_schema=_schema(),
             )
         )

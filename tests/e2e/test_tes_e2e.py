@@ -191,6 +191,9 @@ def test_create_wait_get_full(stack: TesStack) -> None:
     assert out.path == "/out/wc.txt" and out.url.endswith("/users/alice/e2e/out/wc.txt")
     got = stack.get("users/alice/e2e/out/wc.txt")
     assert got.split()[0] == str(len(data)).encode() and int(out.size_bytes) == len(got)
+    # A task is a job of its owner: listed by the job API as tes/v1/task (notified like one).
+    job = requests.get(f"{stack.url}/jobs/{task_id}", headers={"Authorization": f"Bearer {TOKENS['alice']}"}, timeout=10)
+    assert job.status_code == 200 and (job.json()["application"], job.json()["state"]) == ("tes", "Completed"), job.text
     basic = cli.get_task(task_id, "BASIC")
     assert basic.inputs[1].content is None and basic.logs[0].system_logs is None
     # Another user does not see it; a task id py-tes gets a 404 for raises.

@@ -47,6 +47,8 @@ def test_deploy_makes_a_task_deployment_per_jobcloud_pool() -> None:
     specs = tes_deployments({"cpu": "jobcloud", "gpu": "jobcloud"})
     assert [(s.full_name, s.work_pool_name) for s in specs] == [("tes-task/tes-v1-task", "cpu"), ("tes-task/tes-v1-task-gpu", "gpu")]
     assert set(specs[0].parameter_openapi_schema["properties"]) == {"task", "plan"}
+    # A task is a job: its run inherits `app:` (listed with the jobs, notified like them).
+    assert {"tes", "app:tes", "version:v1", "entrypoint:task"} <= set(specs[0].tags)
     # Pools of Prefect's in-container worker types cannot start one container per executor.
     assert [s.work_pool_name for s in tes_deployments({"cpu": "jobcloud", "gpu": "kubernetes"})] == ["cpu"]
 
