@@ -9,7 +9,6 @@ bucket those credentials cannot read, a missing key or a folder over the limit i
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +16,7 @@ import fsspec
 
 from jobcloud.blocks.errors import UnsafeKeyError
 from jobcloud.blocks.keys import check_key
-from jobcloud.blocks.url_fetch import Fetched
+from jobcloud.blocks.url_fetch import Fetched, UrlFetchError, write_limited
 from jobcloud.blocks.url_policy import UrlPolicy, UrlPolicyError
 
 CHUNK = 4 * 1024 * 1024
@@ -62,18 +61,11 @@ def _check_size(url: str, size: int, max_bytes: int) -> None:
 def _copy(fs: Any, path: str, target: Path, url: str, max_bytes: int) -> Fetched:
     """Stream one object to ``target``, counting: an object that grew past the limit since
     it was listed is stopped too."""
-    size, digest = 0, hashlib.sha256()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with fs.open(path, "rb") as src, open(target, "wb") as out:
-        while chunk := src.read(CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                out.close()
-                target.unlink(missing_ok=True)
-                raise ObjectFetchError(f"{url!r}: more than the {max_bytes} bytes an input URL may have")
-            out.write(chunk)
-            digest.update(chunk)
-    return Fetched(size, digest.hexdigest())
+    with fs.open(path, "rb") as src:
+        try:
+            return write_limited(iter(lambda: src.read(CHUNK), b""), target, max_bytes, url)
+        except UrlFetchError as exc:
+            raise ObjectFetchError(str(exc)) from None
 
 
 def _copy_folder(fs: Any, path: str, target: Path, url: str, max_bytes: int) -> list[tuple[str, Fetched]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,22 @@ def _get(pool: httpcore.ConnectionPool, url: str, target: Path, max_bytes: int, 
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise UrlFetchError(f"{url!r}: {declared} bytes, more than the {max_bytes} an input URL may have")
-        size, digest = 0, hashlib.sha256()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as out:
-            for chunk in response.iter_stream():
-                size += len(chunk)
-                if size > max_bytes:  # a server that sends more than it declared, or no length at all
-                    out.close()
-                    target.unlink(missing_ok=True)
-                    raise UrlFetchError(f"{url!r}: more than the {max_bytes} bytes an input URL may have")
-                out.write(chunk)
-                digest.update(chunk)
+        # Counted as it comes: a server that sends more than it declared, or no length at all.
+        return write_limited(response.iter_stream(), target, max_bytes, url)
+
+
+def write_limited(chunks: Iterable[bytes], target: Path, max_bytes: int, url: str) -> Fetched:
+    """Write ``chunks`` to ``target``, hashing; past ``max_bytes`` the file is removed and
+    `UrlFetchError` says so."""
+    size, digest = 0, hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise UrlFetchError(f"{url!r}: more than the {max_bytes} bytes an input URL may have")
+            out.write(chunk)
+            digest.update(chunk)
     return Fetched(size, digest.hexdigest())
