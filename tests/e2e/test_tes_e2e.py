@@ -8,8 +8,6 @@ One stack serves the whole module: starting it is most of the wall time.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +17,10 @@ import tes
 from tes import client as tes_client
 from tes.utils import unmarshal
 
-from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
-from tests.api_fixtures import KEYS, TOKENS
-from tests.conftest import ROOT, Cli, job_containers
-from tests.e2e.test_api_e2e import _serve
+from jobcloud.deployments.server.processes import Proc
+from tests.api_fixtures import TOKENS
+from tests.conftest import job_containers
+from tests.e2e.tes_stack import tes_services
 from tests.file_server import FileServer, Page
 from tests.integration.seaweed import Seaweed
 from tests.tes_schema import spec_path, validate_answer
@@ -111,51 +109,23 @@ def _list(stack: TesStack, user: str = "alice", **params: Any) -> tes.ListTasksR
 @pytest.fixture(scope="module")
 def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TesStack]:
     tmp = tmp_path_factory.mktemp("e2e-tes")
-    keys = tmp / "keys.json"
-    keys.write_text(json.dumps(KEYS))
     seaweed = Seaweed(tmp / "seaweed").start()
-    seaweed.make_bucket(BUCKET)
-    seaweed.make_bucket(PUBLIC_BUCKET)
-    seaweed.make_bucket(PRIVATE_BUCKET)
     files = FileServer()
-    server = PrefectServer(home=tmp / "prefect-home")
-    base = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JOBCLOUD_")},
-        **seaweed.env(),
-        "JOBCLOUD_STOP_GRACE_S": "1",
-        "JOBCLOUD_HOME": str(tmp / "jc-home"),
-        "JOBCLOUD_STORAGE": f"s3://{BUCKET}/jc",
-        "JOBCLOUD_CONFIG": str(ROOT / "application_config.yaml"),
-        "JOBCLOUD_API_KEYS_FILE": str(keys),
-        # The tasks here run busybox (not a catalog image) and read inputs from a local HTTP
-        # server (loopback: reachable only through a pattern naming its host literally).
-        "JOBCLOUD_API_TES_IMAGES": "localhost/jobcloud/*",
-        "JOBCLOUD_API_TES_INPUT_URLS": f"{files.url('/allowed/*')},s3://{PUBLIC_BUCKET}/*",
-        "JOBCLOUD_API_TES_INPUT_MAX_BYTES": "100000",
-        "DOCKER_HOST": engine,
-        "PYTHONPATH": str(ROOT),
-    }
-    worker = api = None
     try:
-        server.start()
-        env = server.env(base)
-        deployed = Cli(env=env, cwd=tmp)("deploy", "--prefect-yaml", str(ROOT / "prefect.yaml"))
-        assert deployed.returncode == 0, deployed.stderr[-3000:]
-        worker = start_worker(server, "cpu", env, tmp / "worker.log", name="e2e-tes-cpu")
-        api, url = _serve(tmp, env, "api")
-
-        def answers() -> bool:
-            assert api.alive(), f"the API exited before it answered:\n{api.tail()}"
-            return requests.get(f"{url}/status", timeout=2).status_code == 200
-
-        wait_until(answers, 60, interval=0.3, ignore=(requests.RequestException,), message=lambda: f"the API to start:\n{api.tail()}")
-        yield TesStack(url, api, worker, seaweed, engine, files)
+        for bucket in (BUCKET, PUBLIC_BUCKET, PRIVATE_BUCKET):
+            seaweed.make_bucket(bucket)
+        env = {
+            **seaweed.env(),
+            "JOBCLOUD_STORAGE": f"s3://{BUCKET}/jc",
+            # The tasks here run busybox (not a catalog image) and read inputs from a local HTTP
+            # server (loopback: reachable only through a pattern naming its host literally).
+            "JOBCLOUD_API_TES_IMAGES": "localhost/jobcloud/*",
+            "JOBCLOUD_API_TES_INPUT_URLS": f"{files.url('/allowed/*')},s3://{PUBLIC_BUCKET}/*",
+            "JOBCLOUD_API_TES_INPUT_MAX_BYTES": "100000",
+        }
+        with tes_services(tmp, engine, env, "e2e-tes-cpu") as (url, api, worker):
+            yield TesStack(url, api, worker, seaweed, engine, files)
     finally:
-        if api is not None:
-            api.stop()
-        if worker is not None:
-            worker.stop()
-        server.stop()
         seaweed.stop()
         files.stop()
 

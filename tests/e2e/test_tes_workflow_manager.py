@@ -40,13 +40,12 @@ import pytest
 import requests
 
 from jobcloud.deployments.imaging.build import build
-from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
-from tests.api_fixtures import KEYS, TOKENS, auth
-from tests.conftest import ROOT, Cli
-from tests.e2e.test_api_e2e import _serve
+from jobcloud.deployments.server.processes import Proc
+from tests.api_fixtures import TOKENS, auth
+from tests.conftest import ROOT
+from tests.e2e.tes_stack import tes_services
 from tests.integration.seaweed import ACCESS_KEY, SECRET_KEY, Seaweed
 from tests.tes_schema import validate_answer
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -145,43 +144,11 @@ def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -
     local job store that the workflow manager shares (as tests/e2e/test_tes_e2e.py's stack,
     which is on S3)."""
     tmp = tmp_path_factory.mktemp("e2e-wfm")
-    keys = tmp / "keys.json"
-    keys.write_text(json.dumps(KEYS))
     store = tmp / "store"
     store.mkdir()
-    server = PrefectServer(home=tmp / "prefect-home")
-    base = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JOBCLOUD_")},
-        "JOBCLOUD_STOP_GRACE_S": "1",
-        "JOBCLOUD_HOME": str(tmp / "jc-home"),
-        "JOBCLOUD_STORAGE": str(store),
-        "JOBCLOUD_CONFIG": str(ROOT / "application_config.yaml"),
-        "JOBCLOUD_API_KEYS_FILE": str(keys),
-        "JOBCLOUD_API_TES_IMAGES": "localhost/jobcloud/*",  # the workflow's steps run busybox
-        "DOCKER_HOST": engine,
-        "PYTHONPATH": str(ROOT),
-    }
-    worker = api = None
-    try:
-        server.start()
-        env = server.env(base)
-        deployed = Cli(env=env, cwd=tmp)("deploy", "--prefect-yaml", str(ROOT / "prefect.yaml"))
-        assert deployed.returncode == 0, deployed.stderr[-3000:]
-        worker = start_worker(server, "cpu", env, tmp / "worker.log", name="e2e-wfm-cpu")
-        api, url = _serve(tmp, env, "api")
-
-        def answers() -> bool:
-            assert api.alive(), f"the API exited before it answered:\n{api.tail()}"
-            return requests.get(f"{url}/status", timeout=2).status_code == 200
-
-        wait_until(answers, 60, interval=0.3, ignore=(requests.RequestException,), message=lambda: f"the API to start:\n{api.tail()}")
+    env = {"JOBCLOUD_STORAGE": str(store), "JOBCLOUD_API_TES_IMAGES": "localhost/jobcloud/*"}  # the steps run busybox
+    with tes_services(tmp, engine, env, "e2e-wfm-cpu") as (url, api, worker):
         yield LocalTesStack(url, store, api, worker)
-    finally:
-        if api is not None:
-            api.stop()
-        if worker is not None:
-            worker.stop()
-        server.stop()
 
 
 def _installed(tool: Path) -> None:
