@@ -187,7 +187,8 @@ class ApiSettings(BaseModel):
     )
     tes_input_urls: str | None = _setting(
         meaning="URLs outside the job store that TES inputs may be read from, comma-separated `fnmatch` patterns "
-        "(`https://data.example.org/*`), `*` for any public http(s) URL. A loopback, link-local, metadata or "
+        "(`https://data.example.org/*`, `s3://public-data/*`: other buckets are read with the job store's "
+        "credentials), `*` for any public http(s) URL and any bucket. A loopback, link-local, metadata or "
         "private-network address is reached only through a pattern naming its host literally "
         "([tes.md](tes.md#who-may-run-what))",
         used_by="API",
