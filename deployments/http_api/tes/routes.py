@@ -103,7 +103,8 @@ def service_info(request: Request, who: Principal = Depends(principal)) -> Respo
 def create(request: Request, task: TesTask, who: Principal = Depends(principal)) -> Response:
     """Create a task; its id at once (poll GET /tasks/{id})."""
     backend = _backend(request)
-    plan = plan_of(task, backend.store, who, TesRules.from_settings(request.app.state.settings))
+    settings = request.app.state.settings
+    plan = plan_of(task, backend.store, who, TesRules.cached(settings), settings.tes_timeout_s)
     try:
         run = tasks.create_task(backend.client, who.user, task.name, stored_document(task), plan)
     except UserError as exc:

@@ -9,6 +9,7 @@ so a fresh install runs what the operator already vetted and nothing else. URLs:
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,11 +37,30 @@ def catalog_images() -> list[str]:
     return sorted(set(found))
 
 
+def _catalog_stamp(settings: ApiSettings) -> tuple[Any, ...] | None:
+    """What identifies the catalog file's content without reading it; None when the images do
+    not come from the catalog (the setting names them) or it cannot be stat'ed."""
+    if settings.tes_images:
+        return None
+    from jobcloud.flows.catalog import default_catalog_path
+
+    path = default_catalog_path()
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)  # read again once it appears
+    return (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def _names(image: str) -> list[str]:
     """The names ``image`` goes by: itself, and `NAME:latest` when it has no tag or digest (the
     engine pulls that)."""
     last = image.rsplit("/", 1)[-1]
     return [image] if ":" in last or "@" in last else [image, f"{image}:latest"]
+
+
+# (settings and catalog stamp, rules): replaced whole, so threads never see half of it.
+_last: tuple[tuple[Any, ...], TesRules] | None = None
 
 
 class TesRules(BaseModel):
@@ -56,6 +76,20 @@ class TesRules(BaseModel):
         images = split_patterns(settings.tes_images) if settings.tes_images else catalog_images()
         policy = UrlPolicy(patterns=split_patterns(settings.tes_input_urls), max_bytes=settings.tes_input_max_bytes, setting=URLS_SETTING)
         return cls(images=images, url_policy=policy)
+
+    @classmethod
+    def cached(cls, settings: ApiSettings) -> TesRules:
+        """`from_settings`, kept while those settings and the catalog file stay the same:
+        reading and validating the catalog costs about 10 ms of CPU, which every POST /tasks
+        paid. An edited catalog (a new mtime, size or inode) is read again at the next request."""
+        global _last
+        key = (settings.tes_images, settings.tes_input_urls, settings.tes_input_max_bytes, _catalog_stamp(settings))
+        last = _last
+        if last is not None and last[0] == key:
+            return last[1]
+        rules = cls.from_settings(settings)
+        _last = (key, rules)
+        return rules
 
     def check_image(self, image: str, field: str) -> str:
         """``image`` if a pattern allows it; a 400 naming the image and the setting otherwise."""
