@@ -179,6 +179,21 @@ def test_list_filters_and_pages(tes) -> None:
     assert t.call("GET", "/tasks", params={"name_prefix": prefix, "state": "COMPLETE"}).json()["tasks"] == []
 
 
+def test_a_task_created_while_paging_never_repeats_one(tes) -> None:
+    """Page tokens mark runs, not positions: a task created between two pages is on neither
+    later page, and no task of the first page comes back."""
+    t, store = tes
+    prefix = "mid-" + uuid.uuid4().hex[:8]
+    ids = [t.create(_task(store, name=f"{prefix}-{i}")) for i in range(4)]
+    first = t.call("GET", "/tasks", params={"name_prefix": prefix, "page_size": 2}).json()
+    newer = t.create(_task(store, name=f"{prefix}-new"))
+    rest = t.call("GET", "/tasks", params={"name_prefix": prefix, "page_size": 10, "page_token": first["next_page_token"]}).json()
+    got = [x["id"] for x in first["tasks"]] + [x["id"] for x in rest["tasks"]]
+    assert sorted(got) == sorted(ids) and len(got) == 4 and newer not in got
+    assert "next_page_token" not in rest
+    assert [x["id"] for x in t.call("GET", "/tasks", params={"name_prefix": prefix, "page_size": 1}).json()["tasks"]] == [newer]
+
+
 def test_users_see_only_their_own_tasks(tes) -> None:
     t, store = tes
     mine = t.create(_task(store))

@@ -198,12 +198,31 @@ def test_an_admin_reads_any_key(store) -> None:
 
 
 def test_page_tokens_round_trip_and_forgeries_fail() -> None:
-    token = tasks.page_token(512, "alice")
-    assert tasks.read_page_token(token, "alice") == 512
-    for bad in ("", "abc", "NTEy", tasks.page_token(512, "bob")):
+    from datetime import UTC, datetime
+
+    mark = tasks.PageMark(time=datetime(2026, 12, 7, 12, 0, 0, 123456, tzinfo=UTC), ids=["a", "b"])
+    token = tasks.page_token(mark, "alice")
+    assert tasks.read_page_token(token, "alice") == mark
+    for bad in ("", "abc", "NTEy", tasks.page_token(mark, "bob"), token[:-2]):
         with pytest.raises(ApiError) as err:
             tasks.read_page_token(bad, "alice")
         assert err.value.status == 400 and err.value.field == "page_token"
+
+
+def test_the_next_mark_keeps_every_run_answered_at_its_instant() -> None:
+    """Runs expected to start at the same instant, split over pages: each page's mark names all
+    of those answered so far, so none comes back and none is skipped."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    t1, t2 = datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    run = lambda i, t: SimpleNamespace(id=i, expected_start_time=t)  # noqa: E731
+    first = tasks.next_mark([run("x", t1), run("a", t2)], None)
+    assert (first.time, first.ids) == (t2, ["a"])
+    second = tasks.next_mark([run("b", t2)], first)
+    assert second.ids == ["a", "b"]
+    third = tasks.next_mark([run("c", t2), run("d", datetime(2025, 1, 1, tzinfo=UTC))], second)
+    assert third.ids == ["d"]
 
 
 def test_tes_tags_never_pass_for_the_owner() -> None:

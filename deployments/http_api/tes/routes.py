@@ -134,12 +134,13 @@ def list_tasks(
     if len(tag_value) > len(tag_key):
         raise ApiError(400, "tag_value: more values than tag_key", "tag_value", "give one tag_key per tag_value")
     wanted = dict(zip(tag_key, [*tag_value, *[""] * (len(tag_key) - len(tag_value))]))
-    start = tasks.read_page_token(page_token, who.user) if page_token else 0
+    after = tasks.read_page_token(page_token, who.user) if page_token else None
     backend = _backend(request)
     found: list[TesTask | MinimalTask] = []
+    answered: list[Any] = []  # the runs of `found`, for the next page's mark
     next_token = None
     owner = None if who.is_admin else who.user
-    for position, run in tasks.user_runs(backend.client, owner, start, name_prefix):
+    for run in tasks.user_runs(backend.client, owner, after, name_prefix):
         if not tasks.is_task(run):
             continue
         doc = run.parameters["task"]
@@ -151,9 +152,10 @@ def list_tasks(
         if state is not None and current != state:
             continue
         if len(found) == page_size:
-            next_token = tasks.page_token(position, who.user)
+            next_token = tasks.page_token(tasks.next_mark(answered, after), who.user)
             break
         found.append(task_view(run, current, view, backend.store))
+        answered.append(run)
     return _answer(TesListTasksResponse(tasks=found, next_page_token=next_token))
 
 

@@ -20,8 +20,11 @@ import base64
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobcloud.deployments.http_api.errors import ApiError
 from jobcloud.deployments.http_api.services import owner_of, owner_tag
@@ -188,43 +191,68 @@ def owned_task(client: Any, who: Any, task_id: str) -> Any:
     return run
 
 
-def user_runs(client: Any, user: str | None, start: int, name_prefix: str | None) -> Iterator[tuple[int, Any]]:
-    """The TES flow runs of ``user`` (everyone's for None), newest first, from position
-    ``start``, with each one's position (what a page token records)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterTags
+class PageMark(BaseModel):
+    """Where the next page starts: after the runs expected to start at ``time`` whose ids are
+    ``ids`` (the ones already answered at that instant), and before every later one. Marks on
+    the runs themselves, not positions: a task created while a client pages is newer than the
+    mark and never shifts a later page (no task twice, none skipped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: datetime
+    ids: list[str] = Field(min_length=1)
+
+
+def user_runs(client: Any, user: str | None, after: PageMark | None, name_prefix: str | None) -> Iterator[Any]:
+    """The TES flow runs of ``user`` (everyone's for None), newest first (by the time each was
+    expected to start, which Prefect sets once), from ``after`` on."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime, FlowRunFilterName, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
 
     flt = FlowRunFilter(tags=FlowRunFilterTags(all_=[TES_TAG, *([owner_tag(user)] if user else [])]))
     if name_prefix:
         flt.name = FlowRunFilterName(like_=name_prefix)  # a substring match; the prefix is checked by the caller
-    offset = start
+    if after is not None:
+        flt.expected_start_time = FlowRunFilterExpectedStartTime(before_=after.time)  # at or before
+    offset = 0
     while True:
         batch = client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=BATCH, offset=offset)
-        for i, run in enumerate(batch):
-            yield offset + i, run
+        for run in batch:
+            if after is not None and run.expected_start_time == after.time and str(run.id) in after.ids:
+                continue  # answered on an earlier page
+            yield run
         if len(batch) < BATCH:
             return
         offset += len(batch)
 
 
-def _check(position: int, user: str) -> str:
-    return hashlib.sha256(f"tes-page:{user}:{position}".encode()).hexdigest()[:12]
+def next_mark(answered: list[Any], after: PageMark | None) -> PageMark:
+    """The mark after the runs of this page (``answered``, in order, not empty): the last one's
+    time, with every run answered at that instant on this page or, at the same instant, before."""
+    time = answered[-1].expected_start_time
+    ids = [str(r.id) for r in answered if r.expected_start_time == time]
+    if after is not None and after.time == time:
+        ids = [*after.ids, *ids]
+    return PageMark(time=time, ids=ids)
 
 
-def page_token(position: int, user: str) -> str:
-    """An opaque token for "continue at ``position``" (checked on its way back, so a token that
-    was never issued is a 400, not an empty page)."""
-    return base64.urlsafe_b64encode(f"{position}.{_check(position, user)}".encode()).decode().rstrip("=")
+def _check(text: str, user: str) -> str:
+    return hashlib.sha256(f"tes-page:{user}:{text}".encode()).hexdigest()[:12]
 
 
-def read_page_token(token: str, user: str) -> int:
+def page_token(mark: PageMark, user: str) -> str:
+    """An opaque token for ``mark`` (checked on its way back, so a token that was never issued
+    is a 400, not an empty page)."""
+    text = mark.model_dump_json()
+    return base64.urlsafe_b64encode(f"{_check(text, user)}.{text}".encode()).decode().rstrip("=")
+
+
+def read_page_token(token: str, user: str) -> PageMark:
     bad = ApiError(400, "page_token: not a token this server issued", "page_token", "pass next_page_token of the previous page")
     try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        position_text, check = text.split(".", 1)
-        position = int(position_text)
+        check, text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(".", 1)
+        if check != _check(text, user):
+            raise bad
+        return PageMark.model_validate_json(text)
     except (ValueError, UnicodeDecodeError):
         raise bad from None
-    if position < 0 or check != _check(position, user):
-        raise bad
-    return position
