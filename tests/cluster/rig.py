@@ -479,12 +479,18 @@ class Cluster:
 
     def hosts_of(self, job_id: str) -> list[str]:
         """The worker hosts that took the job, once per time (from the workers' logs: their
-        submissions but those the server turned down, when another worker had it already)."""
+        submissions but those the server turned down, when another worker had it already, and
+        those the worker left because the run had ended since it was polled: a host cut off
+        between asking for work and submitting it)."""
         found = []
         for host in WORKERS:
             for log in sorted((self.tmp / host).glob("worker-*.log")):
                 text = log.read_text(errors="replace")
-                taken = text.count(f"submitting flow run '{job_id}'") - text.count(f"Aborted submission of flow run '{job_id}'")
+                taken = (
+                    text.count(f"submitting flow run '{job_id}'")
+                    - text.count(f"Aborted submission of flow run '{job_id}'")
+                    - text.count(f"flow run {job_id} ended (")
+                )
                 found += [host] * taken
         return found
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from jobcloud.flows.slot_lease import SLOT_LEASE_S
 from tests.cluster.conftest import (
     client,
     final_state,
@@ -29,6 +30,8 @@ from tests.cluster.rig import BUCKET, Cluster
 pytestmark = [pytest.mark.cluster, needs_netns]
 
 NAP = "rig-nap/rig-v1-nap"  # Prefect's <flow>/<deployment> of rig/v1/nap
+# Prefect's repossessor service looks for expired concurrency leases this often (its default).
+REPOSSESSOR_S = 15
 
 
 def queue_one(cluster: Cluster, due_in_s: float) -> str:
@@ -174,7 +177,10 @@ def test_worker_host_rebooted(cluster: Cluster) -> None:
         after_crash = len(cluster.job_containers(job))  # the engine's: outlive the host's processes
         cluster.start_worker(host)  # sweeps when it starts
         _, settle_s = settle(cluster, [job], t0, timeout=60)
-        left = leftovers(cluster, [job], slots)
+        # The dead host's slot is its lease's until that runs out (renewed up to RENEW_EVERY_S
+        # before the kill) and the server's repossessor, every 15 s, takes it back.
+        lease_over_s = SLOT_LEASE_S + REPOSSESSOR_S + 5 - (time.monotonic() - t0)
+        left = leftovers(cluster, [job], slots, slot_wait_s=max(10.0, lease_over_s))
         twice = run_twice(cluster, [job])
         record(
             f"worker host {host} rebooted (zombie window {window} s)",
