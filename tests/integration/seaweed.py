@@ -61,6 +61,13 @@ def _is_free(port: int) -> bool:
     return True
 
 
+PORT_TRIES = 3
+
+
+class PortTakenError(RuntimeError):
+    """weed exited because a port it was given was taken meanwhile."""
+
+
 @dataclass
 class Seaweed:
     """One `weed server` with S3 on a free port, data under ``data_dir``."""
@@ -85,7 +92,24 @@ class Seaweed:
         }
 
     def start(self, timeout: float = 60) -> Seaweed:
-        """Start (or restart, on the same ports and data) and wait until S3 answers."""
+        """Start (or restart, on the same ports and data) and wait until S3 answers.
+
+        A port found free can be taken before weed binds it (weed's own components connect to
+        each other from ephemeral ports of the same range): weed then exits with "address already
+        in use", and a first start tries again on new ports (a restart, on the same ones)."""
+        fresh = not self.ports
+        for attempt in range(PORT_TRIES):
+            if fresh:
+                self.ports = {}
+            try:
+                return self._start(timeout)
+            except PortTakenError:
+                if attempt == PORT_TRIES - 1:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Seaweed:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.ports:
             self.ports = {n: free_port() for n in ("master", "volume", "filer", "s3")}
@@ -117,12 +141,18 @@ class Seaweed:
         ]  # fmt: skip
         (self.data_dir / "data").mkdir(exist_ok=True)
         log = open(self.data_dir / "weed.log", "ab")
+        since = log.tell()  # this start's part of the log (a restart appends)
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True)
         log.close()
         proc = self.proc
 
         def ready() -> bool:
             if proc.poll() is not None:
+                with open(self.data_dir / "weed.log", "rb") as f:
+                    f.seek(since)
+                    tail = f.read().decode(errors="replace")[-4000:]
+                if "address already in use" in tail:
+                    raise PortTakenError(f"weed found a port taken: {self.ports}")
                 raise RuntimeError(f"weed exited early; see {self.data_dir / 'weed.log'}")
             return self._ready()
 
