@@ -10,13 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.api_fixtures import KEYS
 from tests.conftest import ROOT, Cli
-from tests.e2e.test_api_e2e import _serve
-from tests.waiting import wait_until
+from tests.e2e.api_process import serve_api, wait_answering
 
 
 @contextmanager
@@ -43,14 +40,8 @@ def tes_services(tmp: Path, engine: str, env: dict[str, str], name: str) -> Iter
         deployed = Cli(env=full, cwd=tmp)("deploy", "--prefect-yaml", str(ROOT / "prefect.yaml"))
         assert deployed.returncode == 0, deployed.stderr[-3000:]
         worker = start_worker(server, "cpu", full, tmp / "worker.log", name=name)
-        api, url = _serve(tmp, full, "api")
-        started = api
-
-        def answers() -> bool:
-            assert started.alive(), f"the API exited before it answered:\n{started.tail()}"
-            return requests.get(f"{url}/status", timeout=2).status_code == 200
-
-        wait_until(answers, 60, interval=0.3, ignore=(requests.RequestException,), message=lambda: f"the API to start:\n{started.tail()}")
+        api, url = serve_api(tmp, full, "api")
+        wait_answering(api, url)
         yield url, api, worker
     finally:
         if api is not None:

@@ -18,9 +18,10 @@ import pytest
 
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.api_fixtures import KEYS, TOKENS
-from tests.conftest import JOBCLOUD, ROOT, Cli
+from tests.conftest import ROOT, Cli
+from tests.e2e.api_process import serve_api, wait_answering
 from tests.e2e.test_server_jobs import SLEEPER
-from tests.receivers import HttpReceiver, free_port
+from tests.receivers import HttpReceiver
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -76,26 +77,8 @@ def stack(engine: str, images: None, tmp_path_factory: pytest.TempPathFactory) -
         deployed = Cli(env=env, cwd=tmp)("deploy", "--prefect-yaml", str(ROOT / "prefect.yaml"))
         assert deployed.returncode == 0, deployed.stderr[-3000:]
         worker = start_worker(server, "cpu", env, tmp / "worker.log", name="e2e-api-cpu")
-        port = free_port()
-        log = tmp / "api.log"
-        with open(log, "ab") as fh:
-            popen = subprocess.Popen(
-                [*JOBCLOUD, "api", "serve", "--port", str(port)],
-                env=env,
-                cwd=tmp,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        api = Proc(popen, log)
-        url = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            assert api.alive(), f"the API exited before it answered:\n{api.tail()}"
-            return httpx.get(f"{url}/status", timeout=2).status_code == 200
-
-        wait_until(answers, 60, interval=0.3, ignore=(httpx.HTTPError,), message=lambda: f"the API to start:\n{api.tail()}")
+        api, url = serve_api(tmp, env, "api")
+        wait_answering(api, url)
         yield ApiStack(url, api, worker, tmp / "store")
     finally:
         if api is not None:
@@ -199,23 +182,6 @@ def test_swiss_ai_compute_with_callbacks(stack: ApiStack) -> None:
         receiver.stop()
 
 
-def _serve(tmp: Path, env: dict[str, str], name: str, *extra: str) -> tuple[Proc, str]:
-    """`jobcloud api serve` on a free port (plus ``extra`` options), started, not yet answering."""
-    port = free_port()
-    log = tmp / f"{name}.log"
-    with open(log, "ab") as fh:
-        popen = subprocess.Popen(
-            [*JOBCLOUD, "api", "serve", "--port", str(port), *extra],
-            env=env,
-            cwd=tmp,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return Proc(popen, log), f"http://127.0.0.1:{port}"
-
-
 def test_the_rate_limit_holds_across_api_processes(tmp_path: Path) -> None:
     """Two servers sharing JOBCLOUD_HOME, one of them with two uvicorn workers (three API
     processes): a user's requests count together, wherever they land."""
@@ -230,15 +196,10 @@ def test_the_rate_limit_holds_across_api_processes(tmp_path: Path) -> None:
         "JOBCLOUD_API_RATE_PER_MINUTE": "8",
         "PYTHONPATH": str(ROOT),
     }
-    servers = [_serve(tmp_path, env, "api-a", "--workers", "2"), _serve(tmp_path, env, "api-b")]
+    servers = [serve_api(tmp_path, env, "api-a", "--workers", "2"), serve_api(tmp_path, env, "api-b")]
     try:
         for proc, url in servers:
-
-            def answers(proc: Proc = proc, url: str = url) -> bool:
-                assert proc.alive(), f"the API exited before it answered:\n{proc.tail()}"
-                return httpx.get(f"{url}/status", timeout=2).status_code == 200
-
-            wait_until(answers, 90, interval=0.3, ignore=(httpx.HTTPError,), message=lambda p=proc: f"the API to start:\n{p.tail()}")
+            wait_answering(proc, url, timeout=90)
         (a, url_a), (b, url_b) = servers
         # Fresh connections each time, so that the two workers of A both get some.
         codes = [httpx.get(f"{url}/files", headers=_h("alice"), timeout=30).status_code for url in [url_a, url_b] * 6]

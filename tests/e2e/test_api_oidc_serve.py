@@ -24,9 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jobcloud.deployments.server.processes import PrefectServer, Proc
 from tests.api_fixtures import KEYS, TOKENS
 from tests.conftest import ROOT
-from tests.e2e.test_api_e2e import _serve
+from tests.e2e.api_process import serve_api, wait_answering
 from tests.oidc_issuer import ADMIN_GROUP, AUDIENCE, Issuer
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -72,13 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     api: Proc | None = None
     try:
         server.start()
-        api, url = _serve(tmp, server.env(base), "api")
-
-        def answers() -> bool:
-            assert api.alive(), f"the API exited before it answered:\n{api.tail()}"
-            return httpx.get(f"{url}/status", timeout=2).status_code == 200
-
-        wait_until(answers, 60, interval=0.3, ignore=(httpx.HTTPError,), message=lambda: f"the API to start:\n{api.tail()}")
+        api, url = serve_api(tmp, server.env(base), "api")
+        wait_answering(api, url)
         with httpx.Client(base_url=url, timeout=30) as http:
             yield Served(url, api, issuer, http)
     finally:
