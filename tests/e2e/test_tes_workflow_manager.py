@@ -30,7 +30,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -168,47 +168,57 @@ def _completed(stack: LocalTesStack, posted: list[Call]) -> list[dict[str, Any]]
     return [tasks[call.answer["id"]] for call in posted]
 
 
+def _run_manager(
+    stack: LocalTesStack, name: str, argv: Callable[[str], list[str]], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, list[Call], str]:
+    """Run a workflow manager (``argv`` of the gateway's URL) through a recording gateway as alice;
+    it must exit 0 (else the message shows its stderr, the tasks it posted and the worker).
+    Returns the run, its POST /tasks calls and those as text (for assertion messages)."""
+    gateway = Gateway(stack.url, TOKENS["alice"])
+    try:
+        run = subprocess.run(argv(gateway.url), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        gateway.stop()
+    sent = json.dumps([c.__dict__ for c in gateway.posted_tasks()], indent=1)
+    assert run.returncode == 0, f"{name}:\n{run.stderr[-5000:]}\nPOST /tasks:\n{sent[-5000:]}\nworker:\n{stack.worker.tail()}"
+    return run, gateway.posted_tasks(), sent
+
+
 def test_cwl_tes_runs_a_two_step_workflow(stack: LocalTesStack, tmp_path: Path) -> None:
     _installed(CWL_TES)
     area = stack.store / "users" / "alice" / "cwl-two-steps"
     (area / "in").mkdir(parents=True)
     text = area / "in" / "words.txt"
     text.write_text(WORDS)
-    gateway = Gateway(stack.url, TOKENS["alice"])
-    try:
-        # Every folder cwltool makes for the steps lies in alice's area of the store, so each
-        # output URL (and step 2's input, step 1's output) is one JobCloud accepts.
-        run = subprocess.run(
-            [
-                str(CWL_TES),
-                "--tes",
-                gateway.url,
-                "--outdir",
-                str(area / "final"),
-                "--tmp-outdir-prefix",
-                f"{area}/steps/",
-                "--tmpdir-prefix",
-                f"{area}/tmp/",
-                str(CWL / "two_steps.cwl"),
-                "--text",
-                str(text),
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        gateway.stop()
-    sent = json.dumps([c.__dict__ for c in gateway.posted_tasks()], indent=1)
-    assert run.returncode == 0, f"cwl-tes:\n{run.stderr[-5000:]}\nPOST /tasks:\n{sent}\nworker:\n{stack.worker.tail()}"
+    # Every folder cwltool makes for the steps lies in alice's area of the store, so each
+    # output URL (and step 2's input, step 1's output) is one JobCloud accepts.
+    run, posted, sent = _run_manager(
+        stack,
+        "cwl-tes",
+        lambda url: [
+            str(CWL_TES),
+            "--tes",
+            url,
+            "--outdir",
+            str(area / "final"),
+            "--tmp-outdir-prefix",
+            f"{area}/steps/",
+            "--tmpdir-prefix",
+            f"{area}/tmp/",
+            str(CWL / "two_steps.cwl"),
+            "--text",
+            str(text),
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
 
     # The workflow's output: step 2 read step 1's output.
     final = json.loads(run.stdout)["final"]
     assert Path(final["path"]).read_text() == FINAL
 
     # Each step became one TES task, with file:// URLs of the store that chain the steps.
-    upper, prefix = gateway.posted_tasks()
+    upper, prefix = posted
     assert (upper.request["name"], prefix.request["name"]) == ("upper", "prefix"), sent
     assert upper.status == prefix.status == 200, sent
     assert upper.request["inputs"][0]["url"] == text.as_uri()
@@ -262,47 +272,41 @@ def test_snakemake_runs_a_two_step_workflow(stack: LocalTesStack, container_s3: 
     # The plugin prints $GITHUB_WORKSPACE/funnel.log when a task fails (debug code left in
     # 0.1.3) and dies of a KeyError without it: give it an empty one, so a failure reads as one.
     (tmp_path / "funnel.log").write_text("")
-    gateway = Gateway(stack.url, TOKENS["alice"])
-    try:
-        run = subprocess.run(
-            [
-                str(SNAKEMAKE),
-                "--executor",
-                "tes",
-                # py-tes 0.4 (the plugin pins < 0.5) posts to <url>/v1/tasks: TES 1.0's layout.
-                "--tes-url",
-                f"{gateway.url}/ga4gh/tes",
-                "--container-image",
-                SNAKEMAKE_IMAGE,
-                "--jobs",
-                "2",
-                "--default-storage-provider",
-                "s3",
-                "--default-storage-prefix",
-                "s3://smk-e2e/run",
-                "--storage-s3-endpoint-url",
-                container_s3.endpoint,
-                "--storage-s3-access-key",
-                ACCESS_KEY,
-                "--storage-s3-secret-key",
-                SECRET_KEY,
-            ],
-            cwd=workdir,
-            env={**os.environ, "GITHUB_WORKSPACE": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-    finally:
-        gateway.stop()
-    sent = json.dumps([c.__dict__ for c in gateway.posted_tasks()], indent=1)
-    assert run.returncode == 0, f"snakemake:\n{run.stderr[-5000:]}\nPOST /tasks:\n{sent[-5000:]}\nworker:\n{stack.worker.tail()}"
+    run, posted, sent = _run_manager(
+        stack,
+        "snakemake",
+        lambda url: [
+            str(SNAKEMAKE),
+            "--executor",
+            "tes",
+            # py-tes 0.4 (the plugin pins < 0.5) posts to <url>/v1/tasks: TES 1.0's layout.
+            "--tes-url",
+            f"{url}/ga4gh/tes",
+            "--container-image",
+            SNAKEMAKE_IMAGE,
+            "--jobs",
+            "2",
+            "--default-storage-provider",
+            "s3",
+            "--default-storage-prefix",
+            "s3://smk-e2e/run",
+            "--storage-s3-endpoint-url",
+            container_s3.endpoint,
+            "--storage-s3-access-key",
+            ACCESS_KEY,
+            "--storage-s3-secret-key",
+            SECRET_KEY,
+        ],
+        cwd=workdir,
+        timeout=400,
+        env={**os.environ, "GITHUB_WORKSPACE": str(tmp_path)},
+    )
 
     # The workflow's output: step 2 read step 1's output (through S3).
     assert s3.get_object(Bucket="smk-e2e", Key="run/out/final.txt")["Body"].read().decode() == FINAL
 
     # Each rule (not `all`, a local rule) became one TES task that reached COMPLETE.
-    upper, prefix = gateway.posted_tasks()
+    upper, prefix = posted
     assert upper.request["name"].startswith("snakejob.upper") and prefix.request["name"].startswith("snakejob.prefix"), sent
     for call in (upper, prefix):
         assert call.status == 200 and call.request["outputs"] == [], sent
