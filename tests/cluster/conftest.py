@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,64 @@ def missing_outputs(rig: Cluster, job_id: str) -> list[str]:
         return []
     have = rig.objects(f"jobs/{job_id}/")
     return [o["key"] for o in m["outputs"] if have.get(o["key"]) != o["size"]]
+
+
+# How long after a `jobcloud deploy` that changed the zombie window the server's trigger service
+# surely runs the new rule. Prefect gives the updated automation's trigger a new id, so a run's
+# open watch (its heartbeat bucket) stays with the old rule, and the new one watches the run only
+# from its next heartbeat on. A change reaches the trigger service at once over PostgreSQL's
+# NOTIFY, but Prefect's listener gives up for good when PostgreSQL is away as it reconnects (the
+# PostgreSQL restart case), after which its periodic reconcile (every 5 s) brings the change.
+RULE_LOADED_S = 12
+
+
+def heartbeats(rig: Cluster, job_id: str) -> list[Any]:
+    """The flow run's heartbeat events the server holds (at most 50)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from jobcloud.deployments.notify.automations import HEARTBEAT_EVENT
+
+    with client(rig) as c:
+        page = c.read_events(
+            filter=EventFilter(
+                event=EventNameFilter(name=[HEARTBEAT_EVENT]), resource=EventResourceFilter(id=[f"prefect.flow-run.{job_id}"])
+            ),
+            limit=50,
+        )
+    return list(page.events)
+
+
+def watched_by_zombie_rule(rig: Cluster, job_id: str, timeout: float = 90) -> None:
+    """Wait for a heartbeat of the job that the zombie rule of the last deploy has seen: one that
+    occurred RULE_LOADED_S after that deploy (Prefect heartbeats every 30 s). A host that dies
+    before it would escape the rule, which is Prefect's behaviour when the window changes, not
+    the case under test."""
+    since = rig.deployed_at + RULE_LOADED_S
+    wait_for(
+        lambda: any(e.occurred.timestamp() >= since for e in heartbeats(rig, job_id)),
+        timeout,
+        lambda: f"a heartbeat of job {job_id} {RULE_LOADED_S} s after the deploy (seen: {[e.occurred for e in heartbeats(rig, job_id)]})",
+    )
+
+
+def zombie_diagnosis(rig: Cluster, job_id: str, since: datetime) -> str:
+    """What a failed wait for the zombie automation needs: the job's heartbeats (one after
+    ``since`` means a process of the job outlived the fault), the automation as the server holds
+    it, the automation events since the fault, and the logs."""
+    from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
+
+    from jobcloud.deployments.notify.automations import ZOMBIE_AUTOMATION
+
+    beats = sorted(e.occurred.isoformat(timespec="seconds") for e in heartbeats(rig, job_id))
+    with client(rig) as c:
+        defined = [(a.id, a.enabled, a.trigger) for a in c.read_automations_by_name(ZOMBIE_AUTOMATION)]
+        acted = c.read_events(
+            filter=EventFilter(occurred=EventOccurredFilter(since=since), resource=EventResourceFilter(id_prefix=["prefect.automation."])),
+            limit=50,
+        )
+        state = flow_run(rig, job_id).state
+    fired = [f"{e.occurred.isoformat(timespec='seconds')} {e.event} {e.payload}" for e in acted.events]
+    return (
+        f"job {job_id} to be ended by the zombie automation; state {state}; fault at {since.isoformat(timespec='seconds')}; "
+        f"heartbeats {beats}; automation {defined}; automation events since then {fired}\n{rig.logs(40)}"
+    )

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobcloud.deployments.server.processes import Proc, _spawn, start_worker
-from tests.e2e.team_stack import CATALOG, TeamStack, _checked
+from jobcloud.deployments.server.processes import Proc, spawn, start_worker
+from tests.e2e.team_stack import CATALOG, TeamStack, checked
 from tests.integration.seaweed import Seaweed
 from tests.integration.seaweed import free_port as weed_port
 
@@ -236,6 +236,7 @@ class Cluster:
     procs: list[Proc] = field(default_factory=list)
     starts: dict[str, int] = field(default_factory=dict)  # worker starts per host (log file names)
     built: bool = False
+    deployed_at: float = 0.0  # time.time() when the last `jobcloud deploy` returned
 
     # names and addresses
     def ns(self, host: str) -> str:
@@ -334,6 +335,7 @@ class Cluster:
         )
         try:
             self.stack.start()  # PostgreSQL, Prefect server, `jobcloud deploy` (which never touches the store)
+            self.deployed_at = time.time()
         finally:
             store.join()
         if store_error:
@@ -387,7 +389,7 @@ class Cluster:
     def exec(self, host: str, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Proc:
         """Start ``argv`` on ``host`` (in its own session); the rig stops it at the latest in `stop`."""
         log = log or self.tmp / host / f"exec-{time.monotonic_ns()}.log"
-        proc = _spawn(argv, env if env is not None else dict(os.environ), log, prefix=self.prefix(host))
+        proc = spawn(argv, env if env is not None else dict(os.environ), log, prefix=self.prefix(host))
         self.procs.append(proc)
         return proc
 
@@ -460,12 +462,14 @@ class Cluster:
     def deploy(self, **env: str) -> str:
         """`jobcloud deploy` again, with settings ``env`` (e.g. JOBCLOUD_ZOMBIE_AFTER_S)."""
         assert self.stack is not None
-        return _checked(
+        out = checked(
             [*_jobcloud(), "deploy", "--limit", f"cpu={self.limit}", "--prefect-yaml", str(self.tmp / "none.yaml")],
             {**self.stack.env, **env},
             self.stack.tmp,
             300,
         )
+        self.deployed_at = time.time()
+        return out
 
     # what happened
     def cli(self, *args: str, timeout: float = 300) -> str:

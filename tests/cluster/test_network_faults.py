@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from jobcloud.flows.slot_lease import SLOT_LEASE_S
 from tests.cluster.conftest import (
+    RULE_LOADED_S,
     client,
     final_state,
     flow_run,
@@ -24,6 +24,8 @@ from tests.cluster.conftest import (
     running,
     settle,
     wait_for,
+    watched_by_zombie_rule,
+    zombie_diagnosis,
 )
 from tests.cluster.rig import BUCKET, Cluster
 
@@ -138,41 +140,28 @@ def smallest_zombie_window() -> int:
     return 90
 
 
-def _heartbeats(cluster: Cluster, job: str) -> list[Any]:
-    """The flow run's heartbeat events the server holds (at most 50)."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-
-    from jobcloud.deployments.notify.automations import HEARTBEAT_EVENT
-
-    with client(cluster) as c:
-        page = c.read_events(
-            filter=EventFilter(event=EventNameFilter(name=[HEARTBEAT_EVENT]), resource=EventResourceFilter(id=[f"prefect.flow-run.{job}"])),
-            limit=50,
-        )
-    return list(page.events)
-
-
 def test_worker_host_rebooted(cluster: Cluster) -> None:
     """Every process of the host that runs a job SIGKILLed: the run ends Crashed (the server's
     zombie automation), its container is swept when a worker starts on that host again, and no
     slot of the pool's limit stays held."""
     window = smallest_zombie_window()
     cluster.deploy(JOBCLOUD_ZOMBIE_AFTER_S=str(window))
+    # Submitted once the server's trigger service has the new window (watched_by_zombie_rule),
+    # so that its first heartbeat already counts.
+    time.sleep(max(0.0, cluster.deployed_at + RULE_LOADED_S - time.time()))
     host = None
     slots = pool_slots_held(cluster)
     try:
         job = cluster.submit("rig/v1/nap", "--env", "NAP_S=600")
         container = running(cluster, job)
         time.sleep(2)  # mid-job: its command has run a while
-        # The zombie rule starts at a run's first heartbeat: the host dies after it has arrived
-        # (on a loaded machine the flow's event may still be queued 2 s into its container).
-        wait_for(lambda: _heartbeats(cluster, job), 90, f"job {job}'s first heartbeat at the server")
+        watched_by_zombie_rule(cluster, job)
         (host,) = cluster.hosts_of(job)
         assert cluster.host_of_container(container) == host  # its io.jobcloud.host label
-        t0 = time.monotonic()
+        t0, rebooted_at = time.monotonic(), datetime.now(UTC)
         cluster.reboot(host)
         after_reboot = len(cluster.job_containers(job))
-        state = wait_for(lambda: final_state(cluster, job), window + 60, f"job {job} to be ended by the zombie automation ({window} s)")
+        state = wait_for(lambda: final_state(cluster, job), window + 60, lambda: zombie_diagnosis(cluster, job, rebooted_at))
         crashed_s = time.monotonic() - t0
         after_crash = len(cluster.job_containers(job))  # the engine's: outlive the host's processes
         cluster.start_worker(host)  # sweeps when it starts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -27,7 +28,9 @@ from tests.cluster.conftest import (
     running,
     settle,
     wait_for,
+    watched_by_zombie_rule,
     work_folders,
+    zombie_diagnosis,
 )
 from tests.cluster.rig import WORKERS, Cluster
 
@@ -73,12 +76,13 @@ def test_a_host_cut_off_past_the_zombie_window_fences_itself(fenced: Cluster) ->
     job = cluster.submit("rig/v1/nap", "--env", "NAP_S=600")
     host = _host_running(cluster, job)
     time.sleep(2)
-    t0 = time.monotonic()
+    watched_by_zombie_rule(cluster, job)
+    t0, cut_at = time.monotonic(), datetime.now(UTC)
     cluster.partition(host)
     try:
         wait_for(lambda: not cluster.job_containers(job), FENCE_S + 20, f"host {host} to fence job {job}")
         fenced_s = time.monotonic() - t0
-        state = wait_for(lambda: final_state(cluster, job), ZOMBIE_S + 60, f"the server to end job {job}")
+        state = wait_for(lambda: final_state(cluster, job), ZOMBIE_S + 60, lambda: zombie_diagnosis(cluster, job, cut_at))
         crashed_s = time.monotonic() - t0
     finally:
         cluster.heal(host)
