@@ -86,7 +86,7 @@ class Proc:
             return ""
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None, prefix: list[str] | None = None) -> Proc:
+def spawn(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None, prefix: list[str] | None = None) -> Proc:
     """Start ``args`` in its own session, output to ``log``; ``prefix`` goes before the command
     (e.g. `ip netns exec NS`: the process runs in another network namespace)."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ class PrefectServer:
         env = self.env()
         if self.database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
-        self.proc = _spawn(args, env, self.home / "server.log", prefix=self.prefix)
+        self.proc = spawn(args, env, self.home / "server.log", prefix=self.prefix)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.proc.alive():
@@ -217,4 +217,4 @@ def start_worker(
     if name:
         args += ["--name", name]
     args += extra_args or []
-    return _spawn(args, wenv, log, cwd=cwd, prefix=prefix)
+    return spawn(args, wenv, log, cwd=cwd, prefix=prefix)

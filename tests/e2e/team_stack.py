@@ -101,11 +101,11 @@ class TeamStack:
 
     def cli(self, *args: str, timeout: float = 300) -> str:
         """`jobcloud ARGS` as a user types it; its stdout (raises on a non-zero exit)."""
-        return _checked([*JOBCLOUD, *args], self.env, self.tmp, timeout)
+        return checked([*JOBCLOUD, *args], self.env, self.tmp, timeout)
 
     def prefect(self, *args: str, timeout: float = 300) -> str:
         """`prefect ARGS` against this server; its stdout."""
-        return _checked([sys.executable, "-m", "prefect", *args], self.env, self.tmp, timeout)
+        return checked([sys.executable, "-m", "prefect", *args], self.env, self.tmp, timeout)
 
     def start_workers(self, n: int) -> None:
         """``n`` more `prefect worker start --pool cpu` (the pool's type: `jobcloud`)."""
@@ -159,7 +159,7 @@ class TeamStack:
         return found
 
 
-def _checked(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:
+def checked(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:
     proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args[2:])}: rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")

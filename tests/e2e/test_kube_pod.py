@@ -29,7 +29,8 @@ import yaml
 from jobcloud.deployments.pools.templates import IN_CONTAINER_COMMAND
 from jobcloud.deployments.server.processes import PrefectServer
 from tests.conftest import ROOT, Cli
-from tests.e2e.test_docker_pool import _ok, current_image  # noqa: F401 - current_image is a fixture
+from tests.e2e.docker_stack import ok
+from tests.e2e.test_docker_pool import current_image  # noqa: F401 - current_image is a fixture
 from tests.integration.seaweed import Seaweed
 
 pytestmark = pytest.mark.e2e
@@ -148,12 +149,12 @@ def stack(engine: str, current_image: str, tmp_path_factory: pytest.TempPathFact
             f"aws_secret_access_key='{creds['AWS_SECRET_ACCESS_KEY']}', region_name='us-east-1')).save('{STORE_BLOCK}')\n"
         )
         register = [sys.executable, "-m", "prefect", "block", "register", "-m", "jobcloud.blocks.store.store_block"]
-        _ok(subprocess.run(register, env=env, capture_output=True, text=True, timeout=120))
-        _ok(subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=120))
+        ok(subprocess.run(register, env=env, capture_output=True, text=True, timeout=120))
+        ok(subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=120))
         cli = Cli(env=env, cwd=tmp)
-        _ok(cli("deploy", "--pool-type", f"{POOL}=kubernetes", "--catalog", str(path), "--prefect-yaml", str(tmp / "none.yaml")))
+        ok(cli("deploy", "--pool-type", f"{POOL}=kubernetes", "--catalog", str(path), "--prefect-yaml", str(tmp / "none.yaml")))
         sample = ROOT / "images/torchfit/sample"
-        _ok(cli("files", "put", str(sample / "data"), str(sample / "config.yaml"), "samples/torchfit"))
+        ok(cli("files", "put", str(sample / "data"), str(sample / "config.yaml"), "samples/torchfit"))
         yield KubeStack(server, env, tmp, seaweed, bucket)
     finally:
         server.stop()
@@ -166,7 +167,7 @@ def _render(stack: KubeStack, job_id: str) -> dict[str, Any]:
         "from tests.e2e.test_kube_pod import render_job_manifest\n"
         "print(json.dumps(asyncio.run(render_job_manifest(sys.argv[1], sys.argv[2]))))\n"
     )
-    proc = _ok(
+    proc = ok(
         subprocess.run([sys.executable, "-c", code, job_id, POOL], env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -174,7 +175,7 @@ def _render(stack: KubeStack, job_id: str) -> dict[str, Any]:
 
 def test_the_kubernetes_pod_of_a_job_runs_it_to_completed(stack: KubeStack, engine: str, current_image: str) -> None:  # noqa: F811
     t0 = time.monotonic()
-    job_id = _ok(
+    job_id = ok(
         stack.cli("run", "torchfit/v1/train", "--config", "samples/torchfit/config.yaml", "--data", "samples/torchfit/data", "--no-wait")
     ).stdout.strip()
     job = _render(stack, job_id)
@@ -223,7 +224,7 @@ def test_the_kubernetes_pod_of_a_job_runs_it_to_completed(stack: KubeStack, engi
         gone = _podman(engine, "pod", "exists", name, timeout=60)
         assert gone.returncode != 0, f"pod {name} left behind: {down.stderr}"
 
-    shown = json.loads(_ok(stack.cli("jobs", "show", job_id, "--json")).stdout)
+    shown = json.loads(ok(stack.cli("jobs", "show", job_id, "--json")).stdout)
     assert shown["state"] == "Completed", (shown, tail)
     m = stack.manifest(job_id)
     assert m["runner"] == "process" and m["definition"] == "deployment" and m["exit_code"] == 0

@@ -18,7 +18,7 @@ from tests.faults.conftest import (
     settle,
     wait_for,
 )
-from tests.faults.test_faults import CANCEL_DEADLINE_S, CRASH_DEADLINE_S, _cancel
+from tests.faults.test_faults import CANCEL_DEADLINE_S, CRASH_DEADLINE_S, cancel_job
 
 ELEMENTS, PARALLEL = 6, 3
 
@@ -54,7 +54,7 @@ def test_cancel_mid_array(stage: Stage) -> None:
     home = env["JOBCLOUD_HOME"]
     stage.worker(env, "w-array-cancel")
     array_id = _start_array(stage, env, "cancel")
-    t0 = _cancel(stage, env, array_id)
+    t0 = cancel_job(stage, env, array_id)
     state, secs = settle(stage, array_id, home, t0, CANCEL_DEADLINE_S, worker_up=True)
     left = leftovers(stage, array_id, home, worker_up=True)
     record(f"cancel mid-array ({PARALLEL} of {ELEMENTS} elements running)", state, secs, 5, left)

@@ -68,7 +68,8 @@ def _task_running(stage: Stage, job_id: str, task: str) -> bool:
     return any(r.name.startswith(task) and r.state is not None and r.state.is_running() for r in runs)
 
 
-def _cancel(stage: Stage, env: dict[str, str], job_id: str) -> float:
+def cancel_job(stage: Stage, env: dict[str, str], job_id: str) -> float:
+    """`jobcloud jobs cancel JOB_ID` (must exit 0); the monotonic time it was started."""
     t0 = time.monotonic()
     proc = stage.jobcloud(env, "jobs", "cancel", job_id)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -204,7 +205,7 @@ def test_cancel_queued(stage: Stage) -> None:
     with stage.client() as client:
         dep = client.read_deployment_by_name("faults-nap/faults-v1-nap")
         run = client.create_flow_run_from_deployment(dep.id, state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(hours=1)))
-    t0 = _cancel(stage, env, str(run.id))
+    t0 = cancel_job(stage, env, str(run.id))
     state = wait_for(lambda: final_state(stage, str(run.id)), CANCEL_DEADLINE_S, "cancel")
     record("cancel while queued", state, time.monotonic() - t0, 5, "none")
     assert state == "Cancelled"
@@ -216,7 +217,7 @@ def test_cancel_running_on_worker(stage: Stage) -> None:
     stage.worker(env, "w-cancel")
     job = _submit(stage, env, "faults/v1/nap")
     running_container(stage.engine_host, job)
-    t0 = _cancel(stage, env, job)
+    t0 = cancel_job(stage, env, job)
     state, secs = settle(stage, job, home, t0, CANCEL_DEADLINE_S, worker_up=True)
     left = leftovers(stage, job, home, worker_up=True)
     record("cancel while running (worker)", state, secs, 5, left)
@@ -230,7 +231,7 @@ def test_cancel_running_local(stage: Stage) -> None:
     job = job_id_in(home)
     running_container(stage.engine_host, job)
     _ticked(home, job)
-    t0 = _cancel(stage, env, job)
+    t0 = cancel_job(stage, env, job)
     state, secs = settle(stage, job, home, t0, CANCEL_DEADLINE_S)
     left = leftovers(stage, job, home)
     record("cancel while running (`run --local`)", state, secs, 5, left)
@@ -252,7 +253,7 @@ def test_cancel_while_staging(stage: Stage) -> None:
     # The first staged files on disk: the server hears of the task's state later than that.
     staged = Path(home) / "work" / job / "files" / "data" / "many"
     wait_for(lambda: staged.is_dir() and any(staged.iterdir()), 60, "staging to start", every=0.05)
-    t0 = _cancel(stage, env, job)
+    t0 = cancel_job(stage, env, job)
     state, secs = settle(stage, job, home, t0, CANCEL_DEADLINE_S)
     left = leftovers(stage, job, home)
     record(f"cancel while staging {STAGED_FILES:,} input files (`run --local`)", state, secs, 5, left)
@@ -268,7 +269,7 @@ def test_cancel_while_uploading(stage: Stage) -> None:
     cli = stage.spawn(env, "run", "faults/v1/many_outputs", "--local")
     job = job_id_in(home)
     wait_for(lambda: _task_running(stage, job, "upload-outputs"), 120, "uploading to start", every=0.05)
-    t0 = _cancel(stage, env, job)
+    t0 = cancel_job(stage, env, job)
     state, secs = settle(stage, job, home, t0, CANCEL_DEADLINE_S)
     left = leftovers(stage, job, home)
     record("cancel while uploading 20,000 output files (`run --local`)", state, secs, 5, left)
@@ -294,7 +295,7 @@ def test_cancel_when_no_process_is_left(stage: Stage) -> None:
     kill(cli.pid)
     cli.wait(10)
     assert run_state(stage, job).is_running()  # nobody left to say otherwise
-    t0 = _cancel(stage, env, job)
+    t0 = cancel_job(stage, env, job)
     state, secs = settle(stage, job, home, t0, 30)
     left = leftovers(stage, job, home)
     record("cancel after the job's process and guard were SIGKILLed", state, secs, 10, left)
