@@ -97,6 +97,7 @@ class TesPlan(_Plan):
     volumes: list[str] = Field(default_factory=list)
     cpu: float | None = Field(None, description="CPU cores (TES resources.cpu_cores).")
     memory_mb: int | None = Field(None, description="Memory limit in MB (TES resources.ram_gb).")
+    disk_gb: float | None = Field(None, gt=0, description="Free disk the task needs in the worker's work folder (TES resources.disk_gb).")
     gpu: int = Field(0, ge=0, description="GPUs (backend_parameters.gpu).")
     timeout_s: int | None = Field(None, gt=0, description="Seconds each executor may run (backend_parameters.timeout_s).")
     store_url: str = Field(description="The job store's URL base as TES clients name it (file://..., s3://...).")

@@ -124,6 +124,20 @@ class TaskSystemError(JobCloudError):
     """Not the executors' fault: an input that cannot be fetched, an output that is missing."""
 
 
+def check_free_disk(work: Path, disk_gb: float | None) -> None:
+    """Refuse to start a task asking for more disk (TES resources.disk_gb) than the filesystem
+    of the worker's work folder has free: it would fail later, half-staged, on a full disk."""
+    if not disk_gb:
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    free_gb = shutil.disk_usage(work).free / 1e9
+    if free_gb < disk_gb:
+        raise TaskSystemError(
+            f"the task needs resources.disk_gb={disk_gb:g} GB but the worker host's work folder ({work}) has {free_gb:.1f} GB free; "
+            "ask for less, or give the worker a work folder with more free disk (JOBCLOUD_WORKDIR)"
+        )
+
+
 @task(name="stage-inputs", cache_policy=NONE, retries=0)
 def stage_task_inputs(store: JobStore, plan: TesPlan, files_dir: Path, work: Path) -> list[InputRecord]:
     """Create the task's folders (`TesPlan.folders`), then place each input at its path."""
@@ -282,6 +296,7 @@ def run_task(plan: TesPlan, store: JobStore, job_id: str, work: Path, files_dir:
     system_logs: list[str] = []
     outcome, exit_code, executor_failed = "COMPLETE", None, False
     try:
+        check_free_disk(work, plan.disk_gb)
         t = time.perf_counter()
         inputs = stage_task_inputs(store, plan, files_dir, work)
         timings.staging_s = round(time.perf_counter() - t, 3)
@@ -339,7 +354,7 @@ def run_task(plan: TesPlan, store: JobStore, job_id: str, work: Path, files_dir:
         image=first.image,
         command=list(first.command),
         env_names=sorted({k for ex in plan.executors for k in ex.env}),
-        hardware={"cpu": plan.cpu, "memory_mb": plan.memory_mb, "gpu": plan.gpu, "timeout_s": plan.timeout_s},
+        hardware={"cpu": plan.cpu, "memory_mb": plan.memory_mb, "disk_gb": plan.disk_gb, "gpu": plan.gpu, "timeout_s": plan.timeout_s},
         definition="tes",
         state={"COMPLETE": "Completed", "CANCELED": "Cancelled"}.get(outcome, "Failed"),
         message=message,

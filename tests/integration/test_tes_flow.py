@@ -133,3 +133,25 @@ def test_wildcard_outputs_land_under_the_url_folder(run_tes) -> None:
         ("/data/run2/b.txt", "s3://b/users/alice/many/run2/b.txt", "3"),
     ]
     assert log.system_logs == ["outputs[1]: nothing matched /data/none-* (FILE)"]
+
+
+def test_a_task_asking_for_more_disk_than_is_free_never_starts(run_tes, tmp_path: Path) -> None:
+    import shutil
+
+    free_gb = shutil.disk_usage(tmp_path).free / 1e9
+    state, store, job_id = run_tes(
+        executors=[{"image": BUSYBOX, "command": ["true"]}],
+        inputs=[{"path": "/data/in.txt", "key": "users/alice/in.txt"}],
+        disk_gb=round(free_gb * 100 + 1000),
+    )
+    assert state.is_failed() and state.name != EXECUTOR_ERROR_STATE
+    log = _log(store, job_id)
+    assert log.outcome == "SYSTEM_ERROR" and log.executors == []
+    assert "resources.disk_gb" in log.system_logs[0] and "GB free" in log.system_logs[0], log.system_logs
+    # Within what is free the same task runs.
+    state, store, job_id = run_tes(
+        executors=[{"image": BUSYBOX, "command": ["true"]}],
+        inputs=[{"path": "/data/in.txt", "key": "users/alice/in.txt"}],
+        disk_gb=0.001,
+    )
+    assert state.is_completed(), state

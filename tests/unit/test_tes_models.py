@@ -89,7 +89,7 @@ def test_a_plan(store) -> None:
     assert plan.inputs[2].foreign_url == "https://example.org/x"  # created; the run ends SYSTEM_ERROR
     assert "JOBCLOUD_API_TES_INPUT_URLS" in (plan.inputs[2].why or "")
     assert plan.outputs[0].key == "users/alice/out" and plan.outputs[0].type == "DIRECTORY"
-    assert (plan.cpu, plan.memory_mb, plan.gpu) == (2.0, 1536, 1)
+    assert (plan.cpu, plan.memory_mb, plan.disk_gb, plan.gpu) == (2.0, 1536, 10, 1)
     assert plan.mount_roots() == ["/data", "/out", "/vol/A"]
     # Unsupported backend_parameters are not stored (TES).
     assert stored_document(task)["resources"]["backend_parameters"] == {"GPU": "1"}

@@ -129,6 +129,7 @@ def plan_of(task: TesTask, store: JobStore, who: Principal, rules: TesRules, def
         volumes=volumes,
         cpu=float(res.cpu_cores) if res and res.cpu_cores else None,
         memory_mb=math.ceil(res.ram_gb * 1024) if res and res.ram_gb else None,
+        disk_gb=res.disk_gb if res and res.disk_gb else None,
         gpu=_int_parameter(params, "gpu", 0) or 0,
         timeout_s=_int_parameter(params, "timeout_s", 1) or default_timeout_s,
         store_url=store_base(store),
