@@ -51,7 +51,7 @@ def _log(store: JobStore, job_id: str) -> TesRunLog:
     return TesRunLog.model_validate_json(store.read_bytes(run_log_key(job_id)))
 
 
-def test_two_executors_share_inputs_outputs_and_volumes(run_tes) -> None:
+def test_two_executors_share_inputs_outputs_and_volumes(run_tes, prefect_api: str) -> None:
     url = "file:///ignored"
     state, store, job_id = run_tes(
         executors=[
@@ -79,6 +79,19 @@ def test_two_executors_share_inputs_outputs_and_volumes(run_tes) -> None:
     assert {o.path for o in log.outputs} == {"/out/md5.txt", "/out/dir/both.txt"}
     manifest = json.loads(store.read_bytes(f"jobs/{job_id}/manifest.json"))
     assert manifest["state"] == "Completed" and manifest["application"] == "tes"
+    names = _task_run_names(prefect_api, job_id)
+    assert [n for n in names if n.startswith("executor-")] == ["executor-0", "executor-1"], names
+
+
+def _task_run_names(api: str, job_id: str) -> list[str]:
+    """The names of the flow run's task runs, as the Prefect UI lists them."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tests.prefect_helpers import prefect_client
+
+    with prefect_client(api) as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[job_id])))
+    return sorted(r.name for r in runs)
 
 
 def test_an_executor_error_stops_the_task_unless_ignored(run_tes) -> None:
