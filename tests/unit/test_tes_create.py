@@ -204,7 +204,7 @@ def test_rules_are_kept_until_the_catalog_changes(tmp_path: Path, monkeypatch: p
     entry = 'a:\n  v1:\n    e:\n      app: {{cmd: ["true"]}}\n      handler: {{image_url: "{}"}}\n'
     catalog.write_text(entry.format("img:1"))
     monkeypatch.setenv("JOBCLOUD_CONFIG", str(catalog))
-    monkeypatch.setattr(rules_module, "_last", None)
+    rules_module.cached_rules.cache_clear()
     reads: list[int] = []
     real = rules_module.catalog_images
     monkeypatch.setattr(rules_module, "catalog_images", lambda: reads.append(1) or real())

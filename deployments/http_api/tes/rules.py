@@ -9,6 +9,7 @@ so a fresh install runs what the operator already vetted and nothing else. URLs:
 from __future__ import annotations
 
 import fnmatch
+import functools
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -59,10 +60,6 @@ def _names(image: str) -> list[str]:
     return [image] if ":" in last or "@" in last else [image, f"{image}:latest"]
 
 
-# (settings and catalog stamp, rules): replaced whole, so threads never see half of it.
-_last: tuple[tuple[Any, ...], TesRules] | None = None
-
-
 class TesRules(BaseModel):
     """The allow-lists one request is checked against."""
 
@@ -73,23 +70,14 @@ class TesRules(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> TesRules:
-        images = split_patterns(settings.tes_images) if settings.tes_images else catalog_images()
-        policy = UrlPolicy(patterns=split_patterns(settings.tes_input_urls), max_bytes=settings.tes_input_max_bytes, setting=URLS_SETTING)
-        return cls(images=images, url_policy=policy)
+        return _rules(settings.tes_images, settings.tes_input_urls, settings.tes_input_max_bytes)
 
     @classmethod
     def cached(cls, settings: ApiSettings) -> TesRules:
         """`from_settings`, kept while those settings and the catalog file stay the same:
         reading and validating the catalog costs about 10 ms of CPU, which every POST /tasks
         paid. An edited catalog (a new mtime, size or inode) is read again at the next request."""
-        global _last
-        key = (settings.tes_images, settings.tes_input_urls, settings.tes_input_max_bytes, _catalog_stamp(settings))
-        last = _last
-        if last is not None and last[0] == key:
-            return last[1]
-        rules = cls.from_settings(settings)
-        _last = (key, rules)
-        return rules
+        return cached_rules(settings.tes_images, settings.tes_input_urls, settings.tes_input_max_bytes, _catalog_stamp(settings))
 
     def check_image(self, image: str, field: str) -> str:
         """``image`` if a pattern allows it; a 400 naming the image and the setting otherwise."""
@@ -102,3 +90,17 @@ class TesRules(BaseModel):
             field,
             f"use an allowed image, or ask the operator to add it to {IMAGES_SETTING} (patterns, * for any)",
         )
+
+
+def _rules(images: str | None, urls: str | None, max_bytes: int) -> TesRules:
+    return TesRules(
+        images=split_patterns(images) if images else catalog_images(),
+        url_policy=UrlPolicy(patterns=split_patterns(urls), max_bytes=max_bytes, setting=URLS_SETTING),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def cached_rules(images: str | None, urls: str | None, max_bytes: int, catalog_stamp: tuple[Any, ...] | None) -> TesRules:
+    """The rules of these settings, the last ones kept (`TesRules.cached`); ``catalog_stamp`` only
+    keys the cache: an edited catalog is a new key."""
+    return _rules(images, urls, max_bytes)

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -133,20 +134,19 @@ def create_task(
         **({"name": name[:200]} if name else {}),
     }
 
+    def create(deployment_id: UUID) -> Any:
+        with gate or nullcontext():  # held for the request only, never across `land`'s waits
+            return client.create_flow_run_from_deployment(deployment_id, **kwargs)
+
     def once() -> Any:
-        for fresh in (False, True):
-            deployment_id = ids.get(client, full_name)
-            try:
-                # The gate is held for the request only, never across `land`'s waits.
-                if gate is None:
-                    return client.create_flow_run_from_deployment(deployment_id, **kwargs)
-                with gate:
-                    return client.create_flow_run_from_deployment(deployment_id, **kwargs)
-            except Exception as exc:
-                if not _is_404(exc) or fresh:
-                    raise
-                ids.forget(client, full_name, deployment_id)  # deleted (or redeployed) since it was read
-        raise AssertionError("unreachable")
+        deployment_id = ids.get(client, full_name)
+        try:
+            return create(deployment_id)
+        except Exception as exc:
+            if not _is_404(exc):
+                raise
+        ids.forget(client, full_name, deployment_id)  # deleted (or redeployed) since it was read
+        return create(ids.get(client, full_name))
 
     from jobcloud.blocks.settings import get_settings
 
