@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker  # noqa: E402
-from tests.receivers import free_port  # noqa: E402 - the tests' free-port rule
+from tests.e2e.api_process import serve_api, wait_answering  # noqa: E402 - the tests' API start and wait
 
 TOKEN = "bench-token-0123456789abcdef"
 BUSYBOX = "localhost/jobcloud/busybox:1"
@@ -120,38 +120,12 @@ class Stack:
             self.start_api("baseline", {**self.env, "PYTHONPATH": str(baseline), "JOBCLOUD_HOME": str(tmp / "jc-home-baseline")})
 
     def start_api(self, label: str, env: dict[str, str]) -> str:
-        """`jobcloud api serve` with ``env`` on a free port; its URL once it answers."""
-        port = free_port()
-        log_path = self.tmp / f"api-{label}.log"
-        log = open(log_path, "ab")
-        popen = subprocess.Popen(
-            [*JOBCLOUD, "api", "serve", "--port", str(port)],
-            env=env,
-            cwd=self.tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        self.apis[label] = (Proc(popen, log_path), url)
-        self._wait_api(label)
+        """`jobcloud api serve` with ``env`` on a free port (the end-to-end tests' helper); its URL
+        once it answers."""
+        api, url = serve_api(self.tmp, env, f"api-{label}")
+        self.apis[label] = (api, url)
+        wait_answering(api, url, timeout=90)
         return url
-
-    def _wait_api(self, label: str, timeout: float = 90) -> None:
-        import httpx
-
-        api, url = self.apis[label]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not api.alive():
-                raise SystemExit(f"the API ({label}) exited:\n{api.tail()}")
-            try:
-                if httpx.get(f"{url}/status", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise SystemExit(f"the API ({label}) did not answer:\n{api.tail()}")
 
     def stop_worker(self) -> None:
         if self.worker is not None:
