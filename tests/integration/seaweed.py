@@ -98,16 +98,14 @@ class Seaweed:
         each other from ephemeral ports of the same range): weed then exits with "address already
         in use", and a first start tries again on new ports (a restart, on the same ones)."""
         fresh = not self.ports
-        for attempt in range(PORT_TRIES):
-            if fresh:
-                self.ports = {}
+        for _ in range(PORT_TRIES - 1):
             try:
                 return self._start(timeout)
             except PortTakenError:
-                if attempt == PORT_TRIES - 1:
-                    raise
+                if fresh:
+                    self.ports = {}  # new ones at the next try
                 time.sleep(0.5)
-        raise AssertionError("unreachable")
+        return self._start(timeout)
 
     def _start(self, timeout: float) -> Seaweed:
         self.data_dir.mkdir(parents=True, exist_ok=True)
