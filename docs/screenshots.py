@@ -287,7 +287,7 @@ def remove_containers(api_url: str) -> None:
         import docker
 
         client = docker.DockerClient(base_url=os.environ.get("DOCKER_HOST") or None, version="auto", timeout=10)
-        for c in client.containers.list(all=True, filters={"label": f"io.jobcloud.api={api_url}"}):
+        for c in client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.api={api_url}"}):
             c.remove(force=True)
             log(f"removed leftover container {c.short_id}")
     except Exception as exc:  # noqa: BLE001  the engine may be away; never fail the clean-up on this

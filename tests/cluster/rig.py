@@ -526,14 +526,16 @@ class Cluster:
     def job_containers(self, job_id: str | None = None) -> list[Any]:
         """The engine's containers of this rig's jobs (of one job, or all)."""
         label = f"{JOB_LABEL}={job_id}" if job_id else f"{API_LABEL}={self.api_url}"
-        return _engine(self.docker_host).containers.list(all=True, filters={"label": label})
+        # Sparse: a full listing inspects each container in turn, and one removed in between
+        # makes Podman answer 500 "no such container" (a job's containers go while we poll).
+        return _engine(self.docker_host).containers.list(all=True, sparse=True, filters={"label": label})
 
     def host_of_container(self, container: Any) -> str | None:
         """The worker host whose job made ``container``: its `io.jobcloud.host` label (each
         worker host runs with JOBCLOUD_HOST_NAME=<host>)."""
         from jobcloud.flows.container_spec import HOST_LABEL
 
-        return (container.labels or {}).get(HOST_LABEL)
+        return (container.attrs.get("Labels") or {}).get(HOST_LABEL)  # a sparse listing's labels
 
     def logs(self, n: int = 30) -> str:
         """The tails of every host's logs, for a failing assertion."""

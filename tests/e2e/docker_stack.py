@@ -157,4 +157,4 @@ def flow_run_containers(engine: str, job_id: str) -> list[Any]:
     import docker
 
     client = docker.DockerClient(base_url=engine)
-    return client.containers.list(all=True, filters={"label": f"{PREFECT_FLOW_RUN_LABEL}={job_id}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"{PREFECT_FLOW_RUN_LABEL}={job_id}"})

@@ -25,7 +25,7 @@ def _spec(tmp_path, cmd: str, timeout: int | None = None) -> ContainerSpec:
 
 
 def _left(client, spec: ContainerSpec) -> list:
-    return client.containers.list(all=True, filters={"label": f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}"})
 
 
 @pytest.mark.parametrize(

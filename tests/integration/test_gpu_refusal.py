@@ -62,7 +62,7 @@ def _spec(tmp_path: Path, gpus: int):
 
 
 def _left(client, spec) -> list:
-    return client.containers.list(all=True, filters={"label": f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}"})
 
 
 def test_an_ignored_gpu_request_fails_at_once_before_the_app_runs(

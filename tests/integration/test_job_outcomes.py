@@ -91,8 +91,8 @@ def assert_no_container_left(engine: str, job_id: str) -> None:
     import docker
 
     client = docker.DockerClient(base_url=engine)
-    left = client.containers.list(all=True, filters={"label": f"io.jobcloud.job-id={job_id}"})
-    assert left == [], [c.name for c in left]
+    left = client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={job_id}"})
+    assert left == [], [c.id[:12] for c in left]
 
 
 def flow_logs(client, job_id: str) -> list[str]:
