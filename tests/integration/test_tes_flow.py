@@ -39,7 +39,9 @@ def run_tes(engine, images, prefect_api, tmp_path: Path, monkeypatch: pytest.Mon
         job_id = str(state.state_details.flow_run_id)
         import docker
 
-        left = docker.DockerClient(base_url=engine).containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={job_id}"})
+        left = docker.DockerClient(base_url=engine).containers.list(
+            all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={job_id}"}
+        )
         assert left == []
         assert not (tmp_path / "home" / "work" / job_id).exists()
         return state, store, job_id
