@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_helpers import labelled_containers
+
 ROOT = Path(__file__).resolve().parent.parent
 # The suite's commands ignore SIGTERM (a shell as PID 1), so each timeout would cost the whole
 # stop grace (10 s): 1 s here, inherited by every CLI, server and worker process a test starts.
@@ -36,13 +38,8 @@ LEFTOVER_WAIT_S = 20  # a job's guard may still be removing a container the job 
 
 
 def job_containers(host: str) -> dict[str, str]:
-    """id -> job id of every container carrying JobCloud's job label on ``host`` (sparse: from
-    the engine's listing alone, so one removed meanwhile cannot fail the call)."""
-    import docker
-
-    client = docker.DockerClient(base_url=host, version="1.41", timeout=30)
-    found = client.containers.list(all=True, sparse=True, filters={"label": JOB_LABEL})
-    return {c.id: (c.attrs.get("Labels") or {}).get(JOB_LABEL, "") for c in found}
+    """id -> job id of every container carrying JobCloud's job label on ``host``."""
+    return {c.id: (c.attrs.get("Labels") or {}).get(JOB_LABEL, "") for c in labelled_containers(host, JOB_LABEL)}
 
 
 @pytest.fixture(autouse=True)

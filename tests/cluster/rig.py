@@ -43,6 +43,7 @@ from typing import Any
 
 from jobcloud.deployments.server.processes import Proc, spawn, start_worker
 from tests.e2e.team_stack import CATALOG, TeamStack, checked
+from tests.engine_helpers import labelled_containers
 from tests.integration.seaweed import Seaweed
 from tests.integration.seaweed import free_port as weed_port
 
@@ -189,19 +190,13 @@ def cleanup_leftovers(docker_host: str | None = None, everything: bool = False) 
             removed.append(f"link {link}")
     if docker_host:
         live = set(re.findall(rf"inet ({SUBNET}\.\d+)\.1/24", ip("-4", "-o", "addr", "show")))
-        for c in _engine(docker_host).containers.list(all=True, sparse=True, filters={"label": JOB_LABEL}):
+        for c in labelled_containers(docker_host, JOB_LABEL):
             api = (c.attrs.get("Labels") or {}).get(API_LABEL, "")
             m = re.match(rf"http://({SUBNET}\.\d+)\.\d+:", api)
             if m and m[1] not in live:
                 c.remove(force=True)
                 removed.append(f"container {c.id[:12]}")
     return removed
-
-
-def _engine(docker_host: str) -> Any:
-    import docker
-
-    return docker.DockerClient(base_url=docker_host, version="1.41", timeout=30)
 
 
 def _free_subnet() -> int:
@@ -365,7 +360,7 @@ class Cluster:
             self.seaweed.stop()
         if self.stack is not None and self.stack.server is not None:
             try:
-                for c in _engine(self.docker_host).containers.list(all=True, sparse=True, filters={"label": f"{API_LABEL}={self.api_url}"}):
+                for c in labelled_containers(self.docker_host, f"{API_LABEL}={self.api_url}"):
                     c.remove(force=True)
             except Exception as exc:  # noqa: BLE001 - report, go on removing the network
                 problems.append(f"job containers: {exc}")
@@ -526,16 +521,14 @@ class Cluster:
     def job_containers(self, job_id: str | None = None) -> list[Any]:
         """The engine's containers of this rig's jobs (of one job, or all)."""
         label = f"{JOB_LABEL}={job_id}" if job_id else f"{API_LABEL}={self.api_url}"
-        # Sparse: a full listing inspects each container in turn, and one removed in between
-        # makes Podman answer 500 "no such container" (a job's containers go while we poll).
-        return _engine(self.docker_host).containers.list(all=True, sparse=True, filters={"label": label})
+        return labelled_containers(self.docker_host, label)
 
     def host_of_container(self, container: Any) -> str | None:
         """The worker host whose job made ``container``: its `io.jobcloud.host` label (each
         worker host runs with JOBCLOUD_HOST_NAME=<host>)."""
         from jobcloud.flows.container_spec import HOST_LABEL
 
-        return (container.attrs.get("Labels") or {}).get(HOST_LABEL)  # a sparse listing's labels
+        return (container.attrs.get("Labels") or {}).get(HOST_LABEL)
 
     def logs(self, n: int = 30) -> str:
         """The tails of every host's logs, for a failing assertion."""

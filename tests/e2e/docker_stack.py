@@ -21,6 +21,7 @@ import yaml
 
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import ROOT, Cli
+from tests.engine_helpers import labelled_containers
 from tests.integration.seaweed import Seaweed
 
 BASE_IMAGE = "localhost/jobcloud/torchfit:1"
@@ -154,7 +155,4 @@ def docker_stack(
 
 def flow_run_containers(engine: str, job_id: str) -> list[Any]:
     """The containers a docker worker started for flow run ``job_id`` (its Prefect label)."""
-    import docker
-
-    client = docker.DockerClient(base_url=engine)
-    return client.containers.list(all=True, sparse=True, filters={"label": f"{PREFECT_FLOW_RUN_LABEL}={job_id}"})
+    return labelled_containers(engine, f"{PREFECT_FLOW_RUN_LABEL}={job_id}")

@@ -18,6 +18,7 @@ import pytest
 
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import ROOT, Cli
+from tests.engine_helpers import labelled_containers
 
 pytestmark = pytest.mark.e2e
 
@@ -195,7 +196,6 @@ def test_failing_job_is_failed_in_jobs_ls(stack: Stack) -> None:
 
 
 def test_no_wait_then_cancel_a_running_job(stack: Stack) -> None:
-    import docker
 
     job_id = _ok(stack.cli("run", "sleeper/v1/nap", "--no-wait")).stdout.strip()
     deadline = time.monotonic() + 90
@@ -212,9 +212,8 @@ def test_no_wait_then_cancel_a_running_job(stack: Stack) -> None:
         time.sleep(0.5)
         shown = json.loads(_ok(stack.cli("jobs", "show", job_id, "--json")).stdout)
     assert shown["state"] == "Cancelled"
-    client = docker.DockerClient(base_url=stack.env["DOCKER_HOST"])
     deadline = time.monotonic() + 30
-    while client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={job_id}"}):
+    while labelled_containers(stack.env["DOCKER_HOST"], f"io.jobcloud.job-id={job_id}"):
         assert time.monotonic() < deadline, "the cancelled job's container is still there"
         time.sleep(0.5)
 

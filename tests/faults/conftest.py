@@ -24,6 +24,7 @@ import pytest
 
 from jobcloud.deployments.server.processes import PrefectServer, Proc, start_worker
 from tests.conftest import JOBCLOUD, ROOT
+from tests.engine_helpers import labelled_containers
 
 BUSYBOX = "localhost/jobcloud/busybox:1"
 JOB_LABEL = "io.jobcloud.job-id"
@@ -185,19 +186,9 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str, every: float =
         time.sleep(every)
 
 
-def engine_client(host: str) -> Any:
-    import docker
-
-    return docker.DockerClient(base_url=host, version="1.41", timeout=30)
-
-
 def containers_of(host: str, job_id: str | None = None) -> list[Any]:
-    """Containers (running or not) with JobCloud's job label, of one job or all.
-
-    Sparse: from the engine's listing alone, so one removed meanwhile cannot fail the call.
-    """
-    label = f"{JOB_LABEL}={job_id}" if job_id else JOB_LABEL
-    return engine_client(host).containers.list(all=True, sparse=True, filters={"label": label})
+    """Containers (running or not) with JobCloud's job label, of one job or all."""
+    return labelled_containers(host, f"{JOB_LABEL}={job_id}" if job_id else JOB_LABEL)
 
 
 def processes_with(env_entry: str) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 from jobcloud.blocks.engine import docker_client
 from jobcloud.flows.container_run import run_container
 from jobcloud.flows.container_spec import ContainerSpec
+from tests.engine_helpers import labelled_containers
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +25,8 @@ def _spec(tmp_path, cmd: str, timeout: int | None = None) -> ContainerSpec:
     )
 
 
-def _left(client, spec: ContainerSpec) -> list:
-    return client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}"})
+def _left(spec: ContainerSpec) -> list:
+    return labelled_containers(None, f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}")
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_container_is_removed_however_it_ends(engine: str, images: None, tmp_pat
     assert outcome.timed_out is timed_out
     if exit_code is not None:
         assert outcome.exit_code == exit_code
-    assert _left(client, spec) == []  # at once, not later by a guard or sweeper
+    assert _left(spec) == []  # at once, not later by a guard or sweeper
 
 
 def test_container_is_removed_when_the_caller_breaks(engine: str, images: None, tmp_path) -> None:
@@ -53,4 +54,4 @@ def test_container_is_removed_when_the_caller_breaks(engine: str, images: None, 
 
     with pytest.raises(KeyboardInterrupt):
         run_container(client, spec, lambda line: None, on_start=on_start)
-    assert _left(client, spec) == []
+    assert _left(spec) == []

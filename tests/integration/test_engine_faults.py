@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.engine_helpers import labelled_containers
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +52,7 @@ def _jobs_of(cli, app: str) -> list:
 
 
 def _containers_labelled(app: str) -> list:
-    from jobcloud.blocks.engine import docker_client
-
-    return docker_client().containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.application={app}"})
+    return labelled_containers(None, f"io.jobcloud.application={app}")
 
 
 def test_no_engine_exits_2_before_any_job(linefit_cli, tmp_path: Path) -> None:

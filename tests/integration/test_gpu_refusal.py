@@ -22,6 +22,7 @@ from jobcloud.flows.catalog import EntrypointRef, parse_catalog
 from jobcloud.flows.container_run import run_container
 from jobcloud.flows.container_spec import GPU_CHECK_EXIT, build_spec
 from jobcloud.flows.request import HardwareOverride, JobRequest
+from tests.engine_helpers import labelled_containers
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +62,8 @@ def _spec(tmp_path: Path, gpus: int):
     return build_spec(REF, entry, request, tmp_path, f"gpu-refusal-{tmp_path.name}")
 
 
-def _left(client, spec) -> list:
-    return client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}"})
+def _left(spec) -> list:
+    return labelled_containers(None, f"io.jobcloud.job-id={spec.labels['io.jobcloud.job-id']}")
 
 
 def test_an_ignored_gpu_request_fails_at_once_before_the_app_runs(
@@ -83,7 +84,7 @@ def test_an_ignored_gpu_request_fails_at_once_before_the_app_runs(
     assert not any("APP-RAN-ON-THE-CPU" in line for line in lines)
     assert not (tmp_path / "log" / "app.log").exists()
     assert outcome.image_id and client.images.get(BUSYBOX).id.endswith(outcome.image_id.removeprefix("sha256:"))
-    assert _left(client, spec) == []
+    assert _left(spec) == []
 
 
 def test_the_check_counts_the_gpu_devices_a_real_container_sees(
@@ -112,7 +113,7 @@ def test_assume_gpu_on_podman_without_cdi_is_refused_at_create(no_gpu_engine: st
     spec = _spec(tmp_path, 1)
     with pytest.raises(ContainerEngineError, match=r"refused to create the container: .*nvidia\.com/gpu=all"):
         run_container(client, spec, lambda line: None)
-    assert _left(client, spec) == []
+    assert _left(spec) == []
 
 
 def test_a_gpu_job_fails_with_the_reason_and_its_manifest_names_the_gpu_image(

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.engine_helpers import labelled_containers
+
 pytestmark = pytest.mark.integration
 
 BUSYBOX = "localhost/jobcloud/busybox:1"
@@ -88,10 +90,7 @@ def run_json(cli, *args: str) -> tuple[Any, dict[str, Any]]:
 
 
 def assert_no_container_left(engine: str, job_id: str) -> None:
-    import docker
-
-    client = docker.DockerClient(base_url=engine)
-    left = client.containers.list(all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={job_id}"})
+    left = labelled_containers(engine, f"io.jobcloud.job-id={job_id}")
     assert left == [], [c.id[:12] for c in left]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from jobcloud.blocks.store.job_store import JobStore
 from jobcloud.flows.tes_plan import EXECUTOR_ERROR_STATE, TesPlan, TesRunLog, run_log_key
+from tests.engine_helpers import labelled_containers
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +38,7 @@ def run_tes(engine, images, prefect_api, tmp_path: Path, monkeypatch: pytest.Mon
         with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
             state = tes_task(task={}, plan=plan.model_dump(mode="json"), return_state=True)
         job_id = str(state.state_details.flow_run_id)
-        import docker
-
-        left = docker.DockerClient(base_url=engine).containers.list(
-            all=True, sparse=True, filters={"label": f"io.jobcloud.job-id={job_id}"}
-        )
-        assert left == []
+        assert labelled_containers(engine, f"io.jobcloud.job-id={job_id}") == []
         assert not (tmp_path / "home" / "work" / job_id).exists()
         return state, store, job_id
 
